@@ -1,0 +1,22 @@
+# make setup: virtual environment, DVC and the source data; make test: the test suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup test repro
+
+setup: $(BIN)/.installed
+	[ -d .dvc ] || $(BIN)/dvc init
+	$(BIN)/python scripts/get_data.py
+
+$(BIN)/.installed: requirements.txt
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -v tests
+
+repro: setup
+	$(BIN)/dvc repro

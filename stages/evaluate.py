@@ -1,0 +1,104 @@
+"""evaluate <task>: score the trained model on the test split (and its accuracy on validation).
+
+Writes metrics/<task>.json and metrics/predictions/<task>.csv (one row per test image).
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+from sklearn.metrics import (
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+from stages.common import (
+    METRICS,
+    MODELS,
+    cli,
+    load_images,
+    load_params,
+    read_split,
+    task_argument,
+    task_params,
+    write_json,
+)
+from stages.model import load_classifier, probabilities
+
+
+def scores(labels, probs, classes):
+    """Test metrics; accuracy comes with a Wilson 95% interval, as 9 images a class are few."""
+    ids = list(range(len(classes)))
+    predicted = probs.argmax(axis=1)
+    correct, n = int((predicted == labels).sum()), len(labels)
+    interval = binomtest(correct, n).proportion_ci(0.95, method="wilson")
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=ids, zero_division=0
+    )
+    if len(set(labels)) < len(classes):
+        auc = None  # undefined without every class among the true labels
+    elif len(classes) == 2:
+        auc = roc_auc_score(labels, probs[:, 1])
+    else:
+        auc = roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=ids)
+    return {
+        "n": n,
+        "correct": correct,
+        "accuracy": correct / n,
+        "accuracy_ci95": [float(interval.low), float(interval.high)],
+        "loss": float(log_loss(labels, probs, labels=ids)),
+        "auc": None if auc is None else float(auc),
+        "per_class": {
+            cls: {"precision": float(precision[i]), "recall": float(recall[i]),
+                  "f1": float(f1[i]), "support": int(support[i])}
+            for i, cls in enumerate(classes)
+        },
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=ids).tolist(),
+    }
+
+
+def predictions_table(rows, probs, classes):
+    table = pd.DataFrame({
+        "path": rows["path"],
+        "actual": rows["class"],
+        "predicted": np.asarray(classes)[probs.argmax(axis=1)],
+    })
+    for i, cls in enumerate(classes):
+        table[f"p_{cls}"] = probs[:, i].round(6)
+    return table
+
+
+def main(task):
+    params = load_params()
+    spec = task_params(params, task)
+    classes, size, batch = spec["classes"], params["image_size"], spec["batch_size"]
+    model = load_classifier(MODELS / f"{task}.keras")
+    trained = json.loads((MODELS / f"{task}.json").read_text())
+
+    test, val = read_split("test", classes), read_split("val", classes)
+    test_probs = probabilities(model, load_images(test["path"], size), batch)
+    val_probs = probabilities(model, load_images(val["path"], size), batch)
+    metrics = {
+        "task": task,
+        "classes": classes,
+        "backbone": trained["backbone"]["weights"],
+        "backbone_fingerprint": trained["backbone"]["fingerprint"],
+        "test": scores(test["label"].to_numpy(), test_probs, classes),
+        "val": {"n": len(val),
+                "accuracy": float((val_probs.argmax(axis=1) == val["label"]).mean())},
+    }
+    write_json(METRICS / f"{task}.json", metrics)
+    out = METRICS / "predictions" / f"{task}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    predictions_table(test, test_probs, classes).to_csv(out, index=False)
+    low, high = metrics["test"]["accuracy_ci95"]
+    print(f"evaluate {task}: test accuracy {metrics['test']['accuracy']:.3f}"
+          f" (95% CI {low:.2f}-{high:.2f}, n={metrics['test']['n']}),"
+          f" val accuracy {metrics['val']['accuracy']:.3f}")
+
+
+if __name__ == "__main__":
+    cli(main)(task_argument("evaluate"))

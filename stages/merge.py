@@ -1,0 +1,150 @@
+"""merge: read both sources in their upstream layouts, label, dedup and sample the manifest.
+
+Writes data/merged/manifest.csv (path, class, patient, source, sha256, width, height) and
+metrics/data.json (counts per class and every file that was left out, with the reason).
+"""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stages.common import (
+    CLASSES,
+    MANIFEST,
+    METRICS,
+    RAW,
+    PipelineError,
+    cli,
+    load_params,
+    open_rgb,
+    sha256,
+    write_json,
+)
+
+KERMANY = RAW / "chest-xray-pneumonia" / "chest_xray"
+COVID = RAW / "covid-chestxray-dataset"
+COVID_COLUMNS = ("Patientid", "finding", "view", "modality", "filename")
+# personN_bacteria_M.jpeg, personN_virus_M.jpeg; IM-NNNN-NNNN.jpeg, NORMAL2-IM-NNNN-NNNN.jpeg
+PNEUMONIA_NAME = re.compile(r"^(person\d+)_(bacteria|virus)_\d+\.jpe?g$", re.IGNORECASE)
+NORMAL_NAME = re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+(?:-\d+)?\.jpe?g$", re.IGNORECASE)
+CAUSE = {"bacteria": "bacterial", "virus": "viral"}
+
+
+def kermany_label(folder, name):
+    """(class, patient) from a Kaggle file's folder and name, or None if the name says neither."""
+    if folder == "NORMAL" and (match := NORMAL_NAME.match(name)):
+        return "normal", match.group(1)
+    if folder == "PNEUMONIA" and (match := PNEUMONIA_NAME.match(name)):
+        return CAUSE[match.group(2).lower()], match.group(1)
+    return None
+
+
+def kermany_candidates(splits, skipped):
+    rows = []
+    for split in splits:
+        for folder in ("NORMAL", "PNEUMONIA"):
+            directory = KERMANY / split / folder
+            if not directory.is_dir():
+                raise PipelineError(f"{directory}: missing (merge.kermany_splits names {split!r})")
+            for path in sorted(p for p in directory.iterdir() if p.is_file()):
+                label = kermany_label(folder, path.name)
+                if label is None:
+                    skipped.append({"path": str(path), "reason": "file name gives no class/patient"})
+                    continue
+                rows.append({"path": str(path), "class": label[0], "patient": f"kermany:{label[1]}",
+                             "source": "kermany"})
+    return rows
+
+
+def read_metadata(path):
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError) as err:
+        raise PipelineError(f"{path}: cannot read ({err})") from err
+    missing = [c for c in COVID_COLUMNS if c not in table.columns]
+    if missing:
+        raise PipelineError(f"{path}: missing column(s) {', '.join(missing)}")
+    return table
+
+
+def covid_candidates(filters, skipped):
+    table = read_metadata(COVID / "metadata.csv")
+    keep = (
+        (table["finding"] == filters["finding"])
+        & (table["modality"] == filters["modality"])
+        & table["view"].isin(filters["views"])
+    )
+    rows = []
+    for record in table[keep].itertuples():
+        path = COVID / "images" / record.filename
+        if not path.is_file():
+            skipped.append({"path": str(path), "reason": "listed in metadata.csv, file missing"})
+            continue
+        rows.append({"path": str(path), "class": "covid", "patient": f"covid:{record.Patientid}",
+                     "source": "covid-chestxray"})
+    return rows
+
+
+def describe(rows, skipped):
+    """Decode every candidate once: drop unreadable files and byte-identical copies, with reasons."""
+    kept, duplicates, seen = [], [], {}
+    for row in rows:
+        try:
+            image = open_rgb(row["path"])
+        except PipelineError as err:
+            skipped.append({"path": row["path"], "reason": str(err).split(": ", 1)[1]})
+            continue
+        digest = sha256(row["path"])
+        if digest in seen:
+            duplicates.append({"path": row["path"], "duplicate_of": seen[digest]})
+            continue
+        seen[digest] = row["path"]
+        kept.append({**row, "sha256": digest, "width": image.width, "height": image.height})
+    return pd.DataFrame(kept), duplicates
+
+
+def sample(images, per_class, seed):
+    """Seeded sample of each class down to its requested count; fewer available means all."""
+    unknown = [c for c in per_class if c not in CLASSES]
+    if unknown:
+        raise PipelineError(f"params.yaml: merge.per_class names unknown class(es) {unknown}")
+    rng = np.random.default_rng(seed)
+    parts, counts = [], {}
+    for cls, requested in per_class.items():
+        pool = images[images["class"] == cls]
+        take = min(int(requested), len(pool))
+        parts.append(pool.iloc[np.sort(rng.choice(len(pool), size=take, replace=False))])
+        counts[cls] = {"available": len(pool), "requested": int(requested), "selected": take}
+    return pd.concat(parts, ignore_index=True), counts
+
+
+def main():
+    params = load_params()
+    merge = params["merge"]
+    skipped = []
+    rows = kermany_candidates(merge["kermany_splits"], skipped)
+    rows += covid_candidates(merge["covid"], skipped)
+    images, duplicates = describe(rows, skipped)
+    manifest, counts = sample(images, merge["per_class"], params["seed"])
+
+    MANIFEST.parent.mkdir(parents=True, exist_ok=True)
+    manifest.to_csv(MANIFEST, index=False)
+    write_json(METRICS / "data.json", {
+        "classes": counts,
+        "total": len(manifest),
+        "patients": int(manifest["patient"].nunique()),
+        "n_skipped": len(skipped),
+        "n_duplicates": len(duplicates),
+        "skipped": skipped,
+        "duplicates": duplicates,
+    })
+    for cls, count in counts.items():
+        print(f"merge: {cls:9s} {count['selected']:4d} of {count['available']} available")
+    print(f"merge: {len(skipped)} file(s) skipped, {len(duplicates)} duplicate(s) dropped,"
+          " see metrics/data.json")
+
+
+if __name__ == "__main__":
+    cli(main)()

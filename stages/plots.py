@@ -1,0 +1,105 @@
+"""plots: per task, training curves, confusion matrix, ROC curves and a test-image gallery.
+
+Writes plots/<task>/{history,confusion,roc,gallery}.png.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from stages.common import METRICS, cli, load_images, load_params, task_params  # noqa: E402
+
+PLOTS = Path("plots")
+GALLERY_SIZE = 128  # pixels a side per thumbnail
+
+
+def history(task, ax_acc, ax_loss):
+    """The tutorial's curves: train vs validation accuracy and loss per epoch, from DVCLive."""
+    logs = METRICS / "train" / task / "plots" / "metrics"
+    for ax, metric in ((ax_acc, "accuracy"), (ax_loss, "loss")):
+        for part, label in (("train", "train"), ("eval", "validation")):
+            curve = pd.read_csv(logs / part / f"{metric}.tsv", sep="\t")
+            ax.plot(curve["step"] + 1, curve[metric], label=label)
+        ax.set(title=f"{task}: {metric}", xlabel="epoch", ylabel=metric)
+        ax.legend()
+
+
+def confusion(ax, matrix, classes, title):
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in pd.DataFrame(matrix).stack().items():
+        ax.text(j, i, count, ha="center", va="center",
+                color="white" if count > max(map(max, matrix)) / 2 else "black")
+    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes,
+           yticklabels=classes, xlabel="predicted", ylabel="true", title=title)
+
+
+def roc(ax, predictions, classes, title):
+    """One-vs-rest ROC curve of each class that has both positives and negatives."""
+    for cls in classes:
+        truth = predictions["actual"] == cls
+        if truth.all() or not truth.any():
+            continue
+        fpr, tpr, _ = roc_curve(truth, predictions[f"p_{cls}"])
+        ax.plot(fpr, tpr, label=cls)
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(loc="lower right")
+
+
+def gallery(predictions, path):
+    """Every test image, titled with the predicted class and its probability; red when wrong."""
+    images = load_images(predictions["path"], GALLERY_SIZE)
+    cols = min(9, len(predictions))
+    rows = math.ceil(len(predictions) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, row in zip(axes.flat, images, predictions.itertuples()):
+        ax.imshow(image)
+        wrong = row.predicted != row.actual
+        ax.set_title(f"{row.predicted} {getattr(row, f'p_{row.predicted}'):.2f}\n(true {row.actual})",
+                     fontsize=7, color="red" if wrong else "black")
+    save(fig, path)
+
+
+def save(fig, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_task(task, classes):
+    out = PLOTS / task
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
+    history(task, ax_acc, ax_loss)
+    save(fig, out / "history.png")
+
+    metrics = json.loads((METRICS / f"{task}.json").read_text())["test"]
+    predictions = pd.read_csv(METRICS / "predictions" / f"{task}.csv")
+    low, high = metrics["accuracy_ci95"]
+    for name, draw, data in (("confusion", confusion, metrics["confusion_matrix"]),
+                             ("roc", roc, predictions)):
+        fig, ax = plt.subplots(figsize=(5, 4.5))
+        draw(ax, data, classes,
+             f"{task}: test accuracy {metrics['accuracy']:.2f} (95% CI {low:.2f}-{high:.2f})")
+        save(fig, out / f"{name}.png")
+    gallery(predictions, out / "gallery.png")
+
+
+def main():
+    params = load_params()
+    for task in params["tasks"]:
+        plot_task(task, task_params(params, task)["classes"])
+        print(f"plots: {PLOTS / task}/{{history,confusion,roc,gallery}}.png")
+
+
+if __name__ == "__main__":
+    cli(main)()
