@@ -26,9 +26,10 @@ from stages.common import (
 KERMANY = RAW / "chest-xray-pneumonia" / "chest_xray"
 COVID = RAW / "covid-chestxray-dataset"
 COVID_COLUMNS = ("Patientid", "finding", "view", "modality", "filename")
-# personN_bacteria_M.jpeg, personN_virus_M.jpeg; IM-NNNN-NNNN.jpeg, NORMAL2-IM-NNNN-NNNN.jpeg
-PNEUMONIA_NAME = re.compile(r"^(person\d+)_(bacteria|virus)_\d+\.jpe?g$", re.IGNORECASE)
-NORMAL_NAME = re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+(?:-\d+)?\.jpe?g$", re.IGNORECASE)
+# personN_bacteria_M.jpeg, personN_virus_M.jpeg; IM-NNNN-NNNN.jpeg, NORMAL2-IM-NNNN-NNNN.jpeg.
+# Any extension: whether the file is an image is for the decoder to say.
+PNEUMONIA_NAME = re.compile(r"^(person\d+)_(bacteria|virus)_\d+\.\w+$", re.IGNORECASE)
+NORMAL_NAME = re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+(?:-\d+)?\.\w+$", re.IGNORECASE)
 CAUSE = {"bacteria": "bacterial", "virus": "viral"}
 
 

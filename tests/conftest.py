@@ -1,0 +1,61 @@
+"""Shared fixtures: a small source tree in the upstream layouts, built from generated images."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+METADATA_HEADER = "Patientid,offset,sex,age,finding,survival,view,modality,date,location,filename\n"
+
+
+def mirror():
+    """The read-only mirror of the real datasets, or None where it is not beside the repo."""
+    path = Path(os.environ.get("COVIDXRAY_MIRROR", ROOT.parent / "shared" / "datasets"))
+    return path if (path / "covid-chestxray-dataset" / "metadata.csv").is_file() else None
+
+
+def write_image(path, seed=0, mode="L", size=(40, 32)):
+    """A small random image; the seed makes its bytes unique."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0]), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    image = image.convert(mode) if mode != "I;16" else Image.fromarray(pixels.astype(np.uint16) * 200)
+    image.save(path)
+    return path
+
+
+def write_params(**changes):
+    """params.yaml in the current folder: the repo's, with a section's keys replaced."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in changes.items():
+        if isinstance(values, dict):
+            params[section].update(values)
+        else:
+            params[section] = values
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+@pytest.fixture
+def sources(tmp_path, monkeypatch):
+    """A project folder whose data/raw holds 4 images of each class in the upstream layouts."""
+    monkeypatch.chdir(tmp_path)
+    kermany = Path("data/raw/chest-xray-pneumonia/chest_xray/train")
+    covid = Path("data/raw/covid-chestxray-dataset")
+    seed = iter(range(1000))
+    for i in range(4):
+        write_image(kermany / "NORMAL" / f"IM-{100 + i:04d}-0001.jpeg", next(seed))
+        write_image(kermany / "PNEUMONIA" / f"person{i}_bacteria_{i}.jpeg", next(seed))
+        write_image(kermany / "PNEUMONIA" / f"person{10 + i}_virus_{i}.jpeg", next(seed))
+    rows = []
+    for i in range(4):
+        write_image(covid / "images" / f"covid-{i}.png", next(seed), mode="RGB")
+        rows.append(f"{i},0,M,60,COVID-19,,PA,X-ray,2020,,covid-{i}.png\n")
+    rows.append("9,0,F,50,COVID-19,,AP,X-ray,2020,,ap-view.png\n")  # filtered out by view
+    (covid / "metadata.csv").write_text(METADATA_HEADER + "".join(rows))
+    write_params(merge={"per_class": {"normal": 4, "bacterial": 4, "viral": 4, "covid": 4}})
+    return {"kermany": kermany, "covid": covid}

@@ -1,0 +1,55 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from stages.common import PipelineError, load_images, open_rgb, task_params
+from tests.conftest import ROOT, write_image
+
+PARAMS = {"tasks": {"binary": {"classes": ["normal", "covid"]},
+                    "odd": {"classes": ["normal", "fungal"]},
+                    "lonely": {"classes": ["covid"]}}}
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P", "I;16"])
+def test_every_image_mode_decodes_to_8_bit_rgb(tmp_path, mode):
+    image = open_rgb(write_image(tmp_path / "x.png", mode=mode))
+    assert image.mode == "RGB" and image.size == (40, 32)
+
+
+def test_16_bit_images_are_stretched_onto_the_8_bit_range(tmp_path):
+    pixels = np.asarray(open_rgb(write_image(tmp_path / "x.png", mode="I;16")))
+    assert pixels.min() == 0 and pixels.max() == 255
+
+
+@pytest.mark.parametrize("content", [b"", b"GIF89a-but-not-really", b"\xff\xd8\xff\xe0 cut"])
+def test_unreadable_images_raise_an_error_naming_the_file(tmp_path, content):
+    path = tmp_path / "broken.jpeg"
+    path.write_bytes(content)
+    with pytest.raises(PipelineError, match=r"broken\.jpeg: not a readable image"):
+        open_rgb(path)
+
+
+def test_load_images_squashes_to_a_uint8_batch(tmp_path):
+    paths = [write_image(tmp_path / f"{i}.png", seed=i, size=(60 + i, 30)) for i in range(3)]
+    batch = load_images(paths, 16)
+    assert batch.shape == (3, 16, 16, 3) and batch.dtype == np.uint8
+
+
+def test_task_params_rejects_unknown_tasks_and_classes():
+    assert task_params(PARAMS, "binary")["classes"] == ["normal", "covid"]
+    with pytest.raises(PipelineError, match="unknown task 'eight'"):
+        task_params(PARAMS, "eight")
+    with pytest.raises(PipelineError, match=r"tasks\.odd\.classes must name"):
+        task_params(PARAMS, "odd")
+    with pytest.raises(PipelineError, match=r"tasks\.lonely\.classes must name at least two"):
+        task_params(PARAMS, "lonely")
+
+
+def test_a_stage_reports_bad_params_in_one_line_without_a_traceback():
+    run = subprocess.run([sys.executable, "-m", "stages.evaluate", "nosuchtask"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert run.returncode == 1
+    assert "error: params.yaml: unknown task 'nosuchtask' (tasks: binary, three, four)" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -1,0 +1,41 @@
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def get_data(cwd, mirror, home):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
+    env.update(COVIDXRAY_MIRROR=str(mirror), HOME=str(home))
+    return subprocess.run([sys.executable, ROOT / "scripts" / "get_data.py"], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+
+
+def fake_mirror(path, with_kermany=True):
+    (path / "covid-chestxray-dataset").mkdir(parents=True)
+    (path / "covid-chestxray-dataset" / "metadata.csv").write_text("Patientid\n")
+    if with_kermany:
+        (path / "chest-xray-pneumonia" / "chest_xray" / "train").mkdir(parents=True)
+    return path
+
+
+def test_sources_are_linked_from_the_mirror_and_a_second_run_is_harmless(tmp_path):
+    mirror = fake_mirror(tmp_path / "mirror")
+    (tmp_path / "repo").mkdir()
+    first = get_data(tmp_path / "repo", mirror, tmp_path)
+    assert first.returncode == 0, first.stderr
+    raw = tmp_path / "repo" / "data" / "raw"
+    for name in ("covid-chestxray-dataset", "chest-xray-pneumonia"):
+        assert (raw / name).is_symlink() and (raw / name).resolve() == (mirror / name).resolve()
+    second = get_data(tmp_path / "repo", mirror, tmp_path)
+    assert second.returncode == 0 and second.stdout.count("already in place") == 2
+
+
+def test_without_mirror_or_kaggle_token_it_says_how_to_get_the_kaggle_set(tmp_path):
+    mirror = fake_mirror(tmp_path / "mirror", with_kermany=False)
+    (tmp_path / "repo").mkdir()
+    run = get_data(tmp_path / "repo", mirror, tmp_path)
+    assert run.returncode == 1
+    assert "chest-xray-pneumonia is missing" in run.stderr
+    assert "~/.kaggle/kaggle.json" in run.stderr and "COVIDXRAY_MIRROR" in run.stderr

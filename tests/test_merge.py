@@ -1,0 +1,116 @@
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from stages import merge
+from stages.common import MANIFEST, PipelineError
+from tests.conftest import write_image, write_params
+
+
+@pytest.mark.parametrize("folder, name, expected", [
+    ("NORMAL", "IM-0408-0001.jpeg", ("normal", "IM-0408")),
+    ("NORMAL", "NORMAL2-IM-1247-0001.jpeg", ("normal", "NORMAL2-IM-1247")),
+    ("NORMAL", "IM-0501-0001-0002.jpeg", ("normal", "IM-0501")),
+    ("PNEUMONIA", "person1312_bacteria_3317.jpeg", ("bacterial", "person1312")),
+    ("PNEUMONIA", "person1_virus_6.jpeg", ("viral", "person1")),
+    ("PNEUMONIA", "person1_fungus_6.jpeg", None),
+    ("PNEUMONIA", "IM-0408-0001.jpeg", None),
+    ("NORMAL", "notes.txt", None),
+])
+def test_kermany_label_reads_class_and_patient_from_the_name(folder, name, expected):
+    assert merge.kermany_label(folder, name) == expected
+
+
+def read_outputs():
+    return pd.read_csv(MANIFEST), json.loads(open("metrics/data.json").read())
+
+
+def test_merge_labels_every_source_and_records_patients(sources):
+    merge.main()
+    manifest, report = read_outputs()
+    assert manifest.groupby("class").size().to_dict() == {
+        "bacterial": 4, "covid": 4, "normal": 4, "viral": 4}
+    assert set(manifest.columns) == {"path", "class", "patient", "source", "sha256", "width",
+                                     "height"}
+    row = manifest.set_index("path").loc[str(sources["covid"] / "images" / "covid-2.png")]
+    assert (row["class"], row["patient"], row["source"]) == ("covid", "covid:2", "covid-chestxray")
+    assert (row["width"], row["height"]) == (40, 32)
+    assert "kermany:person1" in set(manifest["patient"])
+    assert report["n_skipped"] == 0 and report["total"] == 16
+
+
+def test_bad_files_are_skipped_with_a_reason(sources):
+    normal = sources["kermany"] / "NORMAL"
+    (normal / "IM-0900-0001.jpeg").write_bytes(b"")  # zero bytes
+    (normal / "IM-0901-0001.jpeg").write_bytes(b"plain text, not an image")
+    truncated = (normal / "IM-0100-0001.jpeg").read_bytes()
+    (normal / "IM-0902-0001.jpeg").write_bytes(truncated[: len(truncated) // 2])
+    (normal / "notes.txt").write_text("a stray file")
+    with open(sources["covid"] / "metadata.csv", "a") as meta:
+        meta.write("7,0,M,70,COVID-19,,PA,X-ray,2020,,not-mirrored.png\n")
+    merge.main()
+    manifest, report = read_outputs()
+    reasons = {item["path"].rsplit("/", 1)[1]: item["reason"] for item in report["skipped"]}
+    assert set(reasons) == {"IM-0900-0001.jpeg", "IM-0901-0001.jpeg", "IM-0902-0001.jpeg",
+                            "notes.txt", "not-mirrored.png"}
+    assert reasons["IM-0902-0001.jpeg"].startswith("not a readable image")
+    assert reasons["notes.txt"] == "file name gives no class/patient"
+    assert reasons["not-mirrored.png"] == "listed in metadata.csv, file missing"
+    assert not manifest["path"].str.contains("IM-09").any()
+
+
+def test_grayscale_rgba_and_16_bit_images_are_kept(sources):
+    normal = sources["kermany"] / "NORMAL"
+    for i, mode in enumerate(("RGBA", "I;16", "LA")):
+        write_image(normal / f"IM-080{i}-0001.png", seed=500 + i, mode=mode)
+    write_params(merge={"per_class": {"normal": 7, "bacterial": 4, "viral": 4, "covid": 4}})
+    merge.main()
+    manifest, report = read_outputs()
+    assert report["n_skipped"] == 0
+    assert (manifest["class"] == "normal").sum() == 7
+
+
+def test_byte_identical_copies_are_kept_once_and_reported(sources):
+    bacteria = sources["kermany"] / "PNEUMONIA"
+    shutil.copy(bacteria / "person1_bacteria_1.jpeg", bacteria / "person1_bacteria_9.jpeg")
+    merge.main()
+    manifest, report = read_outputs()
+    assert report["duplicates"] == [{
+        "path": str(bacteria / "person1_bacteria_9.jpeg"),
+        "duplicate_of": str(bacteria / "person1_bacteria_1.jpeg"),
+    }]
+    assert manifest["sha256"].is_unique
+
+
+def test_sampling_is_seeded_and_records_shortfalls(sources):
+    write_params(merge={"per_class": {"normal": 2, "bacterial": 3, "viral": 4, "covid": 9}})
+    merge.main()
+    first, report = read_outputs()
+    assert report["classes"]["covid"] == {"available": 4, "requested": 9, "selected": 4}
+    assert report["classes"]["normal"] == {"available": 4, "requested": 2, "selected": 2}
+    merge.main()
+    assert read_outputs()[0].equals(first)
+    write_params(seed=7, merge={"per_class": {"normal": 2, "bacterial": 3, "viral": 4, "covid": 9}})
+    merge.main()
+    assert not read_outputs()[0].equals(first)
+
+
+def test_metadata_without_a_needed_column_is_a_clear_error(sources):
+    meta = sources["covid"] / "metadata.csv"
+    meta.write_text(meta.read_text().replace("modality", "kind"))
+    with pytest.raises(PipelineError, match=r"metadata\.csv: missing column\(s\) modality"):
+        merge.main()
+
+
+def test_unknown_class_in_params_is_a_clear_error(sources):
+    write_params(merge={"per_class": {"normal": 2, "fungal": 2}})
+    with pytest.raises(PipelineError, match="merge.per_class names unknown class"):
+        merge.main()
+
+
+def test_missing_kermany_split_folder_is_a_clear_error(sources):
+    write_params(merge={"kermany_splits": ["train", "test"]})
+    with pytest.raises(PipelineError, match="chest_xray/test/NORMAL: missing"):
+        merge.main()

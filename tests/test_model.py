@@ -1,0 +1,94 @@
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from stages import model as m
+from stages.common import PipelineError
+
+AUGMENT = {"rotation_degrees": 50, "shift": 0.2, "shear_degrees": 0.25, "zoom": 0.1,
+           "channel_shift": 20, "horizontal_flip": True, "vertical_flip": True,
+           "fill_mode": "constant"}
+NO_AUGMENT = {**AUGMENT, "rotation_degrees": 0, "shift": 0, "shear_degrees": 0, "zoom": 0,
+              "channel_shift": 0, "horizontal_flip": False, "vertical_flip": False}
+SIZE = 32
+
+
+def images(n=4, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 3)).astype("float32")
+
+
+def test_input_scaling_is_vgg16s_bgr_minus_imagenet_mean():
+    x = images(1)
+    scaled = keras.ops.convert_to_numpy(m.VGGPreprocess()(x))
+    expected = x[..., ::-1] - np.array([103.939, 116.779, 123.68], dtype="float32")
+    np.testing.assert_allclose(scaled, expected, rtol=1e-6)
+
+
+def test_augmentation_has_the_tutorials_layers_and_acts_only_in_training():
+    augment = m.augmenter(AUGMENT)
+    assert [type(layer).__name__ for layer in augment.layers] == [
+        "RandomRotation", "RandomTranslation", "RandomShear", "RandomZoom", "RandomBrightness",
+        "RandomFlip"]
+    x = images()
+    assert np.array_equal(keras.ops.convert_to_numpy(augment(x, training=False)), x)
+    assert not np.allclose(keras.ops.convert_to_numpy(augment(x, training=True)), x)
+
+
+def test_zero_factors_leave_layers_out():
+    assert m.augmenter({**AUGMENT, "rotation_degrees": 0, "vertical_flip": False}).layers[-1] \
+        .get_config()["mode"] == "horizontal"
+    assert m.augmenter(NO_AUGMENT).layers == []
+
+
+def test_hed_weights_land_in_the_matching_vgg16_layers():
+    backbone = m.build_backbone("hed", SIZE)
+    with h5py.File(m.weights_file("hed"), "r") as h5:
+        kernel = h5["block5/layers/conv2d_2/vars/0"][()]
+    np.testing.assert_array_equal(backbone.get_layer("block5_conv3").get_weights()[0], kernel)
+    assert not backbone.trainable
+    assert m.fingerprint(backbone) != m.fingerprint(m.build_backbone("none", SIZE))
+
+
+def test_a_weights_file_path_is_loaded(tmp_path):
+    source = m.build_backbone("hed", SIZE)
+    path = tmp_path / "vgg16.weights.h5"
+    source.save_weights(path)
+    assert m.fingerprint(m.build_backbone(str(path), SIZE)) == m.fingerprint(source)
+
+
+def test_bad_weights_values_are_clear_errors(tmp_path):
+    with pytest.raises(PipelineError, match="backbone.weights: no such file imagenett"):
+        m.build_backbone("imagenett", SIZE)
+    junk = tmp_path / "junk.h5"
+    junk.write_text("not hdf5")
+    with pytest.raises(PipelineError, match=r"junk\.h5: not usable as VGG16 backbone weights"):
+        m.build_backbone(str(junk), SIZE)
+
+
+def test_imagenet_without_network_is_a_clear_error(monkeypatch):
+    def offline(**kwargs):
+        raise Exception("URL fetch failure: no route to host")
+
+    monkeypatch.setattr(keras.applications, "VGG16", offline)
+    with pytest.raises(PipelineError, match="backbone.weights=imagenet could not be downloaded"):
+        m.build_backbone("imagenet", SIZE)
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_the_saved_classifier_reloads_and_gives_probabilities(tmp_path, n_classes):
+    classifier = m.build_classifier(n_classes, SIZE, m.build_backbone("none", SIZE))
+    trainer = m.build_trainer(classifier, AUGMENT)
+    assert trainer.layers[0].name == "augment"
+    probs = m.probabilities(classifier, images(), batch_size=2)
+    assert probs.shape == (4, n_classes)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+    classifier.save(tmp_path / "model.keras")
+    reloaded = m.load_classifier(tmp_path / "model.keras")
+    np.testing.assert_allclose(m.probabilities(reloaded, images(), 2), probs, rtol=1e-5)
+
+
+def test_an_unloadable_model_file_is_a_clear_error(tmp_path):
+    (tmp_path / "model.keras").write_text("not a model")
+    with pytest.raises(PipelineError, match=r"model\.keras: cannot load the model"):
+        m.load_classifier(tmp_path / "model.keras")

@@ -1,0 +1,132 @@
+"""End to end: the real `dvc repro` on a tiny config, in a temporary copy of the repository."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, mirror
+
+PER_CLASS = 5
+TASK_KEYS = ("test.accuracy", "test.accuracy_ci95", "test.loss", "test.n", "test.auc",
+             "val.accuracy")
+
+
+def run(project, *args):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def dvc(project, *args):
+    return run(project, sys.executable, "-m", "dvc", *args)
+
+
+def copy_repository(target):
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, target / name)
+
+
+def copy_tiny_sources(source, raw):
+    """A few images of each class from the mirror, in the upstream layouts."""
+    kermany = "chest-xray-pneumonia/chest_xray/train"
+    picks = sorted((source / kermany / "NORMAL").iterdir())[:PER_CLASS]
+    pneumonia = sorted((source / kermany / "PNEUMONIA").iterdir())
+    for cause in ("_bacteria_", "_virus_"):
+        picks += [p for p in pneumonia if cause in p.name][:PER_CLASS]
+    covid = "covid-chestxray-dataset"
+    with open(source / covid / "metadata.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    is_pa = [r for r in rows[1:] if r[4] == "COVID-19" and r[6] == "PA"]
+    present = [r for r in is_pa if (source / covid / "images" / r[10]).is_file()][:PER_CLASS]
+    absent = [r for r in is_pa if not (source / covid / "images" / r[10]).is_file()]
+    picks += [source / covid / "images" / r[10] for r in present]
+    for path in picks:
+        target = raw / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    with open(raw / covid / "metadata.csv", "w", newline="") as f:
+        csv.writer(f).writerows([rows[0], *present, *absent])
+    return len(absent)
+
+
+def tiny_params(path):
+    params = yaml.safe_load(path.read_text())
+    params["image_size"] = 32
+    params["merge"]["per_class"] = dict.fromkeys(params["merge"]["per_class"], PER_CLASS)
+    params["split"] = {"test_per_class": 1, "val_fraction": 0.25}
+    params["backbone"]["weights"] = "none"
+    for task in params["tasks"].values():
+        task.update(epochs=1, batch_size=4)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    source = mirror()
+    if source is None:
+        pytest.skip("no dataset mirror beside the repository (set COVIDXRAY_MIRROR)")
+    project = tmp_path_factory.mktemp("project")
+    copy_repository(project)
+    missing = copy_tiny_sources(source, project / "data" / "raw")
+    params = tiny_params(project / "params.yaml")
+    run(project, "git", "init", "-q")
+    run(project, "git", "add", "-A")
+    run(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+    log = dvc(project, "repro")
+    return {"path": project, "params": params, "log": log, "missing": missing}
+
+
+def test_repro_writes_every_tasks_metrics(project):
+    for task, spec in project["params"]["tasks"].items():
+        metrics = json.loads((project["path"] / "metrics" / f"{task}.json").read_text())
+        for key in TASK_KEYS:
+            value = metrics
+            for part in key.split("."):
+                value = value[part]
+        assert metrics["test"]["n"] == len(spec["classes"])
+        assert set(metrics["test"]["per_class"]) == set(spec["classes"])
+        assert metrics["backbone"] == "none"
+        assert (project["path"] / "models" / f"{task}.keras").is_file()
+        for plot in ("history", "confusion", "roc", "gallery"):
+            assert (project["path"] / "plots" / task / f"{plot}.png").stat().st_size > 0
+
+
+def test_the_data_report_counts_classes_and_the_missing_covid_image(project):
+    report = json.loads((project["path"] / "metrics" / "data.json").read_text())
+    assert report["total"] == 4 * PER_CLASS
+    assert report["n_skipped"] == project["missing"] >= 1
+    assert all(s["reason"] == "listed in metadata.csv, file missing" for s in report["skipped"])
+
+
+def test_a_second_repro_has_nothing_to_do(project):
+    assert "up to date" in dvc(project["path"], "status")
+    assert "Running stage" not in dvc(project["path"], "repro")
+
+
+def test_metrics_diff_answers_against_the_commit_before_the_run(project):
+    diff = dvc(project["path"], "metrics", "diff", "--all")
+    assert "metrics/four.json" in diff and "test.accuracy" in diff
+    assert "metrics/data.json" in diff
+
+
+def test_dag_chains_merge_split_train_evaluate_plots(project):
+    dot = dvc(project["path"], "dag", "--dot")
+    edges = {tuple(part.strip().strip('";') for part in line.split("->"))
+             for line in dot.splitlines() if "->" in line}
+    assert ("merge", "split") in edges
+    for task in project["params"]["tasks"]:
+        assert {("split", f"train@{task}"), (f"train@{task}", f"evaluate@{task}"),
+                (f"evaluate@{task}", "plots")} <= edges

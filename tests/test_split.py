@@ -1,0 +1,64 @@
+import pandas as pd
+import pytest
+
+from stages.common import PipelineError
+from stages.split import split
+
+
+def manifest(patients_per_class=12, images_per_patient=(1, 2, 3)):
+    """Rows for patients of every class, some with several images; p0 of each class also has
+    an image of the next class, like a Kaggle patient with bacterial and viral images."""
+    classes = ["normal", "bacterial", "viral", "covid"]
+    rows = []
+    for c, cls in enumerate(classes):
+        for p in range(patients_per_class):
+            patient = f"{cls}-p{p}"
+            for i in range(images_per_patient[p % len(images_per_patient)]):
+                rows.append({"path": f"{patient}-{i}", "class": cls, "patient": patient})
+        rows.append({"path": f"{cls}-p0-x", "class": classes[(c + 1) % 4], "patient": f"{cls}-p0"})
+    return pd.DataFrame(rows)
+
+
+def test_test_set_has_exactly_n_per_class_and_no_patient_crosses_sides():
+    parts = split(manifest(), test_per_class=5, val_fraction=0.2, seed=1)
+    assert parts["test"]["class"].value_counts().to_dict() == {
+        "normal": 5, "bacterial": 5, "viral": 5, "covid": 5}
+    sides = {name: set(rows["patient"]) for name, rows in parts.items()}
+    assert not sides["test"] & sides["train"]
+    assert not sides["test"] & sides["val"]
+    assert not sides["train"] & sides["val"]
+    assert sum(len(rows) for rows in parts.values()) == len(manifest())
+
+
+def test_validation_is_about_the_requested_fraction_of_the_rest():
+    parts = split(manifest(patients_per_class=30), test_per_class=5, val_fraction=0.2, seed=1)
+    rest = len(parts["train"]) + len(parts["val"])
+    assert 0.12 < len(parts["val"]) / rest < 0.28
+    assert set(parts["val"]["class"]) == {"normal", "bacterial", "viral", "covid"}
+
+
+def test_the_split_is_seeded():
+    first = split(manifest(), 5, 0.2, seed=3)
+    again = split(manifest(), 5, 0.2, seed=3)
+    other = split(manifest(), 5, 0.2, seed=4)
+    assert all(first[name].equals(again[name]) for name in first)
+    assert not first["test"]["path"].equals(other["test"]["path"])
+
+
+def test_a_class_too_small_for_the_test_set_is_a_clear_error():
+    rows = manifest()
+    rows = rows[(rows["class"] != "covid") | rows["patient"].isin(["covid-p1", "covid-p2"])]
+    with pytest.raises(PipelineError, match="class 'covid' has 5 image.*leaves none for training"):
+        split(rows, test_per_class=5, val_fraction=0.2, seed=1)
+
+
+def test_when_whole_patients_cannot_make_the_count_the_error_says_so():
+    rows = pd.DataFrame([{"path": f"{c}{i}", "class": c, "patient": f"{c}-big"}
+                         for c in ("normal", "covid") for i in range(6)])
+    with pytest.raises(PipelineError, match="cannot make 2 test images of class 'covid'"):
+        split(rows, test_per_class=2, val_fraction=0.2, seed=1)
+
+
+def test_a_validation_fraction_out_of_range_is_a_clear_error():
+    with pytest.raises(PipelineError, match=r"split\.val_fraction must be in \(0, 0\.5\]"):
+        split(manifest(), 5, 0.9, seed=1)
