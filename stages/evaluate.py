@@ -32,6 +32,9 @@ from stages.model import load_classifier, probabilities
 def scores(labels, probs, classes):
     """Test metrics; accuracy comes with a Wilson 95% interval, as 9 images a class are few."""
     ids = list(range(len(classes)))
+    # float32 outputs sum to 1 only to float32 precision; sklearn checks in float64
+    probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)
     predicted = probs.argmax(axis=1)
     correct, n = int((predicted == labels).sum()), len(labels)
     interval = binomtest(correct, n).proportion_ci(0.95, method="wilson")
@@ -67,7 +70,7 @@ def predictions_table(rows, probs, classes):
         "predicted": np.asarray(classes)[probs.argmax(axis=1)],
     })
     for i, cls in enumerate(classes):
-        table[f"p_{cls}"] = probs[:, i].round(6)
+        table[f"p_{cls}"] = probs[:, i]
     return table
 
 

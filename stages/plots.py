@@ -3,7 +3,6 @@
 Writes plots/<task>/{history,confusion,roc,gallery}.png.
 """
 
-import json
 import math
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from stages.common import METRICS, cli, load_images, load_params, task_params  # noqa: E402
+from stages.evaluate import scores  # noqa: E402
 
 PLOTS = Path("plots")
 GALLERY_SIZE = 128  # pixels a side per thumbnail
@@ -26,7 +26,7 @@ def history(task, ax_acc, ax_loss):
     for ax, metric in ((ax_acc, "accuracy"), (ax_loss, "loss")):
         for part, label in (("train", "train"), ("eval", "validation")):
             curve = pd.read_csv(logs / part / f"{metric}.tsv", sep="\t")
-            ax.plot(curve["step"] + 1, curve[metric], label=label)
+            ax.plot(curve["step"] + 1, curve[metric], marker=".", label=label)
         ax.set(title=f"{task}: {metric}", xlabel="epoch", ylabel=metric)
         ax.legend()
 
@@ -82,8 +82,9 @@ def plot_task(task, classes):
     history(task, ax_acc, ax_loss)
     save(fig, out / "history.png")
 
-    metrics = json.loads((METRICS / f"{task}.json").read_text())["test"]
     predictions = pd.read_csv(METRICS / "predictions" / f"{task}.csv")
+    labels = predictions["actual"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    metrics = scores(labels, predictions[[f"p_{c}" for c in classes]].to_numpy(), classes)
     low, high = metrics["accuracy_ci95"]
     for name, draw, data in (("confusion", confusion, metrics["confusion_matrix"]),
                              ("roc", roc, predictions)):
