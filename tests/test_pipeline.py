@@ -130,3 +130,12 @@ def test_dag_chains_merge_split_train_evaluate_plots(project):
     for task in project["params"]["tasks"]:
         assert {("split", f"train@{task}"), (f"train@{task}", f"evaluate@{task}"),
                 (f"evaluate@{task}", "plots")} <= edges
+
+
+def test_plots_show_renders_curves_confusion_matrices_and_pngs(project, tmp_path):
+    dvc(project["path"], "plots", "show", "-o", str(tmp_path))
+    page = (tmp_path / "index.html").read_text()
+    for task in project["params"]["tasks"]:
+        assert f"metrics/predictions/{task}.csv" in page
+        assert f"metrics/train/{task}/plots/metrics/eval/accuracy.tsv" in page
+        assert (tmp_path / "static" / f"workspace_plots_{task}_gallery.png").is_file()
