@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 
 setup: $(BIN)/.installed
 	[ -d .dvc ] || $(BIN)/dvc init
-	$(BIN)/python scripts/get_data.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/get_data.py  # finds the kaggle CLI
 
 $(BIN)/.installed: requirements.txt
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -19,4 +19,4 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest -v tests
 
 repro: setup
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

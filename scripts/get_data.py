@@ -32,20 +32,31 @@ def present(name):
     return (RAW / name / MARKERS[name]).exists()
 
 
-def link(name, source):
+def free_target(name):
+    """data/raw/<name>, which must not exist yet: a partial folder is not ours to overwrite."""
     target = RAW / name
     if target.is_symlink() or target.exists():
         sys.exit(f"error: {target} exists but lacks {MARKERS[name]}; remove it and run again")
+    return target
+
+
+def link(name, source):
+    target = free_target(name)
     target.symlink_to(source.resolve(), target_is_directory=True)
     print(f"get_data: {target} -> {source.resolve()}")
 
 
 def download_covid():
+    target = free_target(COVID)
     print(f"get_data: downloading {COVID_URL}")
-    with urllib.request.urlopen(COVID_URL) as response:
-        archive = zipfile.ZipFile(io.BytesIO(response.read()))
+    try:
+        with urllib.request.urlopen(COVID_URL, timeout=120) as response:
+            archive = zipfile.ZipFile(io.BytesIO(response.read()))
+    except (OSError, zipfile.BadZipFile) as err:  # URLError and timeouts are OSErrors
+        sys.exit(f"error: cannot download {COVID_URL} ({err});\n"
+                 f"  point COVIDXRAY_MIRROR at a folder holding {COVID}/ instead")
     archive.extractall(RAW)
-    (RAW / f"{COVID}-{COVID_COMMIT}").rename(RAW / COVID)
+    (RAW / f"{COVID}-{COVID_COMMIT}").rename(target)
 
 
 def download_kermany():
@@ -56,7 +67,7 @@ def download_kermany():
         sys.exit(
             f"error: {RAW / KERMANY} is missing and no mirror was found at {mirror()}.\n"
             f"  Either point COVIDXRAY_MIRROR at a folder holding {KERMANY}/chest_xray/,\n"
-            "  or download it from Kaggle: `pip install kaggle`, then put your API token in\n"
+            "  or download it from Kaggle: put your API token in\n"
             "  ~/.kaggle/kaggle.json (or set KAGGLE_USERNAME and KAGGLE_KEY) and run again."
         )
     subprocess.run(["kaggle", "datasets", "download", "-d", KAGGLE_DATASET,

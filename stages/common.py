@@ -80,8 +80,13 @@ def sha256(path):
 
 def read_split(name, classes):
     """One split's rows restricted to a task's classes, with the label index of each."""
-    rows = pd.read_csv(SPLIT_DIR / f"{name}.csv")
+    path = SPLIT_DIR / f"{name}.csv"
+    rows = pd.read_csv(path)
     rows = rows[rows["class"].isin(classes)].reset_index(drop=True)
+    missing = sorted(set(classes) - set(rows["class"]))
+    if missing:
+        raise PipelineError(f"{path}: no images of class(es) {', '.join(missing)};"
+                            " check merge.per_class and the split params")
     rows["label"] = rows["class"].map({c: i for i, c in enumerate(classes)})
     return rows
 

@@ -62,7 +62,7 @@ def kermany_candidates(splits, skipped):
 def read_metadata(path):
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError) as err:
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise PipelineError(f"{path}: cannot read ({err})") from err
     missing = [c for c in COVID_COLUMNS if c not in table.columns]
     if missing:
@@ -111,13 +111,16 @@ def sample(images, per_class, seed):
     unknown = [c for c in per_class if c not in CLASSES]
     if unknown:
         raise PipelineError(f"params.yaml: merge.per_class names unknown class(es) {unknown}")
+    bad = {c: n for c, n in per_class.items() if not isinstance(n, int) or n < 0}
+    if bad:
+        raise PipelineError(f"params.yaml: merge.per_class counts must be whole numbers >= 0: {bad}")
     rng = np.random.default_rng(seed)
     parts, counts = [], {}
     for cls, requested in per_class.items():
         pool = images[images["class"] == cls]
-        take = min(int(requested), len(pool))
+        take = min(requested, len(pool))
         parts.append(pool.iloc[np.sort(rng.choice(len(pool), size=take, replace=False))])
-        counts[cls] = {"available": len(pool), "requested": int(requested), "selected": take}
+        counts[cls] = {"available": len(pool), "requested": requested, "selected": take}
     return pd.concat(parts, ignore_index=True), counts
 
 

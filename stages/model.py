@@ -55,6 +55,9 @@ def augmenter(aug):
 
 def weights_file(weights):
     """The file behind a backbone.weights param value, or None for `imagenet` and `none`."""
+    if not isinstance(weights, str) or not weights:
+        raise PipelineError(f"params.yaml: backbone.weights must be imagenet, hed, none or a"
+                            f" file path; got {weights!r}")
     if weights in ("imagenet", "none"):
         return None
     if weights == "hed":
@@ -88,8 +91,8 @@ def build_backbone(weights, image_size):
                 " use `hed` (offline) or a path to a VGG16 weights file"
             ) from err
     else:
-        backbone = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
         path = weights_file(weights)
+        backbone = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
         if path is not None:
             if not path.is_file():
                 raise PipelineError(f"params.yaml: backbone.weights: no such file {path}")

@@ -16,6 +16,9 @@ from stages.common import MANIFEST, SPLIT_DIR, PipelineError, cli, load_params
 
 def pick_test_patients(manifest, per_class, seed):
     """Whole patients, drawn at random per class, until each class has exactly per_class images."""
+    if not isinstance(per_class, int) or per_class < 1:
+        raise PipelineError(f"params.yaml: split.test_per_class must be a whole number >= 1,"
+                            f" got {per_class!r}")
     rng = np.random.default_rng(seed)
     by_patient = pd.crosstab(manifest["patient"], manifest["class"])
     chosen, counts = [], Counter()
@@ -44,10 +47,21 @@ def pick_test_patients(manifest, per_class, seed):
 
 
 def pick_val_rows(rest, fraction, seed):
-    """Row positions of a patient-grouped, class-stratified validation fold of about fraction."""
+    """Row positions of a patient-grouped, class-stratified validation fold.
+
+    The fold is one of round(1 / fraction) folds, so its share is 1/k nearest to fraction
+    (0.2 -> 1/5, 0.3 -> 1/3), and patient groups make it approximate.
+    """
     if not 0 < fraction <= 0.5:
         raise PipelineError(f"params.yaml: split.val_fraction must be in (0, 0.5], got {fraction}")
-    folds = StratifiedGroupKFold(n_splits=round(1 / fraction), shuffle=True, random_state=seed)
+    k = round(1 / fraction)
+    smallest = rest["class"].value_counts().min()
+    if smallest < k:
+        raise PipelineError(
+            f"{MANIFEST}: after the test set a class has {smallest} image(s), too few for"
+            f" {k} validation folds (split.val_fraction={fraction})"
+        )
+    folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     _, val = next(folds.split(rest, rest["class"], groups=rest["patient"]))
     return val
 

@@ -4,7 +4,8 @@ import sys
 import numpy as np
 import pytest
 
-from stages.common import PipelineError, load_images, open_rgb, task_params
+from stages import common
+from stages.common import PipelineError, load_images, open_rgb, read_split, task_params
 from tests.conftest import ROOT, write_image
 
 PARAMS = {"tasks": {"binary": {"classes": ["normal", "covid"]},
@@ -53,3 +54,11 @@ def test_a_stage_reports_bad_params_in_one_line_without_a_traceback():
     assert run.returncode == 1
     assert "error: params.yaml: unknown task 'nosuchtask' (tasks: binary, three, four)" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_task_class_missing_from_the_split_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "SPLIT_DIR", tmp_path)
+    (tmp_path / "val.csv").write_text("path,class,patient\na.png,normal,p1\nb.png,covid,p2\n")
+    assert read_split("val", ["covid", "normal"])["label"].tolist() == [1, 0]
+    with pytest.raises(PipelineError, match=r"val\.csv: no images of class\(es\) viral"):
+        read_split("val", ["normal", "viral"])

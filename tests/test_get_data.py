@@ -1,6 +1,11 @@
+import importlib.util
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -39,3 +44,18 @@ def test_without_mirror_or_kaggle_token_it_says_how_to_get_the_kaggle_set(tmp_pa
     assert run.returncode == 1
     assert "chest-xray-pneumonia is missing" in run.stderr
     assert "~/.kaggle/kaggle.json" in run.stderr and "COVIDXRAY_MIRROR" in run.stderr
+
+
+def test_a_failed_download_says_what_failed_and_what_to_do_instead(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("get_data", ROOT / "scripts" / "get_data.py")
+    get_data_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(get_data_module)
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("COVIDXRAY_MIRROR", str(tmp_path / "nowhere"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="(?s)cannot download .*no route to host.*COVIDXRAY_MIRROR"):
+        get_data_module.main()

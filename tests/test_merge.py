@@ -114,3 +114,15 @@ def test_missing_kermany_split_folder_is_a_clear_error(sources):
     write_params(merge={"kermany_splits": ["train", "test"]})
     with pytest.raises(PipelineError, match="chest_xray/test/NORMAL: missing"):
         merge.main()
+
+
+def test_an_empty_metadata_file_is_a_clear_error(sources):
+    (sources["covid"] / "metadata.csv").write_text("")
+    with pytest.raises(PipelineError, match=r"metadata\.csv: cannot read"):
+        merge.main()
+
+
+def test_a_negative_or_fractional_class_count_is_a_clear_error(sources):
+    write_params(merge={"per_class": {"normal": -1, "covid": 2.5}})
+    with pytest.raises(PipelineError, match=r"merge\.per_class counts must be whole numbers"):
+        merge.main()

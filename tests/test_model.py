@@ -60,6 +60,8 @@ def test_a_weights_file_path_is_loaded(tmp_path):
 def test_bad_weights_values_are_clear_errors(tmp_path):
     with pytest.raises(PipelineError, match="backbone.weights: no such file imagenett"):
         m.build_backbone("imagenett", SIZE)
+    with pytest.raises(PipelineError, match="backbone.weights must be imagenet, hed, none or a"):
+        m.build_backbone(None, SIZE)
     junk = tmp_path / "junk.h5"
     junk.write_text("not hdf5")
     with pytest.raises(PipelineError, match=r"junk\.h5: not usable as VGG16 backbone weights"):

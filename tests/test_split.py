@@ -62,3 +62,14 @@ def test_when_whole_patients_cannot_make_the_count_the_error_says_so():
 def test_a_validation_fraction_out_of_range_is_a_clear_error():
     with pytest.raises(PipelineError, match=r"split\.val_fraction must be in \(0, 0\.5\]"):
         split(manifest(), 5, 0.9, seed=1)
+
+
+@pytest.mark.parametrize("per_class", [0, -1, 2.5])
+def test_a_test_size_that_is_not_a_positive_whole_number_is_a_clear_error(per_class):
+    with pytest.raises(PipelineError, match=r"split\.test_per_class must be a whole number >= 1"):
+        split(manifest(), per_class, 0.2, seed=1)
+
+
+def test_too_few_images_left_for_the_validation_folds_is_a_clear_error():
+    with pytest.raises(PipelineError, match="too few for 5 validation folds"):
+        split(manifest(patients_per_class=2), test_per_class=1, val_fraction=0.2, seed=1)
