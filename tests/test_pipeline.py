@@ -143,3 +143,12 @@ def test_plots_show_renders_curves_confusion_matrices_and_pngs(project, tmp_path
         for metric in ("accuracy", "loss"):  # train and validation curves in one chart
             assert f'"text": "{task} {metric}"' in page
         assert (tmp_path / "static" / f"workspace_plots_{task}_gallery.png").is_file()
+
+
+def test_training_again_gives_byte_identical_metrics(project):
+    files = [project["path"] / "metrics" / name
+             for name in ("binary.json", "train/binary/metrics.json", "predictions/binary.csv")]
+    before = [path.read_bytes() for path in files]
+    dvc(project["path"], "repro", "--force", "--single-item", "train@binary")
+    dvc(project["path"], "repro", "evaluate@binary")
+    assert [path.read_bytes() for path in files] == before
