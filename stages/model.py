@@ -80,6 +80,9 @@ def load_hed(backbone, path):
 
 def build_backbone(weights, image_size):
     """Frozen VGG16 without its top, with weights per the `backbone.weights` param."""
+    if not isinstance(image_size, int) or image_size < 32:  # VGG16's five poolings need 32
+        raise PipelineError(f"params.yaml: image_size must be a whole number >= 32, got"
+                            f" {image_size!r}")
     shape = (image_size, image_size, 3)
     if weights == "imagenet":
         try:

@@ -57,6 +57,12 @@ def test_a_weights_file_path_is_loaded(tmp_path):
     assert m.fingerprint(m.build_backbone(str(path), SIZE)) == m.fingerprint(source)
 
 
+@pytest.mark.parametrize("size", [16, 150.5])
+def test_an_image_size_vgg16_cannot_take_is_a_clear_error(size):
+    with pytest.raises(PipelineError, match="image_size must be a whole number >= 32"):
+        m.build_backbone("none", size)
+
+
 def test_bad_weights_values_are_clear_errors(tmp_path):
     with pytest.raises(PipelineError, match="backbone.weights: no such file imagenett"):
         m.build_backbone("imagenett", SIZE)
