@@ -145,6 +145,42 @@ def test_plots_show_renders_curves_confusion_matrices_and_pngs(project, tmp_path
         assert (tmp_path / "static" / f"workspace_plots_{task}_gallery.png").is_file()
 
 
+def test_push_then_pull_into_an_empty_cache_restores_identical_outputs(project, tmp_path):
+    path = project["path"]
+    assert "(default)" in dvc(path, "remote", "list")
+    dvc(path, "remote", "modify", "--local", "storage", "url", str(tmp_path / "storage"))
+    outputs = sorted((path / "models").glob("*.keras")) + sorted((path / "plots").rglob("*.png"))
+    outputs += [path / "data" / "merged" / "manifest.csv", path / "data" / "split" / "test.csv"]
+    before = {out: out.read_bytes() for out in outputs}
+    dvc(path, "push")
+    for folder in (".dvc/cache", "plots", "data/split"):  # the cache and directory outputs
+        shutil.rmtree(path / folder)
+    for output in [*(path / "models").glob("*.keras"), path / "data" / "merged" / "manifest.csv"]:
+        output.unlink()
+    dvc(path, "pull")
+    assert {out: out.read_bytes() for out in outputs} == before
+    assert "up to date" in dvc(path, "status")
+
+
+def test_metrics_params_and_plots_diff_between_two_commits(project, tmp_path):
+    path = project["path"]
+    commit = ("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm")
+    run(path, "git", "add", "-A")
+    run(path, *commit, "run with the tiny params")
+    dvc(path, "exp", "run", "-S", "tasks.binary.lr=0.01")
+    run(path, "git", "add", "-A")
+    run(path, *commit, "binary with lr 0.01")
+
+    params = dvc(path, "params", "diff", "HEAD~1", "HEAD")
+    assert "tasks.binary.lr" in params and "0.01" in params
+    metrics = dvc(path, "metrics", "diff", "HEAD~1", "HEAD")
+    assert "metrics/binary.json" in metrics and "test.loss" in metrics
+    assert "metrics/three.json" not in metrics  # only the binary task re-ran
+    dvc(path, "plots", "diff", "HEAD~1", "HEAD", "-o", str(tmp_path))
+    page = (tmp_path / "index.html").read_text()
+    assert '"rev": "HEAD~1"' in page and '"rev": "HEAD"' in page
+
+
 def test_training_again_gives_byte_identical_metrics(project):
     files = [project["path"] / "metrics" / name
              for name in ("binary.json", "train/binary/metrics.json", "predictions/binary.csv")]
