@@ -16,7 +16,7 @@ $(BIN)/.installed: requirements.txt
 	touch $@
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -v tests
+	$(BIN)/python -m pytest -v -rs tests  # -rs: say why a test was skipped
 
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

@@ -1,11 +1,14 @@
 """End to end: the real `dvc repro` on a tiny config, in a temporary copy of the repository."""
 
 import csv
+import getpass
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -145,21 +148,80 @@ def test_plots_show_renders_curves_confusion_matrices_and_pngs(project, tmp_path
         assert (tmp_path / "static" / f"workspace_plots_{task}_gallery.png").is_file()
 
 
-def test_push_then_pull_into_an_empty_cache_restores_identical_outputs(project, tmp_path):
-    path = project["path"]
-    assert "(default)" in dvc(path, "remote", "list")
-    dvc(path, "remote", "modify", "--local", "storage", "url", str(tmp_path / "storage"))
+def round_trip(path, remote):
+    """Push, delete the cache and every DVC-managed output, pull: all must come back as it was."""
     outputs = sorted((path / "models").glob("*.keras")) + sorted((path / "plots").rglob("*.png"))
     outputs += [path / "data" / "merged" / "manifest.csv", path / "data" / "split" / "test.csv"]
     before = {out: out.read_bytes() for out in outputs}
-    dvc(path, "push")
+    dvc(path, "push", "-r", remote)
     for folder in (".dvc/cache", "plots", "data/split"):  # the cache and directory outputs
         shutil.rmtree(path / folder)
     for output in [*(path / "models").glob("*.keras"), path / "data" / "merged" / "manifest.csv"]:
         output.unlink()
-    dvc(path, "pull")
+    dvc(path, "pull", "-r", remote)
     assert {out: out.read_bytes() for out in outputs} == before
     assert "up to date" in dvc(path, "status")
+
+
+def test_push_then_pull_through_the_default_folder_remote(project, tmp_path):
+    path = project["path"]
+    assert "storage" in dvc(path, "remote", "default")
+    dvc(path, "remote", "modify", "--local", "storage", "url", str(tmp_path / "storage"))
+    round_trip(path, "storage")
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1, with a key pair made for the test."""
+    binary = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(binary).is_file():
+        pytest.skip("sshd is not installed (apt-get install openssh-server): SSH remote untested")
+    try:
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
+    except PermissionError:
+        pytest.skip("sshd needs /run/sshd, which only root can create: SSH remote untested")
+    home = tmp_path_factory.mktemp("sshd")
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", home / key],
+                       check=True)
+    shutil.copy(home / "client_key.pub", home / "authorized_keys")
+    port = free_port()
+    (home / "sshd_config").write_text(
+        f"ListenAddress 127.0.0.1:{port}\nHostKey {home}/host_key\n"
+        f"AuthorizedKeysFile {home}/authorized_keys\nPidFile {home}/sshd.pid\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n"
+        "UsePAM no\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n"
+    )
+    server = subprocess.Popen([binary, "-D", "-e", "-f", home / "sshd_config"],
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"sshd did not start: {server.communicate()[1]}")
+            time.sleep(0.2)
+    yield {"port": port, "key": home / "client_key"}
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def test_push_then_pull_through_an_ssh_remote(project, sshd, tmp_path):
+    path = project["path"]
+    url = f"ssh://{getpass.getuser()}@127.0.0.1:{sshd['port']}{tmp_path}/storage"
+    dvc(path, "remote", "add", "--local", "--force", "ssh", url)
+    dvc(path, "remote", "modify", "--local", "ssh", "keyfile", str(sshd["key"]))
+    round_trip(path, "ssh")
+    assert any((tmp_path / "storage").rglob("*")), "nothing reached the SSH remote's folder"
 
 
 def test_metrics_params_and_plots_diff_between_two_commits(project, tmp_path):
