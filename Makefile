@@ -2,12 +2,14 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RAW_SOURCES := data/raw/covid-chestxray-dataset data/raw/chest-xray-pneumonia
 
 .PHONY: setup test repro
 
 setup: $(BIN)/.installed
 	[ -d .dvc ] || $(BIN)/dvc init
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/get_data.py  # finds the kaggle CLI
+	$(BIN)/dvc add --quiet $(RAW_SOURCES)  # into DVC's cache, for experiments in temporary workspaces
 
 $(BIN)/.installed: requirements.txt
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)

@@ -1,8 +1,10 @@
 """Make the two source datasets available under data/raw/, in their upstream layouts.
 
 From a local mirror folder when there is one (default ../shared/datasets, or the folder named
-by COVIDXRAY_MIRROR), linked, never written into; otherwise downloaded from upstream. Safe to
-run again: a source already in place is left alone.
+by COVIDXRAY_MIRROR), copied, never written into; otherwise downloaded from upstream. Copies,
+not links, because DVC tracks data/raw (`make setup` runs `dvc add`), so that experiments in
+temporary workspaces get the data from DVC's cache. Safe to run again: a source already in
+place is left alone.
 """
 
 import io
@@ -29,7 +31,8 @@ def mirror():
 
 
 def present(name):
-    return (RAW / name / MARKERS[name]).exists()
+    target = RAW / name
+    return not target.is_symlink() and (target / MARKERS[name]).exists()
 
 
 def free_target(name):
@@ -40,10 +43,15 @@ def free_target(name):
     return target
 
 
-def link(name, source):
+def copy(name, source):
+    if (RAW / name).is_symlink():  # an earlier setup linked the mirror; DVC needs a copy
+        (RAW / name).unlink()
     target = free_target(name)
-    target.symlink_to(source.resolve(), target_is_directory=True)
-    print(f"get_data: {target} -> {source.resolve()}")
+    # copyfile, not copy2: the mirror's read-only modes would follow the files...
+    shutil.copytree(source, target, copy_function=shutil.copyfile)
+    for folder in [target, *(p for p in target.rglob("*") if p.is_dir())]:
+        folder.chmod(0o755)  # ...and copytree copies them onto the folders anyway
+    print(f"get_data: copied {source} to {target}")
 
 
 def download_covid():
@@ -80,7 +88,7 @@ def main():
         if present(name):
             print(f"get_data: {RAW / name} already in place")
         elif (mirror() / name / MARKERS[name]).exists():
-            link(name, mirror() / name)
+            copy(name, mirror() / name)
         else:
             download()
 

@@ -25,14 +25,18 @@ def fake_mirror(path, with_kermany=True):
     return path
 
 
-def test_sources_are_linked_from_the_mirror_and_a_second_run_is_harmless(tmp_path):
+def test_sources_are_copied_from_the_mirror_and_a_second_run_is_harmless(tmp_path):
     mirror = fake_mirror(tmp_path / "mirror")
-    (tmp_path / "repo").mkdir()
+    raw = tmp_path / "repo" / "data" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "chest-xray-pneumonia").symlink_to(mirror / "chest-xray-pneumonia")  # older setups
+    (mirror / "covid-chestxray-dataset").chmod(0o555)  # mirrors are read-only
     first = get_data(tmp_path / "repo", mirror, tmp_path)
     assert first.returncode == 0, first.stderr
-    raw = tmp_path / "repo" / "data" / "raw"
-    for name in ("covid-chestxray-dataset", "chest-xray-pneumonia"):
-        assert (raw / name).is_symlink() and (raw / name).resolve() == (mirror / name).resolve()
+    assert (raw / "covid-chestxray-dataset" / "metadata.csv").read_text() == "Patientid\n"
+    assert (raw / "chest-xray-pneumonia" / "chest_xray" / "train").is_dir()
+    assert not any(path.is_symlink() for path in raw.iterdir())
+    assert (raw / "covid-chestxray-dataset").stat().st_mode & 0o200  # copies are writable
     second = get_data(tmp_path / "repo", mirror, tmp_path)
     assert second.returncode == 0 and second.stdout.count("already in place") == 2
 

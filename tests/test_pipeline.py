@@ -88,6 +88,7 @@ def project(tmp_path_factory):
     missing = copy_tiny_sources(source, project / "data" / "raw")
     params = tiny_params(project / "params.yaml")
     run(project, "git", "init", "-q")
+    dvc(project, "add", *(str(p) for p in (project / "data" / "raw").iterdir() if p.is_dir()))
     run(project, "git", "add", "-A")
     run(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
     log = dvc(project, "repro")
@@ -241,6 +242,25 @@ def test_metrics_params_and_plots_diff_between_two_commits(project, tmp_path):
     dvc(path, "plots", "diff", "HEAD~1", "HEAD", "-o", str(tmp_path))
     page = (tmp_path / "index.html").read_text()
     assert '"rev": "HEAD~1"' in page and '"rev": "HEAD"' in page
+
+
+def test_a_queued_sweep_runs_in_temporary_workspaces(project):
+    """Queued experiments run in fresh git clones: data/raw must come from DVC's cache there."""
+    path = project["path"]
+    for lr in ("0.002", "0.003"):
+        dvc(path, "exp", "run", "--queue", "-S", f"tasks.binary.lr={lr}")
+    dvc(path, "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 300
+    while any(state in dvc(path, "queue", "status") for state in ("Queued", "Running")):
+        assert time.monotonic() < deadline, dvc(path, "queue", "status")
+        time.sleep(3)
+    dvc(path, "queue", "stop", "--kill")
+    status = dvc(path, "queue", "status")
+    assert "Failed" not in status, status
+    table = dvc(path, "exp", "show", "--csv", "--only-changed")
+    rows = [line for line in table.splitlines() if ",0.002," in line or ",0.003," in line]
+    assert len(rows) == 2, table
+    assert "metrics/binary.json:test.loss" in table.splitlines()[0]
 
 
 def test_training_again_gives_byte_identical_metrics(project):
