@@ -5,7 +5,6 @@ metrics/data.json (counts per class and every file that was left out, with the r
 """
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
