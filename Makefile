@@ -3,12 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RAW_SOURCES := data/raw/covid-chestxray-dataset data/raw/chest-xray-pneumonia
+# runs a command with the venv's python and kaggle CLI first on PATH, as activating it would
+IN_VENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
 .PHONY: setup test repro
 
 setup: $(BIN)/.installed
 	[ -d .dvc ] || $(BIN)/dvc init
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/get_data.py  # finds the kaggle CLI
+	$(IN_VENV) $(BIN)/python scripts/get_data.py
 	$(BIN)/dvc add --quiet $(RAW_SOURCES)  # into DVC's cache, for experiments in temporary workspaces
 
 $(BIN)/.installed: requirements.txt
@@ -21,4 +23,4 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest -v -rs tests  # -rs: say why a test was skipped
 
 repro: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	$(IN_VENV) $(BIN)/dvc repro

@@ -32,6 +32,11 @@ def dvc(project, *args):
     return run(project, sys.executable, "-m", "dvc", *args)
 
 
+def commit_all(project, message):
+    run(project, "git", "add", "-A")
+    run(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+
+
 def copy_repository(target):
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
@@ -89,10 +94,9 @@ def project(tmp_path_factory):
     params = tiny_params(project / "params.yaml")
     run(project, "git", "init", "-q")
     dvc(project, "add", *(str(p) for p in (project / "data" / "raw").iterdir() if p.is_dir()))
-    run(project, "git", "add", "-A")
-    run(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
-    log = dvc(project, "repro")
-    return {"path": project, "params": params, "log": log, "missing": missing}
+    commit_all(project, "tiny")
+    dvc(project, "repro")
+    return {"path": project, "params": params, "missing": missing}
 
 
 def test_repro_writes_every_tasks_metrics(project):
@@ -227,12 +231,9 @@ def test_push_then_pull_through_an_ssh_remote(project, sshd, tmp_path):
 
 def test_metrics_params_and_plots_diff_between_two_commits(project, tmp_path):
     path = project["path"]
-    commit = ("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm")
-    run(path, "git", "add", "-A")
-    run(path, *commit, "run with the tiny params")
+    commit_all(path, "run with the tiny params")
     dvc(path, "exp", "run", "-S", "tasks.binary.lr=0.01")
-    run(path, "git", "add", "-A")
-    run(path, *commit, "binary with lr 0.01")
+    commit_all(path, "binary with lr 0.01")
 
     params = dvc(path, "params", "diff", "HEAD~1", "HEAD")
     assert "tasks.binary.lr" in params and "0.01" in params
