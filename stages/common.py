@@ -17,6 +17,8 @@ RAW = Path("data/raw")
 MANIFEST = Path("data/merged/manifest.csv")
 SPLIT_DIR = Path("data/split")
 SPLITS = ("train", "val", "test")
+PREPARED = Path("data/prepared")
+FEATURES = Path("data/features")
 MODELS = Path("models")
 METRICS = Path("metrics")
 
@@ -68,6 +70,14 @@ def task_params(params, task):
     return spec
 
 
+def whole_number(value, key, minimum):
+    """A params.yaml value that must be an integer >= minimum; `key` names it in the error."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise PipelineError(f"params.yaml: {key} must be a whole number >= {minimum},"
+                            f" got {value!r}")
+    return value
+
+
 def write_json(path, data):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,10 +89,13 @@ def sha256(path):
 
 
 def read_split(name, classes):
-    """One split's rows restricted to a task's classes, with the label index of each."""
+    """One split's rows restricted to a task's classes, with the label index of each.
+
+    Column `row` is each image's position in the whole split, and so in its prepared arrays.
+    """
     path = SPLIT_DIR / f"{name}.csv"
     rows = pd.read_csv(path)
-    rows = rows[rows["class"].isin(classes)].reset_index(drop=True)
+    rows = rows[rows["class"].isin(classes)].reset_index(names="row")
     missing = sorted(set(classes) - set(rows["class"]))
     if missing:
         raise PipelineError(f"{path}: no images of class(es) {', '.join(missing)};"
@@ -118,3 +131,22 @@ def load_images(paths, size):
     for i, path in enumerate(paths):
         out[i] = np.asarray(open_rgb(path).resize((size, size), Image.Resampling.BILINEAR))
     return out
+
+
+def read_arrays(folder, name):
+    """data/prepared/<name>.npz or data/features/<name>.npz as a dict of arrays."""
+    path = Path(folder) / f"{name}.npz"
+    try:
+        with np.load(path) as arrays:
+            return dict(arrays)
+    except (OSError, ValueError) as err:
+        raise PipelineError(f"{path}: cannot read ({err}); run `dvc repro` to rebuild it") from err
+
+
+def prepared_images(name, rows):
+    """The decoded images of a split's rows (from read_split), without touching the sources."""
+    images = read_arrays(PREPARED, name)["images"]
+    if len(images) <= rows["row"].to_numpy().max(initial=-1):
+        raise PipelineError(f"{PREPARED / name}.npz: fewer images than {SPLIT_DIR / name}.csv;"
+                            " run `dvc repro` to rebuild it")
+    return images[rows["row"].to_numpy()]

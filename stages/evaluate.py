@@ -19,8 +19,8 @@ from stages.common import (
     METRICS,
     MODELS,
     cli,
-    load_images,
     load_params,
+    prepared_images,
     read_split,
     task_argument,
     task_params,
@@ -77,13 +77,13 @@ def predictions_table(rows, probs, classes):
 def main(task):
     params = load_params()
     spec = task_params(params, task)
-    classes, size, batch = spec["classes"], params["image_size"], spec["batch_size"]
+    classes, batch = spec["classes"], spec["batch_size"]
     model = load_classifier(MODELS / f"{task}.keras")
     trained = json.loads((MODELS / f"{task}.json").read_text())
 
     test, val = read_split("test", classes), read_split("val", classes)
-    test_probs = probabilities(model, load_images(test["path"], size), batch)
-    val_probs = probabilities(model, load_images(val["path"], size), batch)
+    test_probs = probabilities(model, prepared_images("test", test), batch)
+    val_probs = probabilities(model, prepared_images("val", val), batch)
     metrics = {
         "task": task,
         "classes": classes,

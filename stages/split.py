@@ -11,14 +11,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from stages.common import MANIFEST, SPLIT_DIR, PipelineError, cli, load_params
+from stages.common import MANIFEST, SPLIT_DIR, PipelineError, cli, load_params, whole_number
 
 
 def pick_test_patients(manifest, per_class, seed):
     """Whole patients, drawn at random per class, until each class has exactly per_class images."""
-    if not isinstance(per_class, int) or per_class < 1:
-        raise PipelineError(f"params.yaml: split.test_per_class must be a whole number >= 1,"
-                            f" got {per_class!r}")
+    whole_number(per_class, "split.test_per_class", 1)
     rng = np.random.default_rng(seed)
     by_patient = pd.crosstab(manifest["patient"], manifest["class"])
     chosen, counts = [], Counter()

@@ -1,28 +1,44 @@
-"""train <task>: fit the head on top of the frozen VGG16, with augmentation on every batch.
+"""train <task>: fit the head on top of the frozen VGG16, on augmented images.
 
-Writes models/<task>.keras, models/<task>.json (backbone, device, time) and the training
-history through DVCLive under metrics/train/<task>/.
+With `bank.views` > 0 (the default) the head trains on the augmentation bank of the features
+stage: each epoch shows it one stored augmented view of every training image. With 0 every
+epoch augments the decoded images afresh and runs them through VGG16 (the tutorial's way, many
+times slower on a CPU). Writes models/<task>.keras (the whole classifier, raw RGB in),
+models/<task>.json (backbone, device, time) and the training history through DVCLive under
+metrics/train/<task>/.
 """
 
+import math
 import sys
 import time
 
 import keras
+import numpy as np
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
 from stages.common import (
+    FEATURES,
     METRICS,
     MODELS,
     cli,
-    load_images,
     load_params,
+    prepared_images,
+    read_arrays,
     read_split,
     task_argument,
     task_params,
     write_json,
 )
-from stages.model import build_backbone, build_classifier, build_trainer, fingerprint, weights_file
+from stages.model import (
+    build_backbone,
+    build_classifier,
+    build_extractor,
+    build_head,
+    build_trainer,
+    fingerprint,
+    weights_file,
+)
 
 
 def seed_everything(seed):
@@ -52,8 +68,37 @@ def device():
     return f"{backend}:{'gpu' if gpu else 'cpu'}"
 
 
+class BankBatches(keras.utils.PyDataset):
+    """Batches from the augmentation bank: per epoch, one view of every image, reshuffled.
+
+    Each image walks through its views in its own random order, so every view is used equally
+    often, and each epoch's order depends only on (seed, epoch): reruns give the same batches.
+    """
+
+    def __init__(self, bank, labels, batch_size, seed):
+        super().__init__()
+        self.bank, self.labels, self.batch_size, self.seed = bank, labels, batch_size, seed
+        views, n = bank.shape[:2]
+        rng = np.random.default_rng(seed)
+        self.view_order = np.stack([rng.permutation(views) for _ in range(n)])
+        self.epoch = -1
+        self.on_epoch_begin()
+
+    def on_epoch_begin(self):
+        self.epoch += 1
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.labels))
+
+    def __len__(self):
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __getitem__(self, index):
+        images = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        views = self.view_order[images, self.epoch % len(self.bank)]
+        return self.bank[views, images], self.labels[images]
+
+
 def shuffled_batches(images, labels, batch_size, seed):
-    """Training input: a tf.data pipeline on TensorFlow, plain arrays that Keras batches elsewhere."""
+    """Decoded images for per-epoch augmentation: tf.data on TensorFlow, plain arrays elsewhere."""
     if keras.backend.backend() != "tensorflow":
         return {"x": images, "y": labels, "batch_size": batch_size, "shuffle": True}
     import tensorflow as tf
@@ -64,34 +109,64 @@ def shuffled_batches(images, labels, batch_size, seed):
     return {"x": data.batch(batch_size).prefetch(tf.data.AUTOTUNE), "shuffle": False}
 
 
+def bank_inputs(train, val, batch_size, seed):
+    """fit() arguments for training the head alone on the features stage's outputs."""
+    bank = read_arrays(FEATURES, "train")["bank"][:, train["row"].to_numpy()]
+    val_features = read_arrays(FEATURES, "val")["features"][val["row"].to_numpy()]
+    return {"x": BankBatches(bank, train["target"].to_numpy(), batch_size, seed),
+            "validation_data": (val_features, val["target"].to_numpy())}
+
+
+def image_inputs(train, val, batch_size, seed):
+    """fit() arguments for per-epoch augmentation of the decoded images."""
+    return {**shuffled_batches(prepared_images("train", train), train["target"].to_numpy(),
+                               batch_size, seed),
+            "validation_data": (prepared_images("val", val), val["target"].to_numpy())}
+
+
+def compile_for(model, n_classes, lr):
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss="binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def targets(rows, n_classes):
+    """Labels as fit() wants them: float 0/1 for a sigmoid, class indices for a softmax."""
+    return rows["label"].to_numpy("float32" if n_classes == 2 else "int32")
+
+
 def main(task):
     params = load_params()
     spec = task_params(params, task)
-    classes, size = spec["classes"], params["image_size"]
-    seed_everything(params["seed"])
+    classes, seed, views = spec["classes"], params["seed"], params["bank"]["views"]
+    seed_everything(seed)
     train, val = read_split("train", classes), read_split("val", classes)
-    binary = len(classes) == 2
+    for rows in (train, val):
+        rows["target"] = targets(rows, len(classes))
 
-    backbone = build_backbone(params["backbone"]["weights"], size)
-    classifier = build_classifier(len(classes), size, backbone)
-    model = build_trainer(classifier, params["augment"])
-    model.compile(
-        optimizer=keras.optimizers.Adam(spec["lr"]),
-        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    weights = params["backbone"]["weights"]
+    backbone = build_backbone(weights, params["image_size"], params["backbone"]["precision"])
+    extractor = build_extractor(backbone)
+    head = build_head(len(classes), extractor.output_shape[1:])
+    classifier = build_classifier(extractor, head)
+    if views:
+        model, inputs = head, bank_inputs(train, val, spec["batch_size"], seed)
+    else:
+        model = build_trainer(classifier, params["augment"])
+        inputs = image_inputs(train, val, spec["batch_size"], seed)
+    compile_for(model, len(classes), spec["lr"])
     where = device()
+    mode = f"bank of {views} views" if views else "per-epoch augmentation"
     print(f"train {task}: {len(train)} train / {len(val)} val images, classes {classes},"
-          f" backbone {params['backbone']['weights']}, on {where}")
+          f" backbone {weights}, {mode}, on {where}")
 
-    dtype = "float32" if binary else "int32"
-    fit_input = shuffled_batches(load_images(train["path"], size),
-                                 train["label"].to_numpy(dtype), spec["batch_size"], params["seed"])
     started = time.perf_counter()
     with Live(str(METRICS / "train" / task), dvcyaml=None, save_dvc_exp=False) as live:
         model.fit(
-            **fit_input,
-            validation_data=(load_images(val["path"], size), val["label"].to_numpy(dtype)),
+            **inputs,
             validation_batch_size=spec["batch_size"],
             epochs=spec["epochs"],
             callbacks=[DVCLiveCallback(live=live)],
@@ -101,15 +176,17 @@ def main(task):
 
     MODELS.mkdir(exist_ok=True)
     classifier.save(MODELS / f"{task}.keras")
-    path = weights_file(params["backbone"]["weights"])
+    path = weights_file(weights)
     write_json(MODELS / f"{task}.json", {
         "task": task,
         "classes": classes,
         "backbone": {
-            "weights": params["backbone"]["weights"],
+            "weights": weights,
             "file": path.name if path else None,
             "fingerprint": fingerprint(backbone),
+            "precision": params["backbone"]["precision"],
         },
+        "bank_views": views,
         "device": where,
         "train_images": len(train),
         "val_images": len(val),

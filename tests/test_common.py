@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from stages import common
@@ -62,3 +63,29 @@ def test_a_task_class_missing_from_the_split_is_a_clear_error(tmp_path, monkeypa
     assert read_split("val", ["covid", "normal"])["label"].tolist() == [1, 0]
     with pytest.raises(PipelineError, match=r"val\.csv: no images of class\(es\) viral"):
         read_split("val", ["normal", "viral"])
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "3", None])
+def test_whole_number_params_name_the_key(value):
+    with pytest.raises(PipelineError, match=r"params.yaml: bank.views must be a whole number >= 0"):
+        common.whole_number(value, "bank.views", 0)
+
+
+def test_missing_or_short_prepared_arrays_say_to_rerun_the_pipeline(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = pd.DataFrame({"row": [0, 2]})
+    with pytest.raises(PipelineError, match=r"data/prepared/train.npz: cannot read .*dvc repro"):
+        common.prepared_images("train", rows)
+    common.PREPARED.mkdir(parents=True)
+    np.savez(common.PREPARED / "train.npz", images=np.zeros((2, 4, 4, 3), np.uint8))
+    with pytest.raises(PipelineError, match=r"fewer images than data/split/train.csv"):
+        common.prepared_images("train", rows)
+    assert common.prepared_images("train", rows.iloc[:1]).shape == (1, 4, 4, 3)
+
+
+def test_a_tasks_rows_keep_their_position_in_the_whole_split(tmp_path, monkeypatch):
+    """The `row` column indexes the prepared images and features, which hold every class."""
+    monkeypatch.setattr(common, "SPLIT_DIR", tmp_path)
+    (tmp_path / "test.csv").write_text("path,class,patient\na,normal,p1\nb,viral,p2\nc,covid,p3\n")
+    rows = read_split("test", ["normal", "covid"])
+    assert rows["row"].tolist() == [0, 2] and rows["path"].tolist() == ["a", "c"]

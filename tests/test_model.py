@@ -85,7 +85,8 @@ def test_imagenet_without_network_is_a_clear_error(monkeypatch):
 
 @pytest.mark.parametrize("n_classes", [2, 4])
 def test_the_saved_classifier_reloads_and_gives_probabilities(tmp_path, n_classes):
-    classifier = m.build_classifier(n_classes, SIZE, m.build_backbone("none", SIZE))
+    extractor = m.build_extractor(m.build_backbone("none", SIZE))
+    classifier = m.build_classifier(extractor, m.build_head(n_classes, extractor.output_shape[1:]))
     trainer = m.build_trainer(classifier, AUGMENT)
     assert trainer.layers[0].name == "augment"
     probs = m.probabilities(classifier, images(), batch_size=2)
@@ -100,3 +101,33 @@ def test_an_unloadable_model_file_is_a_clear_error(tmp_path):
     (tmp_path / "model.keras").write_text("not a model")
     with pytest.raises(PipelineError, match=r"model\.keras: cannot load the model"):
         m.load_classifier(tmp_path / "model.keras")
+
+
+def test_mixed_precision_backbone_saves_and_reloads_with_its_policy(tmp_path):
+    extractor = m.build_extractor(m.build_backbone("none", SIZE, "mixed_bfloat16"))
+    head = m.build_head(3, extractor.output_shape[1:])
+    classifier = m.build_classifier(extractor, head)
+    assert extractor.get_layer("vgg16").get_layer("block1_conv1").dtype_policy.name == \
+        "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    probs = m.probabilities(classifier, images(), 2)
+    assert probs.dtype == np.float32  # the head computes in float32
+    classifier.save(tmp_path / "model.keras")
+    np.testing.assert_allclose(m.probabilities(m.load_classifier(tmp_path / "model.keras"),
+                                               images(), 2), probs, rtol=1e-5)
+
+
+def test_an_unknown_precision_is_a_clear_error():
+    with pytest.raises(PipelineError, match="backbone.precision"):
+        m.build_backbone("none", SIZE, "float33")
+
+
+def test_the_classifier_is_the_head_on_the_extractors_features():
+    """So a head trained on stored features is the classifier's head, unchanged."""
+    extractor = m.build_extractor(m.build_backbone("none", SIZE))
+    head = m.build_head(4, extractor.output_shape[1:])
+    classifier = m.build_classifier(extractor, head)
+    x = images()
+    np.testing.assert_allclose(m.probabilities(classifier, x, 2),
+                               m.probabilities(head, extractor.predict(x, verbose=0), 2),
+                               rtol=1e-5)
