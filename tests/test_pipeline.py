@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, mirror
+from bench.workspace import copy_repository
+from tests.conftest import mirror
 
 PER_CLASS = 5
 TASK_KEYS = ("test.accuracy", "test.accuracy_ci95", "test.loss", "test.n", "test.auc",
@@ -35,15 +36,6 @@ def dvc(project, *args):
 def commit_all(project, message):
     run(project, "git", "add", "-A")
     run(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
-
-
-def copy_repository(target):
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(ROOT / name, target / name)
 
 
 def copy_tiny_sources(source, raw):
@@ -77,6 +69,7 @@ def tiny_params(path):
     params["merge"]["per_class"] = dict.fromkeys(params["merge"]["per_class"], PER_CLASS)
     params["split"] = {"test_per_class": 1, "val_fraction": 0.25}
     params["backbone"]["weights"] = "none"
+    params["bank"]["views"] = 2
     for task in params["tasks"].values():
         task.update(epochs=1, batch_size=4)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -121,9 +114,11 @@ def test_the_data_report_counts_classes_and_the_missing_covid_image(project):
     assert all(s["reason"] == "listed in metadata.csv, file missing" for s in report["skipped"])
 
 
-def test_a_second_repro_has_nothing_to_do(project):
+def test_a_second_repro_has_nothing_to_do_and_says_so_fast(project):
     assert "up to date" in dvc(project["path"], "status")
+    started = time.perf_counter()
     assert "Running stage" not in dvc(project["path"], "repro")
+    assert time.perf_counter() - started < 5
 
 
 def test_metrics_diff_answers_against_the_commit_before_the_run(project):
@@ -132,13 +127,13 @@ def test_metrics_diff_answers_against_the_commit_before_the_run(project):
     assert "metrics/data.json" in diff
 
 
-def test_dag_chains_merge_split_train_evaluate_plots(project):
+def test_dag_chains_merge_split_prepare_features_train_evaluate_plots(project):
     dot = dvc(project["path"], "dag", "--dot")
     edges = {tuple(part.strip().strip('";') for part in line.split("->"))
              for line in dot.splitlines() if "->" in line}
-    assert ("merge", "split") in edges
+    assert {("merge", "split"), ("split", "prepare"), ("prepare", "features")} <= edges
     for task in project["params"]["tasks"]:
-        assert {("split", f"train@{task}"), (f"train@{task}", f"evaluate@{task}"),
+        assert {("features", f"train@{task}"), (f"train@{task}", f"evaluate@{task}"),
                 (f"evaluate@{task}", "plots")} <= edges
 
 
@@ -232,8 +227,10 @@ def test_push_then_pull_through_an_ssh_remote(project, sshd, tmp_path):
 def test_metrics_params_and_plots_diff_between_two_commits(project, tmp_path):
     path = project["path"]
     commit_all(path, "run with the tiny params")
-    dvc(path, "exp", "run", "-S", "tasks.binary.lr=0.01")
+    ran = dvc(path, "exp", "run", "-S", "tasks.binary.lr=0.01")
     commit_all(path, "binary with lr 0.01")
+    stages = {line.split("'")[1] for line in ran.splitlines() if line.startswith("Running stage")}
+    assert stages == {"train@binary", "evaluate@binary", "plots"}  # one task's training only
 
     params = dvc(path, "params", "diff", "HEAD~1", "HEAD")
     assert "tasks.binary.lr" in params and "0.01" in params
@@ -270,3 +267,12 @@ def test_repro_force_again_gives_byte_identical_metrics(project):
     before = {path: path.read_bytes() for path in files}
     dvc(project["path"], "repro", "--force")
     assert {path: path.read_bytes() for path in files} == before
+
+
+def test_the_tutorials_recipe_runs_on_the_same_split(project):
+    """bench/baseline.py: tf_keras, ImageDataGenerator, flow_from_directory, as the tutorial."""
+    result = json.loads(run(project["path"], sys.executable, "-m", "bench.baseline", "binary",
+                            "--epochs", "1").splitlines()[-1])
+    assert result["test_n"] == 2  # the tiny split's test images of normal and covid
+    assert result["epochs"] == 1 and 0 <= result["test_accuracy"] <= 1
+    assert result["images_trained"] > 0

@@ -1,0 +1,218 @@
+"""Benchmark: the tutorial's recipe (bench/baseline.py) against this pipeline's `dvc repro`.
+
+    python -m bench            # the tutorial's epochs; about 1.5 hours on a 2-core CPU
+    python -m bench --quick    # 2 epochs and 2 bank views, a few minutes
+
+Both run in one temporary copy of this repository (your workspace is left alone), on the same
+source data, split, backbone weights and epochs: first every stage of `dvc repro --force`, one
+at a time so each is timed, then a no-change `dvc repro`, then the baseline for each task.
+Every command's peak memory is its process tree's largest resident set. Prints the table and
+writes it with the machine and date to bench/RESULTS.md (bench/RESULTS-quick.md with --quick).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import yaml
+
+from bench.workspace import ROOT, SOURCES, copy_repository
+
+def timed(args, cwd, log):
+    """Run a command; its wall seconds, peak memory (MiB, whole process tree) and output.
+
+    This Python's folder comes first on PATH, so the stages' `python` is this one too.
+    """
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # wait4's ru_maxrss covers the child and every descendant it waited for
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    output = Path(log).read_text()
+    if os.waitstatus_to_exitcode(status):
+        sys.exit(f"error: {' '.join(args)} failed; its output is in {log}:\n{output[-2000:]}")
+    return {"seconds": wall, "peak_mib": usage.ru_maxrss / 1024, "output": output}
+
+
+def last_json(output):
+    return json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
+
+
+def stage_names(project, tasks):
+    """dvc.yaml's stages in order, foreach stages expanded over the tasks."""
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    return [f"{name}@{task}" if "foreach" in stage else name
+            for name, stage in stages.items() for task in (tasks if "foreach" in stage else [0])]
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    gpu = shutil.which("nvidia-smi") and subprocess.run(
+        ["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu or "none",
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+            "python": platform.python_version(),
+            "packages": {p: version(p) for p in ("tensorflow", "keras", "tf_keras", "dvc")}}
+
+
+def prepare_copy(project, quick):
+    copy_repository(project)
+    for source in SOURCES:
+        shutil.copytree(ROOT / source, project / source)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    if quick:
+        params["bank"]["views"] = 2
+        for task in params["tasks"].values():
+            task["epochs"] = 2
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for git in (["init", "-q"], ["add", "-A"], ["-c", "user.name=bench", "-c",
+                "user.email=bench@localhost", "commit", "-qm", "benchmark copy"]):
+        subprocess.run(["git", *git], cwd=project, check=True)  # DVCLive needs a commit
+    return params
+
+
+def run_project(project, params, logs):
+    python = [sys.executable, "-m"]
+    stages = {}
+    for stage in stage_names(project, list(params["tasks"])):
+        print(f"bench: dvc repro --force --single-item {stage}", flush=True)
+        stages[stage] = timed([*python, "dvc", "repro", "--force", "--single-item", stage],
+                              project, logs / f"{stage}.log")
+    noop = timed([*python, "dvc", "repro"], project, logs / "noop.log")
+    return stages, noop
+
+
+def run_baseline(project, params, logs):
+    runs = {}
+    for task in params["tasks"]:
+        print(f"bench: baseline {task}", flush=True)
+        runs[task] = timed([sys.executable, "-m", "bench.baseline", task], project,
+                           logs / f"baseline-{task}.log")
+        runs[task]["result"] = last_json(runs[task]["output"])
+    return runs
+
+
+def summarise(project, params, stages, noop, baseline, hardware):
+    rows, shared = [], [s for s in stages if "@" not in s]
+    for task, spec in params["tasks"].items():
+        trained = json.loads((project / "models" / f"{task}.json").read_text())
+        tested = json.loads((project / "metrics" / f"{task}.json").read_text())["test"]
+        ours = [stages[f"train@{task}"], stages[f"evaluate@{task}"]]
+        base = baseline[task]
+        rows.append({
+            "task": task, "epochs": spec["epochs"],
+            "baseline_seconds": base["seconds"],
+            "project_seconds": sum(s["seconds"] for s in ours),
+            "baseline_images_per_s": base["result"]["images_trained"]
+            / base["result"]["train_seconds"],
+            "project_images_per_s": spec["epochs"] * trained["train_images"]
+            / max(trained["train_seconds"], 1e-3),
+            "baseline_peak_mib": base["peak_mib"],
+            "project_peak_mib": max(s["peak_mib"] for s in ours),
+            "baseline_test_accuracy": base["result"]["test_accuracy"],
+            "project_test_accuracy": tested["accuracy"],
+        })
+    features = stages["features"]["output"]
+    bank_rate = float(features.rsplit("(", 1)[1].split()[0]) if "images/s" in features else None
+    return {
+        "tasks": rows,
+        "shared_stages": {s: round(stages[s]["seconds"], 1) for s in shared},
+        "total": {"baseline_seconds": sum(b["seconds"] for b in baseline.values()),
+                  "project_seconds": sum(s["seconds"] for s in stages.values()),
+                  "baseline_peak_mib": max(b["peak_mib"] for b in baseline.values()),
+                  "project_peak_mib": max(s["peak_mib"] for s in stages.values())},
+        "noop_repro_seconds": noop["seconds"],
+        "features_images_per_s": bank_rate,
+        "hardware": hardware,
+    }
+
+
+def table(summary):
+    head = ("| task | epochs | wall s: baseline / project | ratio | train images/s: baseline /"
+            " project | peak MiB: baseline / project | test accuracy: baseline / project |")
+    lines = [head, "| --- " * 7 + "|"]
+    for r in summary["tasks"]:
+        lines.append(
+            f"| {r['task']} | {r['epochs']} | {r['baseline_seconds']:.0f} / {r['project_seconds']:.0f}"
+            f" | {r['project_seconds'] / r['baseline_seconds']:.3f}"
+            f" | {r['baseline_images_per_s']:.1f} / {r['project_images_per_s']:.0f}"
+            f" | {r['baseline_peak_mib']:.0f} / {r['project_peak_mib']:.0f}"
+            f" | {r['baseline_test_accuracy']:.3f} / {r['project_test_accuracy']:.3f} |")
+    t = summary["total"]
+    lines.append(
+        f"| all (whole `dvc repro`) | | {t['baseline_seconds']:.0f} / {t['project_seconds']:.0f}"
+        f" | {t['project_seconds'] / t['baseline_seconds']:.3f} | |"
+        f" {t['baseline_peak_mib']:.0f} / {t['project_peak_mib']:.0f} | |")
+    return "\n".join(lines)
+
+
+def report(summary, info, quick):
+    hw = "\n".join(
+        f"| {h['policy']} | {h['matmul_gflops']} | {h['vgg16_gflops_per_image']}"
+        f" | {h['forward_limit_images_per_s']} | {h['forward_images_per_s']} | {threads} |"
+        for threads, run in summary["hardware"].items() for h in run["results"])
+    shared = ", ".join(f"{s} {v} s" for s, v in summary["shared_stages"].items())
+    return f"""# Benchmark: the tutorial's recipe vs this pipeline
+
+Made by `python -m bench{' --quick' if quick else ''}` on {info['date']}.
+Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, GPU: {info['gpu']};
+Python {info['python']}, {', '.join(f'{p} {v}' for p, v in info['packages'].items())}.
+
+{table(summary)}
+
+Project wall time per task is its train and evaluate stages; the stages all tasks share took
+{shared}. The baseline's per-task time is one process: data, training and test.
+Training images/s counts the augmented images each epoch trains on. A no-change `dvc repro`
+took {summary['noop_repro_seconds']:.1f} s. The features stage ran the backbone at
+{summary['features_images_per_s']} images/s.
+
+The backbone's limit on this machine (VGG16 conv layers at the configured image size; forward
+rate measured at the bank's batch size):
+
+| dtype policy | matmul GFLOP/s | VGG16 GFLOP per image | forward limit, images/s | forward measured, images/s | threads |
+| --- | --- | --- | --- | --- | --- |
+{hw}
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 epochs and 2 bank views")
+    parser.add_argument("--keep", help="use this folder for the copy and keep it")
+    args = parser.parse_args()
+    info = {**machine(), "date": datetime.date.today().isoformat()}
+    with tempfile.TemporaryDirectory() as scratch:
+        project = Path(args.keep or scratch) / "project"
+        logs = project.parent / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        params = prepare_copy(project, args.quick)
+        hardware = {}
+        for threads in ("default", "1"):
+            args_ = [] if threads == "default" else [threads]
+            hardware[threads] = last_json(timed([sys.executable, "-m", "bench.hardware", *args_],
+                                                project, logs / f"hardware-{threads}.log")["output"])
+        stages, noop = run_project(project, params, logs)
+        baseline = run_baseline(project, params, logs)
+        summary = summarise(project, params, stages, noop, baseline, hardware)
+    print(table(summary))
+    name = "RESULTS-quick" if args.quick else "RESULTS"
+    (ROOT / "bench" / f"{name}.md").write_text(report(summary, info, args.quick))
+    (ROOT / "bench" / f"{name}.json").write_text(json.dumps({**info, **summary}, indent=2) + "\n")
+    print(f"bench: wrote bench/{name}.md and bench/{name}.json")
+
+
+if __name__ == "__main__":
+    main()

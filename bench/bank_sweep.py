@@ -1,0 +1,79 @@
+"""How many augmented views the bank needs: test accuracy against views, over training seeds.
+
+For each seed, one bank of the largest number of views is computed (the features stage's
+code); each smaller bank is its first views. The head of each task is then trained on it (the
+train stage's code) and scored on the test split. Views equal to a task's epochs is per-epoch
+augmentation exactly (see stages/features.py). The split stays the one in data/split.
+
+    python -m bench.bank_sweep --views 1 5 10 20 --seeds 1 2 3
+    python -m bench.bank_sweep --views 100 --tasks three four --out bench/bank_sweep_100.csv
+
+Writes bench/bank_sweep.csv and prints mean and spread per task and number of views.
+"""
+
+import argparse
+import time
+
+import keras
+import numpy as np
+import pandas as pd
+
+from stages.common import load_params, prepared_images, read_split, task_params
+from stages.features import augmented_views, build_features_model, plain_features
+from stages.model import augmenter, build_head, probabilities
+from stages.train import BankBatches, compile_for, seed_everything, targets
+
+
+def head_accuracy(spec, seed, bank, train, val_features, val, test_features, test):
+    """Train one task's head on a bank as the train stage does; its val and test accuracy."""
+    n = len(spec["classes"])
+    seed_everything(seed)
+    head = compile_for(build_head(n, bank.shape[2:]), n, spec["lr"])
+    head.fit(BankBatches(bank, targets(train, n), spec["batch_size"], seed),
+             epochs=spec["epochs"], verbose=0)
+    return {split: float((probabilities(head, x, spec["batch_size"]).argmax(axis=1)
+                          == rows["label"]).mean())
+            for split, x, rows in (("val", val_features, val), ("test", test_features, test))}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--views", type=int, nargs="+", default=[1, 5, 10, 20])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--tasks", nargs="+", help="default: every task in params.yaml")
+    parser.add_argument("--out", default="bench/bank_sweep.csv")
+    args = parser.parse_args()
+    params = load_params()
+    batch = params["bank"]["batch_size"]
+    extractor = build_features_model(params)
+    classes = sorted({c for task in params["tasks"].values() for c in task["classes"]})
+    split = {name: read_split(name, classes) for name in ("train", "val", "test")}
+    features = {name: plain_features(extractor, prepared_images(name, split[name]), batch)
+                for name in ("val", "test")}
+    rows = []
+    for seed in args.seeds:
+        keras.utils.set_random_seed(seed)
+        started = time.perf_counter()
+        bank = augmented_views(extractor, augmenter(params["augment"]),
+                               prepared_images("train", split["train"]), max(args.views), batch)
+        bank_seconds = time.perf_counter() - started
+        for task in args.tasks or params["tasks"]:
+            spec = task_params(params, task)
+            part = {name: read_split(name, spec["classes"]) for name in split}
+            pick = {name: split[name]["row"].searchsorted(part[name]["row"]) for name in split}
+            for views in args.views:
+                started = time.perf_counter()
+                accuracy = head_accuracy(spec, seed, bank[:views, pick["train"]], part["train"],
+                                         features["val"][pick["val"]], part["val"],
+                                         features["test"][pick["test"]], part["test"])
+                rows.append({"seed": seed, "task": task, "views": views, **accuracy,
+                             "head_seconds": time.perf_counter() - started,
+                             "bank_seconds_per_view": bank_seconds / max(args.views)})
+                print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(args.out, index=False)
+    print(table.groupby(["task", "views"])[["test", "val"]].agg(["mean", "std"]).round(3))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""What this machine can do for the frozen backbone: matmul rate, VGG16's FLOPs, forward rate.
+
+    python -m bench.hardware            # prints one JSON object
+
+The forward-pass limit is matmul rate / FLOPs per image: no training that runs every
+image through VGG16 can beat it. Measured per Keras dtype policy, with TensorFlow's default
+thread pools and with one thread, to choose `backbone.precision` and the thread settings.
+"""
+
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+
+from stages.common import load_params
+from stages.model import build_backbone
+
+SECONDS = 8  # per measurement
+
+
+def rate(step, items):
+    """items per second of step(), after one warm-up call, over SECONDS."""
+    step()
+    started, n = time.perf_counter(), 0
+    while time.perf_counter() - started < SECONDS:
+        step()
+        n += items
+    return n / (time.perf_counter() - started)
+
+
+def conv_flops(model):
+    """Multiply-adds of every Conv2D layer, times two: the FLOPs of one forward pass."""
+    flops = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            kh, kw, c_in, _ = layer.kernel.shape
+            flops += 2 * h * w * kh * kw * c_in * c_out
+    return flops
+
+
+def matmul_gflops(dtype, n=2048):
+    a = keras.random.normal((n, n), dtype=dtype, seed=0)
+    return rate(lambda: keras.ops.convert_to_numpy(keras.ops.matmul(a, a)), 2 * n**3) / 1e9
+
+
+def measure(policy, size, batch):
+    backbone = build_backbone("none", size, policy)
+    images = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype("float32")
+    dtype = "bfloat16" if "bfloat16" in policy else "float32"
+    gflops = matmul_gflops(dtype)
+    flops = conv_flops(backbone)
+    return {"policy": policy, "matmul_gflops": round(gflops, 1),
+            "vgg16_gflops_per_image": round(flops / 1e9, 2),
+            "forward_limit_images_per_s": round(gflops * 1e9 / flops, 1),
+            "forward_images_per_s": round(rate(lambda: backbone.predict_on_batch(images), batch), 1)}
+
+
+def main():
+    threads = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if threads:  # must happen before TensorFlow starts its thread pools
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    params = load_params()
+    results = [measure(policy, params["image_size"], params["bank"]["batch_size"])
+               for policy in ("float32", "mixed_bfloat16")]
+    print(json.dumps({"threads": threads or os.cpu_count(), "results": results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""A throwaway copy of this repository, for the benchmark and the end-to-end tests."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("data/raw/chest-xray-pneumonia", "data/raw/covid-chestxray-dataset")
+
+
+def copy_repository(target, root=ROOT):
+    """The files git tracks or would track (not ignored ones), copied to target."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (root / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / name, target / name)

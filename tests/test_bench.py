@@ -1,0 +1,32 @@
+import sys
+
+import pytest
+
+from bench.__main__ import stage_names, timed
+from bench.hardware import conv_flops
+from stages.model import build_backbone
+from tests.conftest import ROOT
+
+
+def test_vgg16_conv_flops_match_the_published_count():
+    # VGG16's 13 conv layers at 224x224: 15.35 G multiply-adds (Simonyan & Zisserman, 2014)
+    assert conv_flops(build_backbone("none", 224)) == pytest.approx(30.69e9, rel=1e-3)
+
+
+def test_timed_reports_the_peak_memory_of_a_grandchild(tmp_path):
+    grows = f"{sys.executable} -c 'x = bytearray(300 * 2**20); print(len(x))'"
+    result = timed(["sh", "-c", grows], tmp_path, tmp_path / "log")
+    assert result["peak_mib"] >= 300
+    assert result["output"].strip() == str(300 * 2**20)
+
+
+def test_timed_stops_with_the_log_of_a_failed_command(tmp_path):
+    with pytest.raises(SystemExit, match="log"):
+        timed(["sh", "-c", "echo broken; exit 3"], tmp_path, tmp_path / "log")
+
+
+def test_stage_names_follow_dvc_yaml_with_one_stage_per_task():
+    names = stage_names(ROOT, ["binary", "three"])
+    assert names[:4] == ["merge", "split", "prepare", "features"]
+    assert names[4:] == ["train@binary", "train@three", "evaluate@binary", "evaluate@three",
+                         "plots"]
