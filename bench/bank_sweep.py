@@ -70,8 +70,8 @@ def main():
                              "head_seconds": time.perf_counter() - started,
                              "bank_seconds_per_view": bank_seconds / max(args.views)})
                 print(rows[-1], flush=True)
-    table = pd.DataFrame(rows)
-    table.to_csv(args.out, index=False)
+        table = pd.DataFrame(rows)
+        table.to_csv(args.out, index=False)  # after every seed, so a cut-short sweep keeps them
     print(table.groupby(["task", "views"])[["test", "val"]].agg(["mean", "std"]).round(3))
 
 
