@@ -25,17 +25,15 @@ from pathlib import Path
 
 import yaml
 
-from bench.workspace import ROOT, SOURCES, copy_repository
+from bench.workspace import ROOT, SOURCES, copy_repository, python_first_env
+
 
 def timed(args, cwd, log):
-    """Run a command; its wall seconds, peak memory (MiB, whole process tree) and output.
-
-    This Python's folder comes first on PATH, so the stages' `python` is this one too.
-    """
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    """Run a command; its wall seconds, peak memory (MiB, whole process tree) and output."""
     started = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, cwd=cwd, env=python_first_env(), stdout=out,
+                                stderr=subprocess.STDOUT)
         # wait4's ru_maxrss covers the child and every descendant it waited for
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started

@@ -1,7 +1,9 @@
 """A throwaway copy of this repository, for the benchmark and the end-to-end tests."""
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,3 +18,8 @@ def copy_repository(target, root=ROOT):
         if (root / name).is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(root / name, target / name)
+
+
+def python_first_env():
+    """os.environ with this Python's folder first on PATH, so a stage's `python` is this one."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

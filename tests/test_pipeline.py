@@ -3,7 +3,6 @@
 import csv
 import getpass
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.workspace import copy_repository
+from bench.workspace import copy_repository, python_first_env
 from tests.conftest import mirror
 
 PER_CLASS = 5
@@ -23,8 +22,8 @@ TASK_KEYS = ("test.accuracy", "test.accuracy_ci95", "test.loss", "test.n", "test
 
 
 def run(project, *args):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True)
+    done = subprocess.run(args, cwd=project, env=python_first_env(), capture_output=True,
+                          text=True)
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
