@@ -21,16 +21,16 @@ import pandas as pd
 from stages.common import load_params, prepared_images, read_split, task_params
 from stages.features import augmented_views, build_features_model, plain_features
 from stages.model import augmenter, build_head, probabilities
-from stages.train import BankBatches, compile_for, seed_everything, targets
+from stages.train import BankBatches, fit, seed_everything, targets
 
 
 def head_accuracy(spec, seed, bank, train, val_features, val, test_features, test):
     """Train one task's head on a bank as the train stage does; its val and test accuracy."""
     n = len(spec["classes"])
     seed_everything(seed)
-    head = compile_for(build_head(n, bank.shape[2:]), n, spec["lr"])
-    head.fit(BankBatches(bank, targets(train, n), spec["batch_size"], seed),
-             epochs=spec["epochs"], verbose=0)
+    head = build_head(n, bank.shape[2:])
+    fit(head, {"x": BankBatches(bank, targets(train, n), spec["batch_size"], seed)}, spec, n,
+        verbose=0)
     return {split: float((probabilities(head, x, spec["batch_size"]).argmax(axis=1)
                           == rows["label"]).mean())
             for split, x, rows in (("val", val_features, val), ("test", test_features, test))}
@@ -48,19 +48,19 @@ def main():
     extractor = build_features_model(params)
     classes = sorted({c for task in params["tasks"].values() for c in task["classes"]})
     split = {name: read_split(name, classes) for name in ("train", "val", "test")}
-    features = {name: plain_features(extractor, prepared_images(name, split[name]), batch)
+    features = {name: plain_features(extractor, prepared_images(split[name]), batch)
                 for name in ("val", "test")}
     rows = []
     for seed in args.seeds:
         keras.utils.set_random_seed(seed)
         started = time.perf_counter()
         bank = augmented_views(extractor, augmenter(params["augment"]),
-                               prepared_images("train", split["train"]), max(args.views), batch)
+                               prepared_images(split["train"]), max(args.views), batch)
         bank_seconds = time.perf_counter() - started
         for task in args.tasks or params["tasks"]:
             spec = task_params(params, task)
             part = {name: read_split(name, spec["classes"]) for name in split}
-            pick = {name: split[name]["row"].searchsorted(part[name]["row"]) for name in split}
+            pick = {name: split[name]["image"].searchsorted(part[name]["image"]) for name in split}
             for views in args.views:
                 started = time.perf_counter()
                 accuracy = head_accuracy(spec, seed, bank[:views, pick["train"]], part["train"],

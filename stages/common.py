@@ -17,8 +17,8 @@ RAW = Path("data/raw")
 MANIFEST = Path("data/merged/manifest.csv")
 SPLIT_DIR = Path("data/split")
 SPLITS = ("train", "val", "test")
-PREPARED = Path("data/prepared")
-FEATURES = Path("data/features")
+PREPARED_IMAGES = Path("data/prepared/images.npz")  # every manifest image, decoded, in its order
+FEATURES = Path("data/features/features.npz")  # their backbone features and augmentation bank
 MODELS = Path("models")
 METRICS = Path("metrics")
 
@@ -88,20 +88,25 @@ def sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def read_split(name, classes):
-    """One split's rows restricted to a task's classes, with the label index of each.
+def task_rows(rows, classes, where):
+    """A table's rows restricted to a task's classes, with the label index of each.
 
-    Column `row` is each image's position in the whole split, and so in its prepared arrays.
+    `where` names the table in the error raised when a class has no rows.
     """
-    path = SPLIT_DIR / f"{name}.csv"
-    rows = pd.read_csv(path)
-    rows = rows[rows["class"].isin(classes)].reset_index(names="row")
+    rows = rows[rows["class"].isin(classes)].copy()
     missing = sorted(set(classes) - set(rows["class"]))
     if missing:
-        raise PipelineError(f"{path}: no images of class(es) {', '.join(missing)};"
+        raise PipelineError(f"{where}: no images of class(es) {', '.join(missing)};"
                             " check merge.per_class and the split params")
     rows["label"] = rows["class"].map({c: i for i, c in enumerate(classes)})
     return rows
+
+
+def read_split(name, classes):
+    """One split's rows of a task's classes. Column `image` is each image's manifest row,
+    and so its index in the prepared images and the features."""
+    path = SPLIT_DIR / f"{name}.csv"
+    return task_rows(pd.read_csv(path), classes, path)
 
 
 def open_rgb(path):
@@ -133,9 +138,8 @@ def load_images(paths, size):
     return out
 
 
-def read_arrays(folder, name):
-    """data/prepared/<name>.npz or data/features/<name>.npz as a dict of arrays."""
-    path = Path(folder) / f"{name}.npz"
+def read_arrays(path):
+    """An .npz file (prepared images, features) as a dict of arrays."""
     try:
         with np.load(path) as arrays:
             return dict(arrays)
@@ -143,10 +147,10 @@ def read_arrays(folder, name):
         raise PipelineError(f"{path}: cannot read ({err}); run `dvc repro` to rebuild it") from err
 
 
-def prepared_images(name, rows):
-    """The decoded images of a split's rows (from read_split), without touching the sources."""
-    images = read_arrays(PREPARED, name)["images"]
-    if len(images) <= rows["row"].to_numpy().max(initial=-1):
-        raise PipelineError(f"{PREPARED / name}.npz: fewer images than {SPLIT_DIR / name}.csv;"
+def prepared_images(rows):
+    """The decoded images of manifest rows (a split's, from read_split); no source is touched."""
+    images = read_arrays(PREPARED_IMAGES)["images"]
+    if len(images) <= rows["image"].to_numpy().max(initial=-1):
+        raise PipelineError(f"{PREPARED_IMAGES}: fewer images than {MANIFEST};"
                             " run `dvc repro` to rebuild it")
-    return images[rows["row"].to_numpy()]
+    return images[rows["image"].to_numpy()]

@@ -1,6 +1,10 @@
-"""evaluate <task>: score the trained model on the test split (and its accuracy on validation).
+"""evaluate <task>: score the trained model on the test split, validation and external sets.
 
-Writes metrics/<task>.json and metrics/predictions/<task>.csv (one row per test image).
+Writes metrics/<task>.json and metrics/predictions/<task>.csv (one row per test image), and for
+each external set (stages/external.py) metrics/external/<set>/<task>.json, with the test
+metrics' keys plus the task's classes the set lacks, and <task>.csv, one row per image of the
+set, including images of classes outside the task (scored on the task's classes, not counted
+in the metrics).
 """
 
 import json
@@ -21,12 +25,16 @@ from stages.common import (
     cli,
     load_params,
     prepared_images,
+    read_arrays,
     read_split,
     task_argument,
     task_params,
     write_json,
 )
+from stages.external import EXTERNAL
 from stages.model import load_classifier, probabilities
+
+EXTERNAL_METRICS = METRICS / "external"
 
 
 def scores(labels, probs, classes):
@@ -74,6 +82,35 @@ def predictions_table(rows, probs, classes):
     return table
 
 
+def external_scores(model, name, classes, batch):
+    """One external set's metrics (only images of the task's classes count) and predictions."""
+    rows = pd.read_csv(EXTERNAL / f"{name}.csv")
+    images = read_arrays(EXTERNAL / f"{name}.npz")["images"]
+    probs = (probabilities(model, images, batch) if len(rows)
+             else np.empty((0, len(classes))))
+    in_task = rows["class"].isin(classes).to_numpy()
+    labels = rows.loc[in_task, "class"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    metrics = {"set": name, **(scores(labels, probs[in_task], classes) if in_task.any()
+                               else {"n": 0})}
+    metrics["absent_classes"] = [c for c in classes if c not in set(rows["class"])]
+    metrics["outside_task"] = rows.loc[~in_task, "class"].value_counts().to_dict()
+    return metrics, predictions_table(rows, probs, classes)
+
+
+def evaluate_external(model, sets, task, classes, batch):
+    """metrics/external/<set>/<task>.{json,csv} for every set; a dropped set's files go."""
+    for stale in EXTERNAL_METRICS.glob(f"*/{task}.*"):
+        stale.unlink()
+    for name in sets:
+        metrics, table = external_scores(model, name, classes, batch)
+        write_json(EXTERNAL_METRICS / name / f"{task}.json", metrics)
+        table.to_csv(EXTERNAL_METRICS / name / f"{task}.csv", index=False)
+        accuracy = f", accuracy {metrics['accuracy']:.3f}" if metrics["n"] else ""
+        absent = ", ".join(metrics["absent_classes"]) or "none"
+        print(f"evaluate {task}: external {name}: {metrics['n']} images of the task's classes"
+              f"{accuracy}; classes absent: {absent}")
+
+
 def main(task):
     params = load_params()
     spec = task_params(params, task)
@@ -82,8 +119,8 @@ def main(task):
     trained = json.loads((MODELS / f"{task}.json").read_text())
 
     test, val = read_split("test", classes), read_split("val", classes)
-    test_probs = probabilities(model, prepared_images("test", test), batch)
-    val_probs = probabilities(model, prepared_images("val", val), batch)
+    test_probs = probabilities(model, prepared_images(test), batch)
+    val_probs = probabilities(model, prepared_images(val), batch)
     metrics = {
         "task": task,
         "classes": classes,
@@ -97,6 +134,7 @@ def main(task):
     out = METRICS / "predictions" / f"{task}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     predictions_table(test, test_probs, classes).to_csv(out, index=False)
+    evaluate_external(model, params.get("external") or {}, task, classes, batch)
     low, high = metrics["test"]["accuracy_ci95"]
     print(f"evaluate {task}: test accuracy {metrics['test']['accuracy']:.3f}"
           f" (95% CI {low:.2f}-{high:.2f}, n={metrics['test']['n']}),"

@@ -2,12 +2,14 @@
 
 VGG16 is frozen and has no dropout or batch norm, so the features of an augmented view are the
 same whether computed inside a training epoch or here. The augmentation bank holds
-`bank.views` augmented views of each training image; train feeds the head one view of each
+`bank.views` augmented views of each image; train feeds the head one view of each training
 image per epoch and cycles through them. With views = epochs that is exactly per-epoch
 augmentation, at the cost of one forward pass per view instead of one per view and epoch.
+Every manifest image gets its views, not only the training split's, so that a new split (and
+each split of `repeat`) reuses them.
 
-Writes data/features/train.npz (`bank`: views x N x feature shape) and val.npz and test.npz
-(`features`: N x feature shape, unaugmented), in the row order of data/split/<split>.csv.
+Writes data/features/features.npz: `bank`, views x N x feature shape, and `plain`, N x feature
+shape (unaugmented), in the row order of the manifest.
 """
 
 import time
@@ -15,7 +17,7 @@ import time
 import keras
 import numpy as np
 
-from stages.common import FEATURES, PREPARED, cli, load_params, read_arrays, whole_number
+from stages.common import FEATURES, PREPARED_IMAGES, cli, load_params, read_arrays, whole_number
 from stages.model import augmenter, build_backbone, build_extractor
 
 
@@ -46,23 +48,20 @@ def build_features_model(params):
 
 def main():
     params = load_params()
-    bank = params["bank"]
-    views = whole_number(bank["views"], "bank.views", 0)
-    batch = whole_number(bank["batch_size"], "bank.batch_size", 1)
+    views = whole_number(params["bank"]["views"], "bank.views", 0)
+    batch = whole_number(params["bank"]["batch_size"], "bank.batch_size", 1)
     keras.utils.set_random_seed(params["seed"])
     extractor = build_features_model(params)
     augment = augmenter(params["augment"])
-    FEATURES.mkdir(parents=True, exist_ok=True)
+    images = read_arrays(PREPARED_IMAGES)["images"]
+    print(f"features: {views} augmented view(s) and the plain view of {len(images)} images")
     started = time.perf_counter()
-    train = read_arrays(PREPARED, "train")["images"]
-    print(f"features: {views} augmented view(s) of {len(train)} training images")
-    np.savez(FEATURES / "train.npz", bank=augmented_views(extractor, augment, train, views, batch))
-    passes = views * len(train)
-    for name in ("val", "test"):
-        images = read_arrays(PREPARED, name)["images"]
-        np.savez(FEATURES / f"{name}.npz", features=plain_features(extractor, images, batch))
-        passes += len(images)
+    bank = augmented_views(extractor, augment, images, views, batch)
+    plain = plain_features(extractor, images, batch)
     seconds = time.perf_counter() - started
+    FEATURES.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(FEATURES, bank=bank, plain=plain)
+    passes = (views + 1) * len(images)
     print(f"features: {passes} forward passes in {seconds:.0f} s ({passes / seconds:.1f} images/s)")
 
 

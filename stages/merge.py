@@ -5,6 +5,7 @@ metrics/data.json (counts per class and every file that was left out, with the r
 """
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,13 +42,14 @@ def kermany_label(folder, name):
     return None
 
 
-def kermany_candidates(splits, skipped):
+def kermany_candidates(root, splits, skipped, key="merge.kermany_splits"):
+    """Labelled rows of <root>/<split>/{NORMAL,PNEUMONIA}/, the Kaggle layout."""
     rows = []
     for split in splits:
         for folder in ("NORMAL", "PNEUMONIA"):
-            directory = KERMANY / split / folder
+            directory = Path(root) / split / folder
             if not directory.is_dir():
-                raise PipelineError(f"{directory}: missing (merge.kermany_splits names {split!r})")
+                raise PipelineError(f"{directory}: missing ({key} names {split!r})")
             for path in sorted(p for p in directory.iterdir() if p.is_file()):
                 label = kermany_label(folder, path.name)
                 if label is None:
@@ -69,21 +71,23 @@ def read_metadata(path):
     return table
 
 
-def covid_candidates(filters, skipped):
-    table = read_metadata(COVID / "metadata.csv")
+def covid_candidates(root, findings, modality, views, skipped):
+    """Rows of <root>/metadata.csv (the covid-chestxray-dataset layout) of the given modality and
+    views whose finding is a key of `findings`, labelled with its value (a class)."""
+    table = read_metadata(Path(root) / "metadata.csv")
     keep = (
-        (table["finding"] == filters["finding"])
-        & (table["modality"] == filters["modality"])
-        & table["view"].isin(filters["views"])
+        table["finding"].isin(list(findings))
+        & (table["modality"] == modality)
+        & table["view"].isin(views)
     )
     rows = []
     for record in table[keep].itertuples():
-        path = COVID / "images" / record.filename
+        path = Path(root) / "images" / record.filename
         if not path.is_file():
             skipped.append({"path": str(path), "reason": "listed in metadata.csv, file missing"})
             continue
-        rows.append({"path": str(path), "class": "covid", "patient": f"covid:{record.Patientid}",
-                     "source": "covid-chestxray"})
+        rows.append({"path": str(path), "class": findings[record.finding],
+                     "patient": f"covid:{record.Patientid}", "source": "covid-chestxray"})
     return rows
 
 
@@ -127,8 +131,10 @@ def main():
     params = load_params()
     merge = params["merge"]
     skipped = []
-    rows = kermany_candidates(merge["kermany_splits"], skipped)
-    rows += covid_candidates(merge["covid"], skipped)
+    covid = merge["covid"]
+    rows = kermany_candidates(KERMANY, merge["kermany_splits"], skipped)
+    rows += covid_candidates(COVID, {covid["finding"]: "covid"}, covid["modality"], covid["views"],
+                             skipped)
     images, duplicates = describe(rows, skipped)
     manifest, counts = sample(images, merge["per_class"], params["seed"])
 

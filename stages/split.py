@@ -65,6 +65,8 @@ def pick_val_rows(rest, fraction, seed):
 
 
 def split(manifest, test_per_class, val_fraction, seed):
+    """train, val and test tables; column `image` keeps each row's position in the manifest."""
+    manifest = manifest.reset_index(names="image")
     test_patients = pick_test_patients(manifest, test_per_class, seed)
     is_test = manifest["patient"].isin(test_patients)
     rest = manifest[~is_test].reset_index(drop=True)

@@ -15,7 +15,7 @@ import time
 import keras
 import numpy as np
 from dvclive import Live
-from dvclive.keras import DVCLiveCallback
+from dvclive.utils import standardize_metric_name
 
 from stages.common import (
     FEATURES,
@@ -68,6 +68,20 @@ def device():
     return f"{backend}:{'gpu' if gpu else 'cpu'}"
 
 
+class LiveHistory(keras.callbacks.Callback):
+    """Each epoch's logs into DVCLive; dvclive.keras's own callback imports TensorFlow."""
+
+    def __init__(self, live):
+        super().__init__()
+        self.live = live
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, value in (logs or {}).items():
+            # accuracy -> train/accuracy, val_accuracy -> eval/accuracy, as DVCLive names them
+            self.live.log_metric(standardize_metric_name(name, "dvclive.keras"), float(value))
+        self.live.next_step()
+
+
 class BankBatches(keras.utils.PyDataset):
     """Batches from the augmentation bank: per epoch, one view of every image, reshuffled.
 
@@ -109,33 +123,36 @@ def shuffled_batches(images, labels, batch_size, seed):
     return {"x": data.batch(batch_size).prefetch(tf.data.AUTOTUNE), "shuffle": False}
 
 
-def bank_inputs(train, val, batch_size, seed):
+def bank_inputs(features, train, val, n_classes, batch_size, seed):
     """fit() arguments for training the head alone on the features stage's outputs."""
-    bank = read_arrays(FEATURES, "train")["bank"][:, train["row"].to_numpy()]
-    val_features = read_arrays(FEATURES, "val")["features"][val["row"].to_numpy()]
-    return {"x": BankBatches(bank, train["target"].to_numpy(), batch_size, seed),
-            "validation_data": (val_features, val["target"].to_numpy())}
+    bank = features["bank"][:, train["image"].to_numpy()]
+    return {"x": BankBatches(bank, targets(train, n_classes), batch_size, seed),
+            "validation_data": (features["plain"][val["image"].to_numpy()],
+                                targets(val, n_classes))}
 
 
-def image_inputs(train, val, batch_size, seed):
+def image_inputs(train, val, n_classes, batch_size, seed):
     """fit() arguments for per-epoch augmentation of the decoded images."""
-    return {**shuffled_batches(prepared_images("train", train), train["target"].to_numpy(),
-                               batch_size, seed),
-            "validation_data": (prepared_images("val", val), val["target"].to_numpy())}
-
-
-def compile_for(model, n_classes, lr):
-    model.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss="binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
+    return {**shuffled_batches(prepared_images(train), targets(train, n_classes), batch_size,
+                               seed),
+            "validation_data": (prepared_images(val), targets(val, n_classes))}
 
 
 def targets(rows, n_classes):
     """Labels as fit() wants them: float 0/1 for a sigmoid, class indices for a softmax."""
     return rows["label"].to_numpy("float32" if n_classes == 2 else "int32")
+
+
+def fit(model, inputs, spec, n_classes, callbacks=(), verbose=None):
+    """Compile with the task's loss and learning rate, then train for its epochs."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(spec["lr"]),
+        loss="binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    model.fit(**inputs, validation_batch_size=spec["batch_size"], epochs=spec["epochs"],
+              callbacks=list(callbacks),
+              verbose=(2 if not sys.stdout.isatty() else 1) if verbose is None else verbose)
 
 
 def main(task):
@@ -144,8 +161,6 @@ def main(task):
     classes, seed, views = spec["classes"], params["seed"], params["bank"]["views"]
     seed_everything(seed)
     train, val = read_split("train", classes), read_split("val", classes)
-    for rows in (train, val):
-        rows["target"] = targets(rows, len(classes))
 
     weights = params["backbone"]["weights"]
     backbone = build_backbone(weights, params["image_size"], params["backbone"]["precision"])
@@ -153,11 +168,12 @@ def main(task):
     head = build_head(len(classes), extractor.output_shape[1:])
     classifier = build_classifier(extractor, head)
     if views:
-        model, inputs = head, bank_inputs(train, val, spec["batch_size"], seed)
+        model = head
+        inputs = bank_inputs(read_arrays(FEATURES), train, val, len(classes), spec["batch_size"],
+                             seed)
     else:
         model = build_trainer(classifier, params["augment"])
-        inputs = image_inputs(train, val, spec["batch_size"], seed)
-    compile_for(model, len(classes), spec["lr"])
+        inputs = image_inputs(train, val, len(classes), spec["batch_size"], seed)
     where = device()
     mode = f"bank of {views} views" if views else "per-epoch augmentation"
     print(f"train {task}: {len(train)} train / {len(val)} val images, classes {classes},"
@@ -165,13 +181,7 @@ def main(task):
 
     started = time.perf_counter()
     with Live(str(METRICS / "train" / task), dvcyaml=None, save_dvc_exp=False) as live:
-        model.fit(
-            **inputs,
-            validation_batch_size=spec["batch_size"],
-            epochs=spec["epochs"],
-            callbacks=[DVCLiveCallback(live=live)],
-            verbose=2 if not sys.stdout.isatty() else 1,
-        )
+        fit(model, inputs, spec, len(classes), callbacks=[LiveHistory(live)])
     seconds = time.perf_counter() - started
 
     MODELS.mkdir(exist_ok=True)

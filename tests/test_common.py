@@ -73,19 +73,20 @@ def test_whole_number_params_name_the_key(value):
 
 def test_missing_or_short_prepared_arrays_say_to_rerun_the_pipeline(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    rows = pd.DataFrame({"row": [0, 2]})
-    with pytest.raises(PipelineError, match=r"data/prepared/train.npz: cannot read .*dvc repro"):
-        common.prepared_images("train", rows)
-    common.PREPARED.mkdir(parents=True)
-    np.savez(common.PREPARED / "train.npz", images=np.zeros((2, 4, 4, 3), np.uint8))
-    with pytest.raises(PipelineError, match=r"fewer images than data/split/train.csv"):
-        common.prepared_images("train", rows)
-    assert common.prepared_images("train", rows.iloc[:1]).shape == (1, 4, 4, 3)
+    rows = pd.DataFrame({"image": [0, 2]})
+    with pytest.raises(PipelineError, match=r"data/prepared/images.npz: cannot read .*dvc repro"):
+        common.prepared_images(rows)
+    common.PREPARED_IMAGES.parent.mkdir(parents=True)
+    np.savez(common.PREPARED_IMAGES, images=np.arange(2).reshape(2, 1, 1, 1).astype(np.uint8))
+    with pytest.raises(PipelineError, match=r"fewer images than data/merged/manifest.csv"):
+        common.prepared_images(rows)
+    assert common.prepared_images(rows.iloc[:1].assign(image=[1])).ravel().tolist() == [1]
 
 
-def test_a_tasks_rows_keep_their_position_in_the_whole_split(tmp_path, monkeypatch):
-    """The `row` column indexes the prepared images and features, which hold every class."""
+def test_a_tasks_rows_keep_their_manifest_row(tmp_path, monkeypatch):
+    """The `image` column indexes the prepared images and features, which hold every image."""
     monkeypatch.setattr(common, "SPLIT_DIR", tmp_path)
-    (tmp_path / "test.csv").write_text("path,class,patient\na,normal,p1\nb,viral,p2\nc,covid,p3\n")
+    (tmp_path / "test.csv").write_text(
+        "image,path,class,patient\n7,a,normal,p1\n3,b,viral,p2\n5,c,covid,p3\n")
     rows = read_split("test", ["normal", "covid"])
-    assert rows["row"].tolist() == [0, 2] and rows["path"].tolist() == ["a", "c"]
+    assert rows["image"].tolist() == [7, 5] and rows["label"].tolist() == [0, 1]

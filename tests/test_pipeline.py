@@ -17,6 +17,8 @@ from bench.workspace import copy_repository, python_first_env
 from tests.conftest import mirror
 
 PER_CLASS = 5
+EXTERNAL_PICKS = (("COVID-19", "AP"), ("COVID-19", "AP Supine"), ("SARS", "PA"),
+                  ("Streptococcus", "PA"), ("No Finding", "PA"))
 TASK_KEYS = ("test.accuracy", "test.accuracy_ci95", "test.loss", "test.n", "test.auc",
              "val.accuracy")
 
@@ -52,13 +54,17 @@ def copy_tiny_sources(source, raw):
     by_patient = {r[0]: r for r in reversed(is_pa) if (source / covid / "images" / r[10]).is_file()}
     present = sorted(by_patient.values(), key=is_pa.index)[:PER_CLASS]
     absent = [r for r in is_pa if not (source / covid / "images" / r[10]).is_file()]
-    picks += [source / covid / "images" / r[10] for r in present]
+    # a few images for the external sets: COVID-19 in other views, other findings
+    extra = [r for finding, view in EXTERNAL_PICKS
+             for r in [r for r in rows[1:] if r[4] == finding and r[6] == view
+                       and (source / covid / "images" / r[10]).is_file()][:2]]
+    picks += [source / covid / "images" / r[10] for r in present + extra]
     for path in picks:
         target = raw / path.relative_to(source)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, target)
     with open(raw / covid / "metadata.csv", "w", newline="") as f:
-        csv.writer(f).writerows([rows[0], *present, *absent])
+        csv.writer(f).writerows([rows[0], *present, *absent, *extra])
     return len(absent)
 
 
@@ -69,6 +75,7 @@ def tiny_params(path):
     params["split"] = {"test_per_class": 1, "val_fraction": 0.25}
     params["backbone"]["weights"] = "none"
     params["bank"]["views"] = 2
+    params["repeat"]["splits"] = 2
     for task in params["tasks"].values():
         task.update(epochs=1, batch_size=4)
     path.write_text(yaml.safe_dump(params, sort_keys=False))

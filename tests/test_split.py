@@ -30,6 +30,14 @@ def test_test_set_has_exactly_n_per_class_and_no_patient_crosses_sides():
     assert sum(len(rows) for rows in parts.values()) == len(manifest())
 
 
+def test_every_split_row_keeps_its_manifest_row_as_image():
+    rows = manifest()
+    parts = split(rows, test_per_class=5, val_fraction=0.2, seed=1)
+    joined = pd.concat(parts.values())
+    assert sorted(joined["image"]) == list(range(len(rows)))
+    assert (rows.loc[joined["image"], "path"].to_numpy() == joined["path"].to_numpy()).all()
+
+
 def test_validation_is_about_the_requested_fraction_of_the_rest():
     parts = split(manifest(patients_per_class=30), test_per_class=5, val_fraction=0.2, seed=1)
     rest = len(parts["train"]) + len(parts["val"])

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 
 from stages.model import build_head
-from stages.train import BankBatches, compile_for
+from stages.train import BankBatches, fit
 
 
 def bank(views=3, n=7):
@@ -46,6 +46,6 @@ def test_batches_depend_only_on_the_seed():
 def test_keras_fit_moves_the_bank_on_every_epoch():
     batches = BankBatches(np.random.default_rng(0).normal(size=(2, 8, 4)).astype("float32"),
                           np.arange(8) % 2, batch_size=4, seed=0)
-    head = compile_for(build_head(2, (4,)), 2, 1e-3)
-    head.fit(batches, epochs=3, verbose=0)
+    fit(build_head(2, (4,)), {"x": batches}, {"lr": 1e-3, "epochs": 3, "batch_size": 4}, 2,
+        verbose=0)
     assert batches.epoch >= 2  # on_epoch_begin ran for each epoch

@@ -1,0 +1,139 @@
+"""confound: does the model see COVID-19, or the hospital the X-ray came from?
+
+All normal, bacterial and viral images are of children from one hospital (Kermany); all COVID-19
+images are of adults from many others (covid-chestxray-dataset). A model can score well by
+telling the two sources apart. Two measurements:
+
+1. Source probe: a logistic regression on the frozen backbone's features (what the head sees),
+   cross-validated with whole patients per fold, predicting the source dataset. On the manifest
+   the source is the COVID-19 label, so there it bounds what the head can learn; on the images
+   without COVID-19 (the Kermany images, and the `confound.other_source` external set: adults
+   with other findings from the COVID-19 images' source) it measures the source alone.
+2. COVID-19 calls on the other source: the share of that set's images, none of which has
+   COVID-19, that each task's model calls covid, against the share of the test split's
+   non-COVID images. A model that sees pneumonia calls few of either; one that sees the source
+   calls most of the other source's.
+
+Writes metrics/confound.json: the numbers, and the findings in plain words under `summary`.
+"""
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from stages.common import (FEATURES, MANIFEST, METRICS, PipelineError, cli, load_params,
+                           read_arrays, whole_number, write_json)
+from stages.evaluate import EXTERNAL_METRICS
+from stages.external import EXTERNAL
+from stages.features import build_features_model, plain_features
+
+KERMANY = "kermany"
+
+
+def source_probe(features, source, patients, folds, seed):
+    """Out-of-fold AUC and balanced accuracy of a linear probe for `source` (bool: not Kermany)."""
+    groups = pd.Series(patients)
+    folds = min(folds, *(groups[source == side].nunique() for side in (True, False)))
+    if folds < 2:
+        return {"n": len(source), "folds": folds, "auc": None, "balanced_accuracy": None}
+    probe = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced",
+                                                               max_iter=2000))
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    p = cross_val_predict(probe, features.reshape(len(features), -1), source, groups=patients,
+                          cv=cv, method="predict_proba")[:, 1]
+    return {"n": len(source), "n_other_source": int(source.sum()), "folds": folds,
+            "auc": float(roc_auc_score(source, p)),
+            "balanced_accuracy": float(balanced_accuracy_score(source, p > 0.5))}
+
+
+def covid_calls(predictions):
+    called = predictions["predicted"] == "covid"
+    return {"n": len(predictions), "called_covid": int(called.sum()),
+            "share": float(called.mean()) if len(predictions) else None,
+            "mean_p_covid": float(predictions["p_covid"].mean()) if len(predictions) else None}
+
+
+def model_calls(task, other):
+    """COVID-19 calls of one task's model on the other source and on the non-COVID test images."""
+    test = pd.read_csv(METRICS / "predictions" / f"{task}.csv")
+    return {"other_source": covid_calls(pd.read_csv(EXTERNAL_METRICS / other / f"{task}.csv")),
+            "test_non_covid": covid_calls(test[test["actual"] != "covid"])}
+
+
+def other_source_features(params, name):
+    """The backbone's features of an external set's images, and its rows."""
+    if name not in (params.get("external") or {}):
+        raise PipelineError(f"params.yaml: confound.other_source names {name!r}, which is not"
+                            " a set under `external`")
+    rows = pd.read_csv(EXTERNAL / f"{name}.csv")
+    if (rows["class"] == "covid").any() or (rows["source"] == KERMANY).any():
+        raise PipelineError(f"params.yaml: confound.other_source set {name!r} must hold no"
+                            " COVID-19 images and none from the Kermany source")
+    images = read_arrays(EXTERNAL / f"{name}.npz")["images"]
+    return plain_features(build_features_model(params), images, params["bank"]["batch_size"]), rows
+
+
+def verdict(auc):
+    if auc is None:
+        return "could not be measured (too few patients)"
+    if auc >= 0.9:
+        return "the source is plainly readable from the features, so a model can take that shortcut"
+    if auc >= 0.7:
+        return "the source is partly readable from the features"
+    return "the source is hardly readable from the features"
+
+
+def summary(probe, calls, other):
+    auc = probe["auc"]
+    lines = [f"A linear probe on the frozen backbone's features tells the {other} images (adults,"
+             f" no COVID-19) from the Kermany ones with a cross-validated AUC of"
+             f" {'n/a' if auc is None else f'{auc:.2f}'} ({probe['n']} images, whole patients"
+             f" per fold): {verdict(auc)}."]
+    for task, c in calls.items():
+        o, t = c["other_source"], c["test_non_covid"]
+        lines.append(f"{task}: calls {o['called_covid']} of {o['n']} {other} images COVID-19,"
+                     f" none of which has it, against {t['called_covid']} of {t['n']} non-COVID"
+                     " test images from Kermany.")
+    return lines
+
+
+def non_covid_probe(features, manifest, other_features, rows, folds, seed):
+    """The source probe on images without COVID-19: Kermany's, and the other source's."""
+    kermany = (manifest["source"] == KERMANY).to_numpy()
+    return source_probe(
+        np.concatenate([features[kermany], other_features]),
+        np.r_[np.zeros(kermany.sum(), bool), np.ones(len(rows), bool)],
+        np.r_[manifest.loc[kermany, "patient"].to_numpy(), rows["patient"].to_numpy()],
+        folds, seed)
+
+
+def main():
+    params = load_params()
+    spec, seed = params["confound"], params["seed"]
+    folds = whole_number(spec["folds"], "confound.folds", 2)
+    manifest, features = pd.read_csv(MANIFEST), read_arrays(FEATURES)["plain"]
+    # in the manifest the source is the COVID-19 label, so this probe mixes the two
+    result = {"manifest": source_probe(features, (manifest["source"] != KERMANY).to_numpy(),
+                                       manifest["patient"].to_numpy(), folds, seed),
+              "other_source": spec.get("other_source")}
+    other = result["other_source"]
+    if other:
+        other_features, rows = other_source_features(params, other)
+        result["non_covid"] = non_covid_probe(features, manifest, other_features, rows, folds, seed)
+        result["models"] = {task: model_calls(task, other) for task, t in params["tasks"].items()
+                            if "covid" in t["classes"]}
+        result["summary"] = summary(result["non_covid"], result["models"], other)
+    else:
+        result["summary"] = ["No confound.other_source set is given: only the probe on the"
+                             " manifest, where the source is the COVID-19 label, was run."]
+    write_json(METRICS / "confound.json", result)
+    for line in result["summary"]:
+        print(f"confound: {line}")
+
+
+if __name__ == "__main__":
+    cli(main)()
