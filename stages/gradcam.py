@@ -15,10 +15,17 @@ from stages.common import PipelineError
 LAYER = "block5_conv3"  # VGG16's last conv layer; block5_pool follows it
 
 
+def autodiff_backend():
+    """The Keras backend, if gradients() can differentiate on it."""
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
+        raise PipelineError(f"Grad-CAM needs the tensorflow or jax Keras backend, not {backend}")
+    return backend
+
+
 def gradients(fn, x):
     """d sum(fn(x)) / dx. Per-sample scores of independent samples give per-sample gradients."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
+    if autodiff_backend() == "tensorflow":
         import tensorflow as tf
 
         x = tf.convert_to_tensor(x)
@@ -26,11 +33,9 @@ def gradients(fn, x):
             tape.watch(x)
             total = keras.ops.sum(fn(x))
         return tape.gradient(total, x)
-    if backend == "jax":
-        import jax
+    import jax
 
-        return jax.grad(lambda v: keras.ops.sum(fn(v)))(x)
-    raise PipelineError(f"Grad-CAM needs the tensorflow or jax Keras backend, not {backend}")
+    return jax.grad(lambda v: keras.ops.sum(fn(v)))(x)
 
 
 def _layer(model, name):
@@ -63,6 +68,12 @@ def split(classifier):
         return keras.ops.concatenate([-z, z], axis=-1) if z.shape[-1] == 1 else z
 
     return to_conv, logits
+
+
+def check(classifier):
+    """Fail at once, rather than after a first batch, if gradcam() cannot run here."""
+    autodiff_backend()
+    split(classifier)
 
 
 def gradcam(classifier, images, class_indices):
