@@ -24,7 +24,7 @@ def set_head(model, last_kernel):
     rng = np.random.default_rng(1)
     hidden.set_weights([rng.uniform(0, 0.01, hidden.kernel.shape), np.full(hidden.units, 0.1)])
     last.set_weights([last_kernel, np.zeros(last.units)])
-    return hidden.kernel.numpy(), last_kernel
+    return keras.ops.convert_to_numpy(hidden.kernel), last_kernel
 
 
 def images(n, size, seed=0):

@@ -45,7 +45,8 @@ def project(tmp_path_factory):
 
 
 def predict(project, *args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     return subprocess.run([sys.executable, "-m", "stages.predict", *map(str, args)],
                           cwd=project, env=env, capture_output=True, text=True)
 
