@@ -1,0 +1,182 @@
+"""predict: classify new chest X-rays with a trained model, one JSON line per image on stdout.
+
+    python -m stages.predict --task TASK [--model FILE] [--csv FILE] [--gradcam DIR]
+                             [--batch-size N] PATH...
+
+A PATH is an image file or a folder, searched recursively for image files. Images are decoded
+and resized exactly as for training. Exit status: 0 when every image was predicted, 1 when
+some could not be (or none were found), 2 on bad usage.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from stages import gradcam
+from stages.common import MODELS, PipelineError, cli, load_images, load_params, open_rgb, \
+    task_params
+from stages.model import load_classifier, probabilities
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
+QUIET_UP_TO = 8  # images; more get a progress bar
+
+
+def positive(text):
+    value = int(text)  # a ValueError becomes argparse's own usage error
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def arguments(argv):
+    parser = argparse.ArgumentParser(prog="python -m stages.predict",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--task", required=True, help="a task of params.yaml, e.g. binary")
+    parser.add_argument("--model", type=Path, metavar="FILE",
+                        help="the classifier (default models/TASK.keras)")
+    parser.add_argument("--csv", type=Path, metavar="FILE", help="also write a results table")
+    parser.add_argument("--gradcam", type=Path, metavar="DIR",
+                        help="write each image's Grad-CAM overlay of its predicted class here")
+    parser.add_argument("--batch-size", type=positive, default=32, metavar="N")
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="an image file or a folder of them")
+    return parser.parse_args(argv)
+
+
+def image_size(model, path):
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[3] != 3 or not shape[1] or shape[1] != shape[2]:
+        raise PipelineError(f"{path}: not an image classifier (input shape {shape},"
+                            " expected (None, size, size, 3))")
+    return shape[1]
+
+
+def load(args):
+    """The model, its image size and class names, checked against each other."""
+    classes = task_params(load_params(), args.task)["classes"]
+    path = args.model or MODELS / f"{args.task}.keras"
+    if not path.is_file():
+        raise PipelineError(f"no such model file {path}"
+                            + ("" if args.model else "; train it with `dvc repro`"))
+    model = load_classifier(path)
+    size, outputs = image_size(model, path), model.output_shape[-1]
+    if outputs != (1 if len(classes) == 2 else len(classes)):
+        raise PipelineError(f"{path}: {outputs} output(s) do not fit the {len(classes)} classes"
+                            f" of params.yaml tasks.{args.task}.classes ({', '.join(classes)})")
+    if args.gradcam:
+        gradcam.check(model)
+        try:
+            args.gradcam.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise PipelineError(f"--gradcam {args.gradcam}: cannot create the folder ({err})") \
+                from err
+    return model, size, classes
+
+
+def find_images(paths):
+    """Each PATH as given, whatever its suffix, or a folder's image files in sorted order."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*")
+                            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            found.append(path)  # a missing one gets an error record like an unreadable one
+    return found
+
+
+def decode(paths, size):
+    """The images that decode, by position in paths, and the error of each that does not."""
+    images, errors = {}, {}
+    for i, path in enumerate(paths):
+        try:
+            images[i] = load_images([path], size)[0]
+        except PipelineError as err:
+            errors[i] = str(err)
+    return images, errors
+
+
+def classify(model, classes, paths, size):
+    """One record per path, in order, and (image, predicted class index) per decoded image."""
+    images, errors = decode(paths, size)
+    records = [{"path": str(path)} for path in paths]
+    for i, error in errors.items():
+        records[i]["error"] = error
+    if not images:
+        return records, {}
+    probs = probabilities(model, np.stack(list(images.values())), len(images))
+    for i, p in zip(images, probs):
+        records[i]["prediction"] = classes[p.argmax()]
+        records[i]["probabilities"] = {c: round(float(v), 6) for c, v in zip(classes, p)}
+    return records, {i: (images[i], p.argmax()) for i, p in zip(images, probs)}
+
+
+def write_overlays(model, folder, paths, predicted, first_number):
+    """<n>_<stem>.png per predicted image: the Grad-CAM of its class over the full image.
+
+    n is the image's line number in the output, so equal stems never clash.
+    """
+    images, classes = zip(*predicted.values())
+    maps = gradcam.gradcam(model, np.stack(images), list(classes))
+    for i, heatmap in zip(predicted, maps):
+        path = paths[i]
+        blended = gradcam.overlay(np.asarray(open_rgb(path)), heatmap)
+        Image.fromarray(blended).save(folder / f"{first_number + i:04d}_{path.stem}.png")
+
+
+def write_csv(path, records, classes):
+    table = pd.DataFrame([{"path": r["path"], "prediction": r.get("prediction"),
+                           **{f"p_{c}": r.get("probabilities", {}).get(c) for c in classes},
+                           "error": r.get("error")} for r in records])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False)
+    except OSError as err:
+        raise PipelineError(f"--csv {path}: cannot write ({err})") from err
+
+
+def run(args, model, size, classes, paths):
+    """Predict batch by batch, printing each batch's records as soon as it is done."""
+    records = []
+    with tqdm(total=len(paths), unit="image", disable=len(paths) <= QUIET_UP_TO,
+              file=sys.stderr) as progress:
+        for start in range(0, len(paths), args.batch_size):
+            batch = paths[start:start + args.batch_size]
+            batch_records, predicted = classify(model, classes, batch, size)
+            if args.gradcam and predicted:
+                write_overlays(model, args.gradcam, batch, predicted, start + 1)
+            for record in batch_records:
+                print(json.dumps(record), flush=True)
+            records += batch_records
+            progress.update(len(batch))
+    return records
+
+
+def main(argv=None):
+    args = arguments(argv)
+    try:
+        model, size, classes = load(args)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    paths = find_images(args.paths)
+    if not paths:
+        raise PipelineError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in"
+                            f" {', '.join(map(str, args.paths))}")
+    records = run(args, model, size, classes, paths)
+    if args.csv:
+        write_csv(args.csv, records, classes)
+    failed = sum("error" in r for r in records)
+    if failed:
+        print(f"error: {failed} of {len(records)} images could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(main)())
