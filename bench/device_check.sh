@@ -82,13 +82,31 @@ collect() {
     done
 }
 
-# Checks that train ran on the expected device, as models/<task>.json records it.
+# Checks that train ran on the expected device, as models/<task>.json records it, and says
+# (without failing) whether the training loss moved at all.
 check_device() {
     local got
     got=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['device'])" \
           "models/$1.json") || fail "models/$1.json: no device recorded"
     echo "train $1 reports device $got"
     [ "$got" = "$EXPECT" ] || fail "train $1 ran on $got, expected $EXPECT"
+    python3 - "$1" <<'PY' || true
+import csv, sys
+from pathlib import Path
+
+task = sys.argv[1]
+curves = Path(f"metrics/train/{task}/plots/metrics/train")
+try:
+    loss, acc = ([float(row[name]) for row in csv.DictReader(open(curves / f"{name}.tsv"),
+                                                              delimiter="\t")]
+                 for name in ("loss", "accuracy"))
+except (OSError, KeyError, ValueError) as err:
+    sys.exit(f"train {task}: no training curves ({err})")
+print(f"train {task}: loss {loss[0]:.4g} -> {loss[-1]:.4g},"
+      f" accuracy {acc[0]:.3f} -> {acc[-1]:.3f} over {len(loss)} epochs")
+if len(loss) > 1 and len(set(loss)) == 1:
+    print(f"WARNING: train {task}: the training loss never changed: the head did not learn")
+PY
 }
 
 rm -rf "$RESULTS"
@@ -115,11 +133,16 @@ else
     echo "no nvidia-smi"
 fi
 python3 - <<'EOF' || fail "imports (jax, keras, dvclive)"
-import sys, jax, keras, dvclive
+import sys
+from importlib.metadata import version
+
+import jax
+import keras
 from dvclive import Live  # noqa: F401
+
 print("python", sys.version.split()[0], sys.executable)
-print("jax", jax.__version__, "| keras", keras.__version__, "backend", keras.backend.backend(),
-      "| dvclive", dvclive.__version__)
+print("jax", jax.__version__, "| jaxlib", version("jaxlib"), "| keras", keras.__version__,
+      "backend", keras.backend.backend(), "| dvclive", version("dvclive"), "| dvc", version("dvc"))
 print("jax.devices():", jax.devices(), "| default backend:", jax.default_backend())
 EOF
 if [ "${EXPECT#jax:}" = gpu ]; then

@@ -1,6 +1,8 @@
-"""plots: per task, training curves, confusion matrix, ROC curves and a test-image gallery.
+"""plots: per task, training curves, confusion matrix, ROC curves and two test-image galleries.
 
-Writes plots/<task>/{history,confusion,roc,gallery}.png.
+The second gallery overlays each test image with the Grad-CAM heatmap of its predicted class:
+where in the X-ray the model found its evidence (stages/gradcam.py).
+Writes plots/<task>/{history,confusion,roc,gallery,gradcam}.png.
 """
 
 import math
@@ -13,11 +15,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from stages.common import METRICS, cli, load_images, load_params, task_params  # noqa: E402
+from stages.common import (METRICS, MODELS, cli, load_params, prepared_images,  # noqa: E402
+                           read_split, task_params)
 from stages.evaluate import scores  # noqa: E402
+from stages.gradcam import gradcam, overlay  # noqa: E402
+from stages.model import load_classifier  # noqa: E402
 
 PLOTS = Path("plots")
-GALLERY_SIZE = 128  # pixels a side per thumbnail
+TASK_PLOTS = ("history", "confusion", "roc", "gallery", "gradcam")
 
 
 def history(task, ax_acc, ax_loss):
@@ -53,9 +58,8 @@ def roc(ax, predictions, classes, title):
     ax.legend(loc="lower right")
 
 
-def gallery(predictions, path):
+def gallery(predictions, images, path):
     """Every test image, titled with the predicted class and its probability; red when wrong."""
-    images = load_images(predictions["path"], GALLERY_SIZE)
     cols = min(9, len(predictions))
     rows = math.ceil(len(predictions) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
@@ -92,14 +96,20 @@ def plot_task(task, classes):
         draw(ax, data, classes,
              f"{task}: test accuracy {metrics['accuracy']:.2f} (95% CI {low:.2f}-{high:.2f})")
         save(fig, out / f"{name}.png")
-    gallery(predictions, out / "gallery.png")
+    test = read_split("test", classes)  # the rows of the predictions, in their order
+    images = prepared_images(test)
+    gallery(predictions, images, out / "gallery.png")
+    predicted = predictions["predicted"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    heatmaps = gradcam(load_classifier(MODELS / f"{task}.keras"), images, predicted)
+    gallery(predictions, [overlay(i, h) for i, h in zip(images, heatmaps)],
+            out / "gradcam.png")
 
 
 def main():
     params = load_params()
     for task in params["tasks"]:
         plot_task(task, task_params(params, task)["classes"])
-        print(f"plots: {PLOTS / task}/{{history,confusion,roc,gallery}}.png")
+        print(f"plots: {PLOTS / task}/{{{','.join(TASK_PLOTS)}}}.png")
 
 
 if __name__ == "__main__":

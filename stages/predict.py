@@ -64,6 +64,11 @@ def load(args):
     if not path.is_file():
         raise PipelineError(f"no such model file {path}"
                             + ("" if args.model else "; train it with `dvc repro`"))
+    trained = path.with_suffix(".json")  # train's record of the model, when beside it
+    if trained.is_file() and json.loads(trained.read_text())["classes"] != classes:
+        raise PipelineError(f"{trained}: the model was trained on classes"
+                            f" {json.loads(trained.read_text())['classes']}, params.yaml"
+                            f" tasks.{args.task}.classes are {classes}; retrain it")
     model = load_classifier(path)
     size, outputs = image_size(model, path), model.output_shape[-1]
     if outputs != (1 if len(classes) == 2 else len(classes)):

@@ -1,17 +1,23 @@
 """End to end: the real `dvc repro` on a tiny config, in a temporary copy of the repository."""
 
+import base64
 import csv
 import getpass
+import io
 import json
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 from bench.workspace import copy_repository, python_first_env
 from tests.conftest import mirror
@@ -109,7 +115,7 @@ def test_repro_writes_every_tasks_metrics(project):
         assert set(metrics["test"]["per_class"]) == set(spec["classes"])
         assert metrics["backbone"] == "none"
         assert (project["path"] / "models" / f"{task}.keras").is_file()
-        for plot in ("history", "confusion", "roc", "gallery"):
+        for plot in ("history", "confusion", "roc", "gallery", "gradcam"):
             assert (project["path"] / "plots" / task / f"{plot}.png").stat().st_size > 0
 
 
@@ -133,14 +139,90 @@ def test_metrics_diff_answers_against_the_commit_before_the_run(project):
     assert "metrics/data.json" in diff
 
 
-def test_dag_chains_merge_split_prepare_features_train_evaluate_plots(project):
+def test_dag_chains_every_stage(project):
     dot = dvc(project["path"], "dag", "--dot")
     edges = {tuple(part.strip().strip('";') for part in line.split("->"))
              for line in dot.splitlines() if "->" in line}
-    assert {("merge", "split"), ("split", "prepare"), ("prepare", "features")} <= edges
+    assert {("merge", "split"), ("merge", "prepare"), ("prepare", "features"),
+            ("features", "repeat"), ("merge", "external"), ("features", "confound"),
+            ("plots", "report"), ("confound", "report"), ("repeat", "report")} <= edges
     for task in project["params"]["tasks"]:
-        assert {("features", f"train@{task}"), (f"train@{task}", f"evaluate@{task}"),
-                (f"evaluate@{task}", "plots")} <= edges
+        assert {("features", f"train@{task}"), ("split", f"train@{task}"),
+                (f"train@{task}", f"evaluate@{task}"), ("external", f"evaluate@{task}"),
+                (f"evaluate@{task}", "plots"), (f"evaluate@{task}", "confound")} <= edges
+
+
+def test_every_task_is_scored_on_each_external_set(project):
+    path = project["path"]
+    sets = json.loads((path / "metrics" / "data_external.json").read_text())
+    assert sets["covid_views"]["classes"] == {"covid": 4}  # AP and AP Supine, 2 each
+    assert sets["covid_other"]["classes"] == {"normal": 1, "bacterial": 2, "viral": 2}
+    test_keys = set(json.loads((path / "metrics" / "binary.json").read_text())["test"])
+    for task, spec in project["params"]["tasks"].items():
+        views = json.loads((path / "metrics" / "external" / "covid_views" / f"{task}.json")
+                           .read_text())
+        assert test_keys <= set(views) and views["n"] == 4
+        assert views["absent_classes"] == [c for c in spec["classes"] if c != "covid"]
+        other = pd.read_csv(path / "metrics" / "external" / "covid_other" / f"{task}.csv")
+        assert len(other) == 5  # every image, also of classes outside the task
+    binary_other = json.loads((path / "metrics" / "external" / "covid_other" / "binary.json")
+                              .read_text())
+    assert binary_other["n"] == 1 and binary_other["outside_task"] == {"bacterial": 2, "viral": 2}
+    assert "metrics/external/covid_views/four.json" in dvc(path, "metrics", "show")
+
+
+def test_repeat_reports_mean_and_spread_over_splits(project):
+    repeat = json.loads((project["path"] / "metrics" / "repeat.json").read_text())
+    seed = project["params"]["seed"]
+    for task in project["params"]["tasks"]:
+        result = repeat[task]
+        assert result["seeds"] == [seed, seed + 1] and result["splits"] == 2
+        values = result["accuracy"]["values"]
+        assert len(values) == 2 and result["accuracy"]["mean"] == pytest.approx(np.mean(values))
+        assert result["accuracy"]["sd"] == pytest.approx(np.std(values, ddof=1), abs=1e-6)
+
+
+def test_the_confound_check_probes_the_source_and_counts_covid_calls(project):
+    confound = json.loads((project["path"] / "metrics" / "confound.json").read_text())
+    assert confound["other_source"] == "covid_other"
+    assert confound["non_covid"]["n"] == 3 * PER_CLASS + 5
+    assert confound["non_covid"]["n_other_source"] == 5
+    for task in project["params"]["tasks"]:
+        assert confound["models"][task]["other_source"]["n"] == 5
+    assert len(confound["summary"]) == 1 + len(project["params"]["tasks"])
+
+
+class Page(HTMLParser):
+    """The report's images and tables."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.tables, self.text = [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs)
+        self.tables += tag == "table"
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_the_report_is_one_offline_page_with_every_table_and_plot(project):
+    page = Page()
+    page.feed((project["path"] / "report" / "index.html").read_text())
+    tasks = project["params"]["tasks"]
+    assert len(page.images) == 5 * len(tasks)
+    for img in page.images:
+        assert img["src"].startswith("data:image/png;base64,")  # nothing to fetch
+        Image.open(io.BytesIO(base64.b64decode(img["src"].split(",", 1)[1]))).verify()
+    assert {img["alt"] for img in page.images} >= {f"{t} gradcam" for t in tasks}
+    # data, confound, and per task: test, per class, repeated splits, external sets
+    assert page.tables == 2 + 4 * len(tasks)
+    text = " ".join(page.text)
+    confound = json.loads((project["path"] / "metrics" / "confound.json").read_text())
+    assert confound["summary"][0] in text and "95% CI (Wilson)" in text
 
 
 def test_plots_show_renders_curves_confusion_matrices_and_pngs(project, tmp_path):
@@ -236,7 +318,8 @@ def test_metrics_params_and_plots_diff_between_two_commits(project, tmp_path):
     ran = dvc(path, "exp", "run", "-S", "tasks.binary.lr=0.01")
     commit_all(path, "binary with lr 0.01")
     stages = {line.split("'")[1] for line in ran.splitlines() if line.startswith("Running stage")}
-    assert stages == {"train@binary", "evaluate@binary", "plots"}  # one task's training only
+    # one task's training only; repeat retrains every task's head, as its params changed
+    assert stages == {"train@binary", "evaluate@binary", "plots", "repeat", "confound", "report"}
 
     params = dvc(path, "params", "diff", "HEAD~1", "HEAD")
     assert "tasks.binary.lr" in params and "0.01" in params

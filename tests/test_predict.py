@@ -33,6 +33,9 @@ def project(tmp_path_factory):
     for task, classes in CLASSES.items():
         head = m.build_head(len(classes), extractor.output_shape[1:])
         m.build_classifier(extractor, head).save(root / "models" / f"{task}.keras")
+    # as train would record a model trained with the binary classes in the other order
+    shutil.copy(root / "models" / "binary.keras", root / "models" / "swapped.keras")
+    (root / "models" / "swapped.json").write_text(json.dumps({"classes": ["covid", "normal"]}))
     for seed, (name, mode) in enumerate(GOOD.items()):
         write_image(root / "images/good" / name, seed, mode)
     write_image(root / "images/scan.png", 99, "RGB").rename(root / "images/scan.dat")
@@ -125,6 +128,8 @@ def test_gradcam_writes_an_overlay_of_each_predicted_image_at_its_size(project, 
     (["--task", "binary", "--model", "params.yaml"], "error: params.yaml: cannot load the model"),
     (["--task", "three", "--model", "models/binary.keras"],
      "error: models/binary.keras: 1 output(s) do not fit the 3 classes"),
+    (["--task", "binary", "--model", "models/swapped.keras"],
+     "error: models/swapped.json: the model was trained on classes ['covid', 'normal']"),
     (["--task", "binary", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
 ])
 def test_bad_usage_exits_2_with_a_one_line_error(project, args, message):

@@ -1,0 +1,136 @@
+"""report: one self-contained HTML page of a run, viewable offline in any browser.
+
+Metrics tables with confidence intervals, the spread over repeated splits, the external sets,
+the confound check in plain words, and every plot (curves, confusion matrices, ROC, the test
+gallery and its Grad-CAM heatmaps), embedded as data URIs so the one file is the whole report.
+
+Writes report/index.html.
+"""
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from stages.common import METRICS, MODELS, cli, load_params, task_params
+from stages.evaluate import EXTERNAL_METRICS
+from stages.plots import PLOTS, TASK_PLOTS
+
+REPORT = Path("report/index.html")
+STYLE = """body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
+text-align:right}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}
+.note{color:#555}"""
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
+
+
+def table(rows):
+    return pd.DataFrame(rows).to_html(index=False, border=0, na_rep="n/a")
+
+
+def image(path, alt):
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def interval(low, high):
+    return f"{low:.2f}-{high:.2f}"
+
+
+def number(value):
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def test_rows(metrics):
+    test = metrics["test"]
+    return [{"images": test["n"], "accuracy": number(test["accuracy"]),
+             "95% CI (Wilson)": interval(*test["accuracy_ci95"]), "ROC AUC": number(test["auc"]),
+             "log loss": number(test["loss"]), "val accuracy": number(metrics["val"]["accuracy"])}]
+
+
+def class_rows(metrics):
+    return [{"class": cls, **{key: number(value) if key != "support" else value
+                              for key, value in scores.items()}}
+            for cls, scores in metrics["test"]["per_class"].items()]
+
+
+def repeat_rows(repeat):
+    return [{"metric": key, "mean": number(s["mean"]), "sd": number(s["sd"]),
+             "min": number(s["min"]), "max": number(s["max"])}
+            for key, s in repeat.items() if isinstance(s, dict)]
+
+
+def external_rows(task, sets):
+    rows = []
+    for name in sets:
+        m = read_json(EXTERNAL_METRICS / name / f"{task}.json")
+        rows.append({"set": name, "images": m["n"],
+                     "accuracy": number(m.get("accuracy")),
+                     "95% CI": interval(*m["accuracy_ci95"]) if m["n"] else "n/a",
+                     "classes absent": ", ".join(m["absent_classes"]) or "none",
+                     "outside the task": ", ".join(f"{c} {n}" for c, n in
+                                                   m["outside_task"].items()) or "none"})
+    return rows
+
+
+def task_section(task, classes, sets):
+    metrics, trained = read_json(METRICS / f"{task}.json"), read_json(MODELS / f"{task}.json")
+    repeat = read_json(METRICS / "repeat.json")[task]
+    parts = [
+        f"<h2 id='{task}'>{task}: {', '.join(classes)}</h2>",
+        f"<p class='note'>backbone {html.escape(trained['backbone']['weights'])}"
+        f" ({trained['backbone']['precision']}, fingerprint"
+        f" {trained['backbone']['fingerprint'][:12]}), trained on {trained['device']} in"
+        f" {trained['train_seconds']} s, {trained['train_images']} training images</p>",
+        "<h3>Test split</h3>", table(test_rows(metrics)), table(class_rows(metrics)),
+        f"<h3>Over {repeat['splits']} splits (seeds {', '.join(map(str, repeat['seeds']))})</h3>",
+        table(repeat_rows(repeat)),
+    ]
+    if sets:
+        parts += ["<h3>External sets</h3>", table(external_rows(task, sets))]
+    parts += [image(PLOTS / task / f"{name}.png", f"{task} {name}") for name in TASK_PLOTS]
+    return "\n".join(parts)
+
+
+def confound_section():
+    confound = read_json(METRICS / "confound.json")
+    probes = [{"probe": name, **{k: number(v) if isinstance(v, float) else v
+                                 for k, v in confound[name].items()}}
+              for name in ("manifest", "non_covid") if name in confound]
+    return "\n".join(["<h2 id='confound'>Source confound check</h2>",
+                      *(f"<p>{html.escape(line)}</p>" for line in confound["summary"]),
+                      table(probes)])
+
+
+def data_section():
+    data = read_json(METRICS / "data.json")
+    rows = [{"class": cls, **counts} for cls, counts in data["classes"].items()]
+    return "\n".join(["<h2 id='data'>Data</h2>", table(rows),
+                      f"<p>{data['total']} images of {data['patients']} patients;"
+                      f" {data['n_skipped']} file(s) skipped and {data['n_duplicates']}"
+                      " duplicate(s) dropped (metrics/data.json lists them).</p>"])
+
+
+def main():
+    params = load_params()
+    sets = list(params.get("external") or {})
+    tasks = {task: task_params(params, task)["classes"] for task in params["tasks"]}
+    sections = [data_section(), *(task_section(t, c, sets) for t, c in tasks.items()),
+                confound_section()]
+    contents = " | ".join(f"<a href='#{name}'>{name}</a>" for name in ["data", *tasks,
+                                                                      "confound"])
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+                      f"<title>COVID-19 chest X-ray pipeline: run report</title>"
+                      f"<style>{STYLE}</style></head><body>\n<h1>Run report</h1>\n"
+                      f"<p>{contents}</p>\n" + "\n".join(sections) + "\n</body></html>\n")
+    print(f"report: {REPORT} ({REPORT.stat().st_size // 1024} KiB), open it in a browser")
+
+
+if __name__ == "__main__":
+    cli(main)()

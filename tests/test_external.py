@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages import external, merge
+from stages.common import MANIFEST, PipelineError
+from tests.conftest import METADATA_HEADER, write_image, write_params
+
+COVID_SET = {"layout": "covid", "path": "data/raw/covid-chestxray-dataset", "modality": "X-ray",
+             "views": ["AP"], "findings": {"COVID-19": "covid", "SARS": "viral"}}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"layout": "dicom"}, r"external.s.layout must be one of covid, kaggle; got 'dicom'"),
+    ({"layout": "kaggle"}, r"external.s: missing key\(s\) path, splits for layout kaggle"),
+    ({**COVID_SET, "findings": {"SARS": "sars"}}, r"external.s.findings maps to unknown class"),
+])
+def test_a_bad_set_is_named_with_the_reason(spec, message):
+    with pytest.raises(PipelineError, match=message):
+        external.set_spec("s", spec)
+
+
+def add_covid_rows(covid, rows):
+    """Extra metadata.csv rows (patient, finding, view, file) with their images."""
+    lines = []
+    for seed, (patient, finding, view, name) in enumerate(rows, start=500):
+        write_image(covid / "images" / name, seed, mode="RGB")
+        lines.append(f"{patient},0,M,60,{finding},,{view},X-ray,2020,,{name}\n")
+    with open(covid / "metadata.csv", "a") as f:
+        f.writelines(lines)
+
+
+def test_a_covid_layout_set_keeps_only_unseen_images_and_patients_and_says_why(sources):
+    covid = sources["covid"]
+    add_covid_rows(covid, [("20", "COVID-19", "AP", "ap-1.png"), ("21", "SARS", "AP", "sars.png"),
+                           ("1", "COVID-19", "AP", "ap-of-patient-1.png"),
+                           ("22", "ARDS", "AP", "ards.png")])
+    (covid / "images" / "ap-copy.png").write_bytes((covid / "images" / "covid-3.png").read_bytes())
+    with open(covid / "metadata.csv", "a") as f:
+        f.write("23,0,M,60,COVID-19,,AP,X-ray,2020,,ap-copy.png\n")
+    merge.main()
+    rows, skipped = external.read_set("s", COVID_SET, pd.read_csv(MANIFEST))
+    assert sorted(zip(rows["path"].str.rsplit("/", n=1).str[1], rows["class"])) == [
+        ("ap-1.png", "covid"), ("sars.png", "viral")]
+    reasons = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in skipped}
+    assert reasons["ap-of-patient-1.png"] == "patient covid:1 is in the manifest"
+    assert reasons["ap-copy.png"].startswith("same bytes as manifest image")
+    assert reasons["ap-view.png"] == "listed in metadata.csv, file missing"
+    assert "ards.png" not in reasons  # a finding the set does not map is not a candidate
+
+
+def test_a_kaggle_layout_set_is_labelled_by_file_name(sources, tmp_path):
+    test = tmp_path / "other" / "chest_xray" / "test"
+    write_image(test / "NORMAL" / "IM-0900-0001.jpeg", 900)
+    write_image(test / "PNEUMONIA" / "person900_virus_1.jpeg", 901)
+    write_image(test / "PNEUMONIA" / "person1_bacteria_9.jpeg", 902)  # patient in the manifest
+    merge.main()
+    spec = {"layout": "kaggle", "path": str(tmp_path / "other" / "chest_xray"), "splits": ["test"]}
+    rows, skipped = external.read_set("k", spec, pd.read_csv(MANIFEST))
+    assert sorted(rows["class"]) == ["normal", "viral"]
+    assert [s["reason"] for s in skipped] == ["patient kermany:person1 is in the manifest"]
+    with pytest.raises(PipelineError, match=r"train/NORMAL: missing \(external.k.splits names .train.\)"):
+        external.read_set("k", {**spec, "splits": ["train"]}, pd.read_csv(MANIFEST))
+
+
+def test_the_stage_writes_each_sets_images_and_report(sources):
+    add_covid_rows(sources["covid"], [("20", "COVID-19", "AP", "ap-1.png")])
+    write_params(image_size=32, external={"views": {**COVID_SET, "findings": {"COVID-19": "covid"}}})
+    merge.main()
+    external.main()
+    rows = pd.read_csv("data/external/views.csv")
+    images = np.load("data/external/views.npz")["images"]
+    assert len(rows) == 1 and images.shape == (1, 32, 32, 3)
+    report = json.loads(open("metrics/data_external.json").read())
+    assert report["views"]["classes"] == {"covid": 1} and report["views"]["n_skipped"] == 1
