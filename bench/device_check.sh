@@ -10,7 +10,8 @@
 #   .whl/                                  wheels of keras, namex, optree, dvclive, dvc and what
 #                                          dvclive imports, for the machine's python3 (3.12)
 #   .device/vgg16_hed_fp16.weights.h5      the hed backbone as a Keras weights file (float16)
-#   data/prepared, data/split, data/merged the prepare stage's inputs and outputs
+#   data/prepared, data/split, data/merged, data/external
+#                                          what the features, train and evaluate stages read
 #
 # Steps: install the wheels to /tmp/site; print the GPU, versions and jax.devices(); point
 # backbone.weights at the float16 file; run `stages.features`, then `stages.train` and
@@ -74,8 +75,8 @@ stage() {
 collect() {
     local dest=$RESULTS/$1 f
     mkdir -p "$dest"
-    for f in models/*.json metrics/*.json metrics/train/*/metrics.json \
-             metrics/train/*/plots/metrics/*/*.tsv; do
+    for f in models/*.json metrics/*.json metrics/external/*/*.json \
+             metrics/train/*/metrics.json metrics/train/*/plots/metrics/*/*.tsv; do
         [ -e "$f" ] || continue
         mkdir -p "$dest/$(dirname "$f")"
         cp "$f" "$dest/$f"
