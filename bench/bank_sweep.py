@@ -20,7 +20,7 @@ import pandas as pd
 
 from stages.common import load_params, prepared_images, read_split, task_params
 from stages.features import augmented_views, build_features_model, plain_features
-from stages.model import augmenter, build_head, probabilities
+from stages.model import augmenter, build_head, head_probabilities
 from stages.train import BankBatches, fit, seed_everything, targets
 
 
@@ -31,7 +31,7 @@ def head_accuracy(spec, seed, bank, train, val_features, val, test_features, tes
     head = build_head(n, bank.shape[2:])
     fit(head, {"x": BankBatches(bank, targets(train, n), spec["batch_size"], seed)}, spec, n,
         verbose=0)
-    return {split: float((probabilities(head, x, spec["batch_size"]).argmax(axis=1)
+    return {split: float((head_probabilities(head, x, spec["batch_size"]).argmax(axis=1)
                           == rows["label"]).mean())
             for split, x, rows in (("val", val_features, val), ("test", test_features, test))}
 

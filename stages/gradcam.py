@@ -49,22 +49,18 @@ def _layer(model, name):
 def split(classifier):
     """The classifier as (image -> block5_conv3 activations, activations -> class logits).
 
-    The logits skip the last activation: Grad-CAM follows the pre-softmax score. A sigmoid's
-    single logit z becomes (-z, z), the logits of classes 0 and 1.
+    The head ends in logits (the probability layer follows it): Grad-CAM follows the
+    pre-softmax score. A sigmoid's single logit z becomes (-z, z), the logits of classes 0 and 1.
     """
     extractor, head = _layer(classifier, "features"), _layer(classifier, "head")
     vgg = _layer(extractor, "vgg16")
     conv = keras.Model(vgg.inputs, _layer(vgg, LAYER).output)
     image = keras.Input(extractor.input_shape[1:])
     to_conv = keras.Model(image, conv(_layer(extractor, "vgg16_preprocess")(image)))
-    *hidden, last = head.layers
 
     def logits(activations):
         # block5_pool, in float32 whatever the backbone's dtype policy
-        x = keras.ops.max_pool(activations, pool_size=2, strides=2)
-        for layer in hidden:
-            x = layer(x)
-        z = keras.ops.matmul(x, last.kernel) + last.bias
+        z = head(keras.ops.max_pool(activations, pool_size=2, strides=2))
         return keras.ops.concatenate([-z, z], axis=-1) if z.shape[-1] == 1 else z
 
     return to_conv, logits

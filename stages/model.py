@@ -142,30 +142,40 @@ def build_extractor(backbone):
 
 
 def build_head(n_classes, feature_shape):
-    """The trained part: Flatten, Dense(256, relu), then sigmoid (two classes) or softmax."""
-    binary = n_classes == 2
+    """The trained part: Flatten, Dense(256, relu), then one logit (two classes) or one a class.
+
+    It ends in logits, and training uses from_logits losses: VGG16's features reach the
+    hundreds, so a sigmoid or softmax saturates to exactly 0 or 1 and, outside TensorFlow
+    (which quietly recovers the logits), the loss stops giving a gradient.
+    """
     return keras.Sequential([
         keras.Input(feature_shape, name="features"),
         keras.layers.Flatten(),
         keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dense(1 if binary else n_classes, activation="sigmoid" if binary else
-                           "softmax", dtype="float32", name="probability"),
+        keras.layers.Dense(1 if n_classes == 2 else n_classes, dtype="float32", name="logits"),
     ], name="head")
+
+
+def probability_layer(head):
+    """Logits to probabilities: sigmoid for a single logit, else softmax."""
+    return keras.layers.Activation("sigmoid" if head.output_shape[-1] == 1 else "softmax",
+                                   dtype="float32", name="probability")
 
 
 def build_classifier(extractor, head):
     """The model that is saved and used for prediction: raw RGB in, class probabilities out."""
     return keras.Sequential([keras.Input(extractor.input_shape[1:], name="image"), extractor,
-                             head], name="classifier")
+                             head, probability_layer(head)], name="classifier")
 
 
-def build_trainer(classifier, aug):
-    """The classifier behind the augmentation layers, which only act while training.
+def build_trainer(extractor, head, aug):
+    """The extractor and head behind the augmentation layers, which only act while training.
 
     Augmentation stays out of the saved classifier: it is training-only, and Keras 3.15 cannot
-    reload a saved RandomShear layer.
+    reload a saved RandomShear layer. Like the head, it ends in logits.
     """
-    return keras.Sequential([classifier.inputs[0], augmenter(aug), classifier], name="trainer")
+    return keras.Sequential([keras.Input(extractor.input_shape[1:], name="image"),
+                             augmenter(aug), extractor, head], name="trainer")
 
 
 def load_classifier(path):
@@ -176,6 +186,11 @@ def load_classifier(path):
 
 
 def probabilities(model, images, batch_size):
-    """Class probabilities, one column per class, for binary (sigmoid) and softmax heads alike."""
+    """Class probabilities, one column per class, for binary (sigmoid) and softmax models alike."""
     p = model.predict(images, batch_size=batch_size, verbose=0)
     return np.hstack([1 - p, p]) if p.shape[1] == 1 else p
+
+
+def head_probabilities(head, features, batch_size):
+    """Class probabilities of a head (which ends in logits) on backbone features."""
+    return probabilities(keras.Sequential([head, probability_layer(head)]), features, batch_size)

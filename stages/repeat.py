@@ -16,7 +16,7 @@ import pandas as pd
 from stages.common import (FEATURES, MANIFEST, METRICS, SPLITS, PipelineError, cli, load_params,
                            read_arrays, task_params, task_rows, whole_number, write_json)
 from stages.evaluate import scores
-from stages.model import build_head, probabilities
+from stages.model import build_head, head_probabilities
 from stages.split import split
 from stages.train import bank_inputs, fit, seed_everything
 
@@ -32,7 +32,8 @@ def task_scores(features, parts, spec, seed):
     seed_everything(seed)
     head = build_head(n, features["plain"].shape[1:])
     fit(head, bank_inputs(features, train, val, n, spec["batch_size"], seed), spec, n, verbose=0)
-    probs = probabilities(head, features["plain"][test["image"].to_numpy()], spec["batch_size"])
+    probs = head_probabilities(head, features["plain"][test["image"].to_numpy()],
+                               spec["batch_size"])
     return scores(test["label"].to_numpy(), probs, classes)
 
 

@@ -145,10 +145,14 @@ def targets(rows, n_classes):
 
 def fit(model, inputs, spec, n_classes, callbacks=(), verbose=None):
     """Compile with the task's loss and learning rate, then train for its epochs."""
+    binary = n_classes == 2
     model.compile(
         optimizer=keras.optimizers.Adam(spec["lr"]),
-        loss="binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        loss=keras.losses.BinaryCrossentropy(from_logits=True) if binary
+        else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        # the model ends in logits: a logit above 0 is a probability above 0.5
+        metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy") if binary
+                 else keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     model.fit(**inputs, validation_batch_size=spec["batch_size"], epochs=spec["epochs"],
               callbacks=list(callbacks),
@@ -172,7 +176,7 @@ def main(task):
         inputs = bank_inputs(read_arrays(FEATURES), train, val, len(classes), spec["batch_size"],
                              seed)
     else:
-        model = build_trainer(classifier, params["augment"])
+        model = build_trainer(extractor, head, params["augment"])
         inputs = image_inputs(train, val, len(classes), spec["batch_size"], seed)
     where = device()
     mode = f"bank of {views} views" if views else "per-epoch augmentation"

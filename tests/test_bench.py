@@ -27,6 +27,6 @@ def test_timed_stops_with_the_log_of_a_failed_command(tmp_path):
 
 def test_stage_names_follow_dvc_yaml_with_one_stage_per_task():
     names = stage_names(ROOT, ["binary", "three"])
-    assert names[:4] == ["merge", "split", "prepare", "features"]
-    assert names[4:] == ["train@binary", "train@three", "evaluate@binary", "evaluate@three",
-                         "plots"]
+    assert names[:6] == ["merge", "split", "prepare", "features", "external", "repeat"]
+    assert names[6:] == ["train@binary", "train@three", "evaluate@binary", "evaluate@three",
+                         "confound", "plots", "report"]

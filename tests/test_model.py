@@ -87,8 +87,8 @@ def test_imagenet_without_network_is_a_clear_error(monkeypatch):
 def test_the_saved_classifier_reloads_and_gives_probabilities(tmp_path, n_classes):
     extractor = m.build_extractor(m.build_backbone("none", SIZE))
     classifier = m.build_classifier(extractor, m.build_head(n_classes, extractor.output_shape[1:]))
-    trainer = m.build_trainer(classifier, AUGMENT)
-    assert trainer.layers[0].name == "augment"
+    trainer = m.build_trainer(extractor, classifier.get_layer("head"), AUGMENT)
+    assert [layer.name for layer in trainer.layers] == ["augment", "features", "head"]
     probs = m.probabilities(classifier, images(), batch_size=2)
     assert probs.shape == (4, n_classes)
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
@@ -129,5 +129,19 @@ def test_the_classifier_is_the_head_on_the_extractors_features():
     classifier = m.build_classifier(extractor, head)
     x = images()
     np.testing.assert_allclose(m.probabilities(classifier, x, 2),
-                               m.probabilities(head, extractor.predict(x, verbose=0), 2),
+                               m.head_probabilities(head, extractor.predict(x, verbose=0), 2),
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_the_head_ends_in_logits_that_the_classifier_turns_into_probabilities(n_classes):
+    """A saturated sigmoid or softmax gives no gradient outside TensorFlow: train on logits."""
+    head = m.build_head(n_classes, (4,))
+    features = np.full((2, 4), 500.0, dtype="float32")  # far into saturation
+    logits = keras.ops.convert_to_numpy(head(features))
+    assert np.abs(logits).max() > 50  # not squashed into [0, 1]
+    probs = m.head_probabilities(head, features, 2)
+    expected = (np.hstack([1 - 1 / (1 + np.exp(-logits)), 1 / (1 + np.exp(-logits))])
+                if n_classes == 2 else np.exp(logits - logits.max(1, keepdims=True)))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
