@@ -19,18 +19,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from stages.common import (
-    METRICS,
-    MODELS,
-    cli,
-    load_params,
-    prepared_images,
-    read_arrays,
-    read_split,
-    task_argument,
-    task_params,
-    write_json,
-)
+from stages.common import (METRICS, MODELS, cli, load_params, prepared_images, read_arrays,
+                           read_split, task_argument, task_params, write_json)
 from stages.external import EXTERNAL
 from stages.model import load_classifier, probabilities
 

@@ -10,6 +10,8 @@ split costs no VGG16 pass; it needs bank.views > 0.
 Writes metrics/repeat.json.
 """
 
+import time
+
 import numpy as np
 import pandas as pd
 
@@ -53,6 +55,7 @@ def main():
     manifest, features = pd.read_csv(MANIFEST), read_arrays(FEATURES)
     seeds = [params["seed"] + i for i in range(splits)]
     runs = {task: [] for task in params["tasks"]}
+    started = time.perf_counter()
     for i, seed in enumerate(seeds, start=1):
         parts = split(manifest, params["split"]["test_per_class"],
                       params["split"]["val_fraction"], seed)
@@ -70,6 +73,7 @@ def main():
         accuracy = spread([r["accuracy"] for r in results])
         print(f"repeat: {task} test accuracy {accuracy['mean']:.3f} ± {accuracy['sd']:.3f}"
               f" over {splits} splits")
+    print(f"repeat: {splits} splits in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
