@@ -15,7 +15,6 @@ import argparse
 import time
 
 import keras
-import numpy as np
 import pandas as pd
 
 from stages.common import load_params, prepared_images, read_split, task_params

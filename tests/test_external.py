@@ -6,7 +6,7 @@ import pytest
 
 from stages import external, merge
 from stages.common import MANIFEST, PipelineError
-from tests.conftest import METADATA_HEADER, write_image, write_params
+from tests.conftest import write_image, write_params
 
 COVID_SET = {"layout": "covid", "path": "data/raw/covid-chestxray-dataset", "modality": "X-ray",
              "views": ["AP"], "findings": {"COVID-19": "covid", "SARS": "viral"}}
