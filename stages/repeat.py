@@ -4,7 +4,7 @@ Nine test images a class are few: one split's accuracy moves by a tenth with the
 draw. This stage draws the split `repeat.splits` times, with seeds seed, seed + 1, ..., (so the
 first is the pipeline's own split), trains each task's head on the augmentation bank as train
 does, scores it on that split's test images as evaluate does, and reports the mean, standard
-deviation, min and max of each test metric. The bank holds the views of every image, so a new
+deviation, min and max of each test metric, per class too. The bank holds the views of every image, so a new
 split costs no VGG16 pass; it needs bank.views > 0.
 
 Writes metrics/repeat.json.
@@ -23,6 +23,7 @@ from stages.split import split
 from stages.train import bank_inputs, fit, seed_everything
 
 METRIC_KEYS = ("accuracy", "auc", "loss")
+CLASS_KEYS = ("precision", "recall", "f1")
 
 
 def task_scores(features, parts, spec, seed):
@@ -46,6 +47,15 @@ def spread(values):
             "values": values.round(6).tolist()}
 
 
+def summary(results, splits, seeds):
+    """Spread of each test metric of one task over the splits, per class too."""
+    classes = results[0]["per_class"]
+    return {"splits": splits, "seeds": seeds,
+            **{key: spread([r[key] for r in results]) for key in METRIC_KEYS},
+            "per_class": {cls: {key: spread([r["per_class"][cls][key] for r in results])
+                                for key in CLASS_KEYS} for cls in classes}}
+
+
 def main():
     params = load_params()
     splits = whole_number(params["repeat"]["splits"], "repeat.splits", 1)
@@ -64,11 +74,8 @@ def main():
         accuracies = ", ".join(f"{task} {results[-1]['accuracy']:.2f}"
                                for task, results in runs.items())
         print(f"repeat: split {i}/{splits} (seed {seed}): test accuracy {accuracies}")
-    write_json(METRICS / "repeat.json", {
-        task: {"splits": splits, "seeds": seeds,
-               **{key: spread([r[key] for r in results]) for key in METRIC_KEYS}}
-        for task, results in runs.items()
-    })
+    write_json(METRICS / "repeat.json", {task: summary(results, splits, seeds)
+                                         for task, results in runs.items()})
     for task, results in runs.items():
         accuracy = spread([r["accuracy"] for r in results])
         print(f"repeat: {task} test accuracy {accuracy['mean']:.3f} ± {accuracy['sd']:.3f}"

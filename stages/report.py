@@ -17,6 +17,7 @@ import pandas as pd
 from stages.common import METRICS, MODELS, cli, load_params, task_params
 from stages.evaluate import EXTERNAL_METRICS
 from stages.plots import PLOTS, TASK_PLOTS
+from stages.repeat import METRIC_KEYS
 
 REPORT = Path("report/index.html")
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;color:#222}
@@ -60,9 +61,11 @@ def class_rows(metrics):
 
 
 def repeat_rows(repeat):
-    return [{"metric": key, "mean": number(s["mean"]), "sd": number(s["sd"]),
-             "min": number(s["min"]), "max": number(s["max"])}
-            for key, s in repeat.items() if isinstance(s, dict)]
+    """Mean, sd and range over the splits: the task's metrics, then each class's recall."""
+    rows = [(key, repeat[key]) for key in METRIC_KEYS]
+    rows += [(f"recall {cls}", s["recall"]) for cls, s in repeat["per_class"].items()]
+    return [{"metric": name, "mean": number(s["mean"]), "sd": number(s["sd"]),
+             "min": number(s["min"]), "max": number(s["max"])} for name, s in rows]
 
 
 def external_rows(task, sets):

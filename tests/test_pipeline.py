@@ -181,6 +181,8 @@ def test_repeat_reports_mean_and_spread_over_splits(project):
         assert len(values) == 2
         assert result["accuracy"]["mean"] == pytest.approx(np.mean(values), abs=1e-6)
         assert result["accuracy"]["sd"] == pytest.approx(np.std(values, ddof=1), abs=1e-6)
+        assert set(result["per_class"]) == set(project["params"]["tasks"][task]["classes"])
+        assert len(result["per_class"]["covid"]["recall"]["values"]) == 2
 
 
 def test_the_confound_check_probes_the_source_and_counts_covid_calls(project):
