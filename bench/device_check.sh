@@ -6,7 +6,8 @@
 #
 #   bash bench/device_check.sh
 #
-# with these next to the tracked files (ignored, so carried along):
+# with these next to the tracked files (git-ignored, so name them in the device call's carry;
+# `python -m bench.device_files` makes .whl and .device):
 #   .whl/                                  wheels of keras, namex, optree, dvclive, dvc and what
 #                                          dvclive imports, for the machine's python3 (3.12)
 #   .device/vgg16_hed_fp16.weights.h5      the hed backbone as a Keras weights file (float16)

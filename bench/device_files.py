@@ -1,0 +1,77 @@
+"""The files bench/device_check.sh needs on a GPU machine with no network and no TensorFlow.
+
+    python -m bench.device_files     # then carry .whl and .device (both git-ignored) there
+
+.whl/: wheels for Python 3.12 on x86-64 of what the stages import that such a machine lacks
+(it has JAX, NumPy, pandas, scikit-learn, h5py, PyYAML, Pillow, matplotlib and tqdm). DVCLive
+needs part of DVC at import, hence the DVC packages.
+.device/vgg16_hed_fp16.weights.h5: the `hed` backbone as a Keras weights file, rounded to
+float16 (28 MiB instead of 56), so that it travels with the data within the 64 MiB a call
+carries. Its features are printed against hed's: about 0.5% apart under mixed_bfloat16.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from stages.common import PREPARED_IMAGES, read_arrays
+from stages.features import plain_features
+from stages.model import build_backbone, build_extractor
+
+WHEELS = Path(".whl")
+WEIGHTS = Path(".device/vgg16_hed_fp16.weights.h5")
+PACKAGES = (
+    "keras==3.15.1 namex==0.1.0 optree==0.20.0 typing_extensions==4.16.0 dvclive==3.49.1"
+    " dvc==3.67.1 atpublic==9.0.0 attrs==26.1.0 configobj==5.0.9 diskcache==5.6.3"
+    " dpath==2.2.0 dulwich==1.2.21 dvc-data==3.18.3 dvc-http==2.32.0 dvc-objects==5.2.0"
+    " dvc-render==1.0.2 dvc-studio-client==0.23.0 flatten-dict==0.5.0 flufl.lock==9.2.0"
+    " fsspec==2026.9.0 funcy==2.1 pathspec==1.1.1 platformdirs==4.14.8 pygtrie==2.6.2"
+    " ruamel.yaml==0.19.1 scmrepo==3.6.2 sqltrie==0.11.3 voluptuous==0.16.0 zc.lockfile==4.0"
+).split()
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
+             "manylinux2014_x86_64", "manylinux1_x86_64")
+
+
+def download_wheels():
+    platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                    "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
+                    *platforms, "-d", str(WHEELS), *PACKAGES], check=True)
+
+
+def half_weights(size):
+    """hed's VGG16 saved by a float16 VGG16, whose save_weights then stores float16 arrays."""
+    hed = build_backbone("hed", size)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float16")
+    try:
+        half = keras.applications.VGG16(include_top=False, weights=None,
+                                        input_shape=(size, size, 3))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    half.set_weights([w.astype(np.float16) for w in hed.get_weights()])
+    WEIGHTS.parent.mkdir(exist_ok=True)
+    half.save_weights(WEIGHTS)
+
+
+def feature_error(size, images):
+    """Relative L2 distance of the float16 copy's features from hed's, both in mixed_bfloat16."""
+    hed, half = (plain_features(build_extractor(build_backbone(weights, size, "mixed_bfloat16")),
+                                images, 32) for weights in ("hed", str(WEIGHTS.resolve())))
+    return float(np.linalg.norm(half - hed) / np.linalg.norm(hed))
+
+
+def main():
+    download_wheels()
+    print(f"{WHEELS}: {len(list(WHEELS.glob('*.whl')))} wheels")
+    images = read_arrays(PREPARED_IMAGES)["images"][:32]
+    half_weights(images.shape[1])
+    print(f"{WEIGHTS}: {WEIGHTS.stat().st_size / 2**20:.1f} MiB, features"
+          f" {feature_error(images.shape[1], images):.1e} from hed's (relative L2)")
+
+
+if __name__ == "__main__":
+    main()
