@@ -89,8 +89,8 @@ def verdict(auc):
 
 def summary(probe, calls, other):
     auc = probe["auc"]
-    lines = [f"A linear probe on the frozen backbone's features tells the {other} images (adults,"
-             f" no COVID-19) from the Kermany ones with a cross-validated AUC of"
+    lines = [f"A linear probe on the frozen backbone's features tells the {other} images (no"
+             f" COVID-19) from the Kermany ones with a cross-validated AUC of"
              f" {'n/a' if auc is None else f'{auc:.2f}'} ({probe['n']} images, whole patients"
              f" per fold): {verdict(auc)}."]
     for task, c in calls.items():
