@@ -1,7 +1,10 @@
 import sys
 
+import h5py
+import numpy as np
 import pytest
 
+from bench import device_files
 from bench.__main__ import stage_names, timed
 from bench.hardware import conv_flops
 from stages.model import build_backbone
@@ -30,3 +33,17 @@ def test_stage_names_follow_dvc_yaml_with_one_stage_per_task():
     assert names[:6] == ["merge", "split", "prepare", "features", "external", "repeat"]
     assert names[6:] == ["train@binary", "train@three", "evaluate@binary", "evaluate@three",
                          "confound", "plots", "report"]
+
+
+def test_the_device_weights_are_hed_rounded_to_float16_and_load_as_a_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(device_files, "WEIGHTS", tmp_path / "half.weights.h5")
+    device_files.half_weights(32)
+    with h5py.File(device_files.WEIGHTS) as h5:
+        dtypes = set()
+        h5.visititems(lambda _, item: dtypes.add(str(item.dtype))
+                      if isinstance(item, h5py.Dataset) else None)
+    assert dtypes == {"float16"}  # half the bytes of hed's float32 file
+    hed = build_backbone("hed", 32).get_weights()
+    loaded = build_backbone(str(device_files.WEIGHTS), 32).get_weights()
+    for want, got in zip(hed, loaded):
+        np.testing.assert_array_equal(got, want.astype(np.float16).astype(np.float32))
