@@ -68,6 +68,13 @@ def repeat_rows(repeat):
              "min": number(s["min"]), "max": number(s["max"])} for name, s in rows]
 
 
+def repeat_section(repeat):
+    if "skipped" in repeat:
+        return ["<h3>Repeated splits</h3>", f"<p>{html.escape(repeat['skipped'])}</p>"]
+    return [f"<h3>Over {repeat['splits']} splits (seeds {', '.join(map(str, repeat['seeds']))})"
+            "</h3>", table(repeat_rows(repeat))]
+
+
 def external_rows(task, sets):
     rows = []
     for name in sets:
@@ -91,8 +98,7 @@ def task_section(task, classes, sets):
         f" {trained['backbone']['fingerprint'][:12]}), trained on {trained['device']} in"
         f" {trained['train_seconds']} s, {trained['train_images']} training images</p>",
         "<h3>Test split</h3>", table(test_rows(metrics)), table(class_rows(metrics)),
-        f"<h3>Over {repeat['splits']} splits (seeds {', '.join(map(str, repeat['seeds']))})</h3>",
-        table(repeat_rows(repeat)),
+        *repeat_section(repeat),
     ]
     if sets:
         parts += ["<h3>External sets</h3>", table(external_rows(task, sets))]

@@ -1,6 +1,8 @@
+import json
+
 import pytest
 
-from stages import repeat
+from stages import repeat, report
 from stages.common import PipelineError
 from tests.conftest import write_params
 
@@ -12,12 +14,20 @@ def test_spread_is_mean_sample_sd_and_range():
     assert repeat.spread([0.4])["sd"] == 0.0
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"repeat": {"splits": 0}}, r"params.yaml: repeat.splits must be a whole number >= 1"),
-    ({"bank": {"views": 0}}, r"params.yaml: repeat needs the augmentation bank \(bank.views > 0\)"),
-])
-def test_bad_repeat_params_are_named(tmp_path, monkeypatch, changes, message):
+def test_bad_repeat_params_are_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_params(**changes)
-    with pytest.raises(PipelineError, match=message):
+    write_params(repeat={"splits": 0})
+    with pytest.raises(PipelineError, match=r"params.yaml: repeat.splits must be a whole number"):
         repeat.main()
+
+
+def test_without_a_bank_repeat_records_that_it_was_skipped(tmp_path, monkeypatch):
+    """bank.views = 0 is a valid config: the pipeline goes on, and the report says why."""
+    monkeypatch.chdir(tmp_path)
+    params = write_params(bank={"views": 0})
+    repeat.main()
+    result = json.loads(open("metrics/repeat.json").read())
+    assert set(result) == set(params["tasks"])
+    assert all(r["skipped"].startswith("skipped: repeat needs the augmentation bank")
+               for r in result.values())
+    assert "needs the augmentation bank" in "".join(report.repeat_section(result["binary"]))
