@@ -78,6 +78,10 @@ def whole_number(value, key, minimum):
     return value
 
 
+def read_json(path):
+    return json.loads(Path(path).read_text())
+
+
 def write_json(path, data):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

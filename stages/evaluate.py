@@ -7,8 +7,6 @@ set, including images of classes outside the task (scored on the task's classes,
 in the metrics).
 """
 
-import json
-
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
@@ -20,7 +18,7 @@ from sklearn.metrics import (
 )
 
 from stages.common import (METRICS, MODELS, cli, load_params, prepared_images, read_arrays,
-                           read_split, task_argument, task_params, write_json)
+                           read_json, read_split, task_argument, task_params, write_json)
 from stages.external import EXTERNAL
 from stages.model import load_classifier, probabilities
 
@@ -106,7 +104,7 @@ def main(task):
     spec = task_params(params, task)
     classes, batch = spec["classes"], spec["batch_size"]
     model = load_classifier(MODELS / f"{task}.keras")
-    trained = json.loads((MODELS / f"{task}.json").read_text())
+    trained = read_json(MODELS / f"{task}.json")
 
     test, val = read_split("test", classes), read_split("val", classes)
     test_probs = probabilities(model, prepared_images(test), batch)

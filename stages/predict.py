@@ -19,8 +19,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from stages import gradcam
-from stages.common import MODELS, PipelineError, cli, load_images, load_params, open_rgb, \
-    task_params
+from stages.common import (MODELS, PipelineError, cli, load_images, load_params, open_rgb,
+                           read_json, task_params)
 from stages.model import load_classifier, probabilities
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
@@ -64,10 +64,10 @@ def load(args):
     if not path.is_file():
         raise PipelineError(f"no such model file {path}"
                             + ("" if args.model else "; train it with `dvc repro`"))
-    trained = path.with_suffix(".json")  # train's record of the model, when beside it
-    if trained.is_file() and json.loads(trained.read_text())["classes"] != classes:
-        raise PipelineError(f"{trained}: the model was trained on classes"
-                            f" {json.loads(trained.read_text())['classes']}, params.yaml"
+    record = path.with_suffix(".json")  # train's record of the model, when beside it
+    trained = read_json(record)["classes"] if record.is_file() else classes
+    if trained != classes:
+        raise PipelineError(f"{record}: the model was trained on classes {trained}, params.yaml"
                             f" tasks.{args.task}.classes are {classes}; retrain it")
     model = load_classifier(path)
     size, outputs = image_size(model, path), model.output_shape[-1]

@@ -9,12 +9,11 @@ Writes report/index.html.
 
 import base64
 import html
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from stages.common import METRICS, MODELS, cli, load_params, task_params
+from stages.common import METRICS, MODELS, cli, load_params, read_json, task_params
 from stages.evaluate import EXTERNAL_METRICS
 from stages.plots import PLOTS, TASK_PLOTS
 from stages.repeat import METRIC_KEYS
@@ -24,10 +23,6 @@ STYLE = """body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}
 .note{color:#555}"""
-
-
-def read_json(path):
-    return json.loads(Path(path).read_text())
 
 
 def table(rows):
