@@ -1,7 +1,10 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from stages.confound import source_probe, summary
+from stages.common import PipelineError
+from stages.confound import other_source_features, source_probe, summary
 
 
 def patients_and_source(n=60):
@@ -43,3 +46,16 @@ def test_the_summary_says_what_each_model_calls_the_other_source():
 @pytest.mark.parametrize("auc, words", [(0.9, "plainly"), (0.7, "partly"), (0.69, "hardly")])
 def test_the_verdict_thresholds(auc, words):
     assert f"{words} readable" in summary({"n": 1, "auc": auc}, {}, "x")[0]
+
+
+def test_an_other_source_that_is_no_such_set_or_holds_covid_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = {"external": {"adults": {}}}
+    with pytest.raises(PipelineError, match=r"confound.other_source names 'kids', which is not"):
+        other_source_features(params, "kids")
+    Path("data/external").mkdir(parents=True)
+    Path("data/external/adults.csv").write_text(
+        "path,class,patient,source\na.png,viral,covid:1,covid-chestxray\n"
+        "b.png,covid,covid:2,covid-chestxray\n")
+    with pytest.raises(PipelineError, match=r"set 'adults' must hold no COVID-19 images"):
+        other_source_features(params, "adults")
