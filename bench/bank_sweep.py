@@ -17,17 +17,19 @@ import time
 import keras
 import pandas as pd
 
-from stages.common import load_params, prepared_images, read_split, task_params
-from stages.features import augmented_views, build_features_model, plain_features
-from stages.model import augmenter, build_head, head_probabilities
-from stages.train import BankBatches, fit, seed_everything, targets
+from covidxray.bank import augmented_views, build_features_model, plain_features
+from covidxray.common import (HEAD_LAYERS, augment_params, head_params, load_params,
+                              prepared_images, read_split, task_params)
+from covidxray.model import adapt_head, augmenter, build_head, head_probabilities
+from covidxray.training import BankBatches, fit, seed_everything, targets
 
 
-def head_accuracy(spec, seed, bank, train, val_features, val, test_features, test):
-    """Train one task's head on a bank as the train stage does; its val and test accuracy."""
+def head_accuracy(spec, hp, seed, bank, train, val_features, val, test_features, test):
+    """Train one task's head (the `head` params) on a bank; its val and test accuracy."""
     n = len(spec["classes"])
     seed_everything(seed)
-    head = build_head(n, bank.shape[2:])
+    head = build_head(n, bank.shape[2:], **{key: hp[key] for key in HEAD_LAYERS})
+    adapt_head(head, bank)
     fit(head, {"x": BankBatches(bank, targets(train, n), spec["batch_size"], seed)}, spec, n,
         verbose=0)
     return {split: float((head_probabilities(head, x, spec["batch_size"]).argmax(axis=1)
@@ -44,7 +46,7 @@ def main():
     args = parser.parse_args()
     params = load_params()
     batch = params["bank"]["batch_size"]
-    extractor = build_features_model(params)
+    extractor = build_features_model(params["backbone"], params["image_size"])
     classes = sorted({c for task in params["tasks"].values() for c in task["classes"]})
     split = {name: read_split(name, classes) for name in ("train", "val", "test")}
     features = {name: plain_features(extractor, prepared_images(split[name]), batch)
@@ -53,7 +55,7 @@ def main():
     for seed in args.seeds:
         keras.utils.set_random_seed(seed)
         started = time.perf_counter()
-        bank = augmented_views(extractor, augmenter(params["augment"]),
+        bank = augmented_views(extractor, augmenter(augment_params(params)),
                                prepared_images(split["train"]), max(args.views), batch)
         bank_seconds = time.perf_counter() - started
         for task in args.tasks or params["tasks"]:
@@ -62,7 +64,8 @@ def main():
             pick = {name: split[name]["image"].searchsorted(part[name]["image"]) for name in split}
             for views in args.views:
                 started = time.perf_counter()
-                accuracy = head_accuracy(spec, seed, bank[:views, pick["train"]], part["train"],
+                accuracy = head_accuracy(spec, head_params(params), seed,
+                                         bank[:views, pick["train"]], part["train"],
                                          features["val"][pick["val"]], part["val"],
                                          features["test"][pick["test"]], part["test"])
                 rows.append({"seed": seed, "task": task, "views": views, **accuracy,

@@ -22,8 +22,8 @@ import pandas as pd
 import tf_keras
 from tf_keras.preprocessing.image import ImageDataGenerator
 
-from stages.common import load_params, read_split, task_params
-from stages.model import load_hed, weights_file
+from covidxray.common import load_params, read_split, task_params
+from covidxray.model import load_hed, weights_file
 
 SIZE = (150, 150)
 BATCH = 10

@@ -17,9 +17,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from stages.common import PREPARED_IMAGES, read_arrays
-from stages.features import plain_features
-from stages.model import build_backbone, build_extractor
+from covidxray.bank import plain_features
+from covidxray.common import PREPARED_IMAGES, read_arrays
+from covidxray.model import build_backbone, build_extractor
 
 WHEELS = Path(".whl")
 WEIGHTS = Path(".device/vgg16_hed_fp16.weights.h5")

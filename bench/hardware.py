@@ -15,8 +15,8 @@ import time
 import keras
 import numpy as np
 
-from stages.common import load_params
-from stages.model import build_backbone
+from covidxray.common import load_params
+from covidxray.model import build_backbone
 
 SECONDS = 8  # per measurement
 

@@ -25,11 +25,10 @@ from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from stages.common import (FEATURES, MANIFEST, METRICS, PipelineError, cli, load_params,
-                           read_arrays, whole_number, write_json)
-from stages.evaluate import EXTERNAL_METRICS
-from stages.external import EXTERNAL
-from stages.features import build_features_model, plain_features
+from covidxray.bank import build_features_model, plain_features
+from covidxray.common import (EXTERNAL, EXTERNAL_METRICS, FEATURES, MANIFEST, METRICS,
+                              PipelineError, cli, fine_tune_params, load_params, read_arrays,
+                              whole_number, write_json)
 
 KERMANY = "kermany"
 
@@ -74,7 +73,9 @@ def other_source_features(params, name):
         raise PipelineError(f"params.yaml: confound.other_source set {name!r} must hold no"
                             " COVID-19 images and none from the Kermany source")
     images = read_arrays(EXTERNAL / f"{name}.npz")["images"]
-    return plain_features(build_features_model(params), images, params["bank"]["batch_size"]), rows
+    model = build_features_model(params["backbone"], params["image_size"],
+                                 fine_tune_params(params)["blocks"])  # as the bank stores
+    return plain_features(model, images, params["bank"]["batch_size"]), rows
 
 
 def verdict(auc):

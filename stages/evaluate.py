@@ -1,7 +1,7 @@
 """evaluate <task>: score the trained model on the test split, validation and external sets.
 
 Writes metrics/<task>.json and metrics/predictions/<task>.csv (one row per test image), and for
-each external set (stages/external.py) metrics/external/<set>/<task>.json, with the test
+each external set (data/external, from the external stage) metrics/external/<set>/<task>.json, with the test
 metrics' keys plus the task's classes the set lacks, and <task>.csv, one row per image of the
 set, including images of classes outside the task (scored on the task's classes, not counted
 in the metrics).
@@ -9,65 +9,12 @@ in the metrics).
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
-from sklearn.metrics import (
-    confusion_matrix,
-    log_loss,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
 
-from stages.common import (METRICS, MODELS, cli, load_params, prepared_images, read_arrays,
-                           read_json, read_split, task_argument, task_params, write_json)
-from stages.external import EXTERNAL
-from stages.model import load_classifier, probabilities
-
-EXTERNAL_METRICS = METRICS / "external"
-
-
-def scores(labels, probs, classes):
-    """Test metrics; accuracy comes with a Wilson 95% interval, as 9 images a class are few."""
-    ids = list(range(len(classes)))
-    # float32 outputs sum to 1 only to float32 precision; sklearn checks in float64
-    probs = np.asarray(probs, dtype=np.float64)
-    probs = probs / probs.sum(axis=1, keepdims=True)
-    predicted = probs.argmax(axis=1)
-    correct, n = int((predicted == labels).sum()), len(labels)
-    interval = binomtest(correct, n).proportion_ci(0.95, method="wilson")
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=ids, zero_division=0
-    )
-    if len(set(labels)) < len(classes):
-        auc = None  # undefined without every class among the true labels
-    elif len(classes) == 2:
-        auc = roc_auc_score(labels, probs[:, 1])
-    else:
-        auc = roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=ids)
-    return {
-        "n": n,
-        "correct": correct,
-        "accuracy": correct / n,
-        "accuracy_ci95": [float(interval.low), float(interval.high)],
-        "loss": float(log_loss(labels, probs, labels=ids)),
-        "auc": None if auc is None else float(auc),
-        "per_class": {
-            cls: {"precision": float(precision[i]), "recall": float(recall[i]),
-                  "f1": float(f1[i]), "support": int(support[i])}
-            for i, cls in enumerate(classes)
-        },
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=ids).tolist(),
-    }
-
-
-def predictions_table(rows, probs, classes):
-    table = pd.DataFrame({
-        "path": rows["path"],
-        "actual": rows["class"],
-        "predicted": np.asarray(classes)[probs.argmax(axis=1)],
-    })
-    for i, cls in enumerate(classes):
-        table[f"p_{cls}"] = probs[:, i]
-    return table
+from covidxray.common import (EXTERNAL, EXTERNAL_METRICS, METRICS, MODELS, cli, load_params,
+                              prepared_images, read_arrays, read_json, read_split, task_argument,
+                              task_params, write_json)
+from covidxray.model import load_classifier, probabilities
+from covidxray.scoring import predictions_table, scores, val_scores
 
 
 def external_scores(model, name, classes, batch):
@@ -115,8 +62,7 @@ def main(task):
         "backbone": trained["backbone"]["weights"],
         "backbone_fingerprint": trained["backbone"]["fingerprint"],
         "test": scores(test["label"].to_numpy(), test_probs, classes),
-        "val": {"n": len(val),
-                "accuracy": float((val_probs.argmax(axis=1) == val["label"]).mean())},
+        "val": val_scores(val["label"].to_numpy(), val_probs, classes),
     }
     write_json(METRICS / f"{task}.json", metrics)
     out = METRICS / "predictions" / f"{task}.csv"

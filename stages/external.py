@@ -13,17 +13,15 @@ in that order), and metrics/data_external.json: per set, images per class and ev
 """
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from stages.common import (CLASSES, MANIFEST, METRICS, PipelineError, cli, load_images,
-                           load_params, whole_number, write_json)
-from stages.merge import covid_candidates, describe, kermany_candidates
-from stages.model import MIN_SIZE
+from covidxray.common import (CLASSES, EXTERNAL, MANIFEST, METRICS, PipelineError, cli,
+                              load_images, load_params, whole_number, write_json)
+from covidxray.model import MIN_SIZE
+from covidxray.sources import covid_candidates, describe, kermany_candidates
 
-EXTERNAL = Path("data/external")
 COLUMNS = ["path", "class", "patient", "source"]
 LAYOUT_KEYS = {"covid": ("path", "modality", "views", "findings"), "kaggle": ("path", "splits")}
 

@@ -1,12 +1,10 @@
-"""features: the frozen backbone's features of every image, computed once.
+"""features: the augmentation bank, the frozen backbone's features of every image, computed once.
 
-VGG16 is frozen and has no dropout or batch norm, so the features of an augmented view are the
-same whether computed inside a training epoch or here. The augmentation bank holds
-`bank.views` augmented views of each image; train feeds the head one view of each training
-image per epoch and cycles through them. With views = epochs that is exactly per-epoch
-augmentation, at the cost of one forward pass per view instead of one per view and epoch.
-Every manifest image gets its views, not only the training split's, so that a new split (and
-each split of `repeat`) reuses them.
+train feeds the head one stored view of each training image per epoch and cycles through them
+(covidxray/bank.py). With views = epochs that is exactly per-epoch augmentation, at the cost of
+one forward pass per view instead of one per view and epoch. Every manifest image gets its
+views, not only the training split's, so that a new split (and each split of `repeat`) reuses
+them.
 
 Writes data/features/features.npz: `bank`, views x N x feature shape, and `plain`, N x feature
 shape (unaugmented), in the row order of the manifest.
@@ -17,44 +15,24 @@ import time
 import keras
 import numpy as np
 
-from stages.common import FEATURES, PREPARED_IMAGES, cli, load_params, read_arrays, whole_number
-from stages.model import augmenter, build_backbone, build_extractor
-
-
-def augmented_views(extractor, augment, images, views, batch_size):
-    """views x N x feature shape: each view a fresh random augmentation of every image."""
-    out = np.empty((views, len(images), *extractor.output_shape[1:]), dtype=np.float32)
-    starts = range(0, len(images), batch_size)
-    progress = keras.utils.Progbar(views * len(starts), unit_name="batch")
-    for view in range(views):
-        for start in starts:
-            batch = images[start:start + batch_size].astype(np.float32)
-            out[view, start:start + batch_size] = extractor.predict_on_batch(
-                augment(batch, training=True))
-            progress.add(1)
-    return out
-
-
-def plain_features(extractor, images, batch_size):
-    features = extractor.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
-    return features.astype(np.float32)  # from bfloat16 under mixed precision, which npz lacks
-
-
-def build_features_model(params):
-    backbone = params["backbone"]
-    return build_extractor(build_backbone(backbone["weights"], params["image_size"],
-                                          backbone["precision"]))
+from covidxray.bank import augmented_views, build_features_model, plain_features
+from covidxray.common import (FEATURES, PREPARED_IMAGES, augment_params, cli, fine_tune_params,
+                              load_params, read_arrays, whole_number)
+from covidxray.model import augmenter
 
 
 def main():
     params = load_params()
     views = whole_number(params["bank"]["views"], "bank.views", 0)
     batch = whole_number(params["bank"]["batch_size"], "bank.batch_size", 1)
-    keras.utils.set_random_seed(params["seed"])
-    extractor = build_features_model(params)
-    augment = augmenter(params["augment"])
+    blocks = fine_tune_params(params)["blocks"]
+    augment = augment_params(params)
+    keras.utils.set_random_seed(params["seed"])  # then the backbone, then the augmentation draw
+    extractor = build_features_model(params["backbone"], params["image_size"], blocks)
+    augment = augmenter(augment)
     images = read_arrays(PREPARED_IMAGES)["images"]
-    print(f"features: {views} augmented view(s) and the plain view of {len(images)} images")
+    print(f"features: {views} augmented view(s) and the plain view of {len(images)} images,"
+          f" {extractor.output_shape[1:]} each")
     started = time.perf_counter()
     bank = augmented_views(extractor, augment, images, views, batch)
     plain = plain_features(extractor, images, batch)

@@ -1,12 +1,11 @@
 """plots: per task, training curves, confusion matrix, ROC curves and two test-image galleries.
 
 The second gallery overlays each test image with the Grad-CAM heatmap of its predicted class:
-where in the X-ray the model found its evidence (stages/gradcam.py).
+where in the X-ray the model found its evidence (covidxray/gradcam.py).
 Writes plots/<task>/{history,confusion,roc,gallery,gradcam}.png.
 """
 
 import math
-from pathlib import Path
 
 import matplotlib
 
@@ -15,14 +14,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from stages.common import (METRICS, MODELS, cli, load_params, prepared_images,  # noqa: E402
-                           read_split, task_params)
-from stages.evaluate import scores  # noqa: E402
-from stages.gradcam import gradcam, overlay  # noqa: E402
-from stages.model import load_classifier  # noqa: E402
-
-PLOTS = Path("plots")
-TASK_PLOTS = ("history", "confusion", "roc", "gallery", "gradcam")
+from covidxray.common import (METRICS, MODELS, PLOTS, TASK_PLOTS, cli,  # noqa: E402
+                              load_params, prepared_images, read_split, task_params)
+from covidxray.gradcam import gradcam, overlay  # noqa: E402
+from covidxray.model import load_classifier  # noqa: E402
+from covidxray.scoring import scores  # noqa: E402
 
 
 def history(task, ax_acc, ax_loss):

@@ -18,10 +18,10 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from stages import gradcam
-from stages.common import (MODELS, PipelineError, cli, load_images, load_params, open_rgb,
+from covidxray import gradcam
+from covidxray.common import (MODELS, PipelineError, cli, load_images, load_params, open_rgb,
                            read_json, task_params)
-from stages.model import load_classifier, probabilities
+from covidxray.model import load_classifier, probabilities
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
 QUIET_UP_TO = 8  # images; more get a progress bar

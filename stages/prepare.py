@@ -8,8 +8,8 @@ of the manifest. It does not depend on the split, so a new split (or `repeat`) d
 import numpy as np
 import pandas as pd
 
-from stages.common import MANIFEST, PREPARED_IMAGES, cli, load_images, load_params, whole_number
-from stages.model import MIN_SIZE
+from covidxray.common import MANIFEST, PREPARED_IMAGES, cli, load_images, load_params, whole_number
+from covidxray.model import MIN_SIZE
 
 
 def main():

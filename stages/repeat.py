@@ -1,89 +1,113 @@
-"""repeat: split -> train -> evaluate again over several seeds of the split, for mean and spread.
+"""repeat: split -> train -> score again over several seeds of the split, for mean and spread.
 
 Nine test images a class are few: one split's accuracy moves by a tenth with the luck of the
 draw. This stage draws the split `repeat.splits` times, with seeds seed, seed + 1, ..., (so the
-first is the pipeline's own split), trains each task's head on the augmentation bank as train
-does, scores it on that split's test images as evaluate does, and reports the mean, standard
-deviation, min and max of each test metric, per class too. The bank holds the views of every image, so a new
-split costs no VGG16 pass. With bank.views = 0 it records that it was skipped.
+first is the pipeline's own split), trains each task's head on the augmentation bank exactly as
+train does, and scores it on that split's validation images (what candidates are chosen by) and
+test images. Beside each head it fits the reference model, a logistic regression on the same
+features and split (covidxray/scoring.py), which a head has to beat. The bank holds the views of
+every image, so a new split costs no VGG16 pass. With bank.views = 0 it records a skip.
 
-Writes metrics/repeat.json.
+Writes metrics/repeat.json: per task, for the head and the reference, the mean, sd, min and max
+of each validation and test metric over the splits, per class too.
 """
 
 import time
 
-import numpy as np
 import pandas as pd
 
-from stages.common import (FEATURES, MANIFEST, METRICS, SPLITS, cli, load_params,
-                           read_arrays, task_params, task_rows, whole_number, write_json)
-from stages.evaluate import scores
-from stages.model import build_head, head_probabilities
-from stages.split import split
-from stages.train import bank_inputs, fit, seed_everything
-
-METRIC_KEYS = ("accuracy", "auc", "loss")
-CLASS_KEYS = ("precision", "recall", "f1")
+from covidxray.common import (FEATURES, HEAD_LAYERS, MANIFEST, METRICS, cli, load_params,
+                              read_arrays, read_recipe, task_rows, whole_number, write_json)
+from covidxray.model import build_backbone, build_head, head_probabilities, top_blocks
+from covidxray.scoring import reference_model, scores, spread, summary, val_scores
+from covidxray.splitting import split
+from covidxray.training import fit_on_bank, seed_everything, through
 
 
-def task_scores(features, parts, spec, seed):
-    """Train one task's head on one split's training images; its scores on that split's test."""
-    classes = spec["classes"]
-    n = len(classes)
-    train, val, test = (task_rows(parts[name], classes, f"split seed {seed}, {name}")
-                        for name in SPLITS)
+def split_scores(predict, parts, classes, seed):
+    """Validation and test scores of a model (rows -> class probabilities) on one split."""
+    val, test = (task_rows(parts[name], classes, f"split seed {seed}, {name}")
+                 for name in ("val", "test"))
+    return {"val": val_scores(val["label"].to_numpy(), predict(val), classes),
+            "test": scores(test["label"].to_numpy(), predict(test), classes)}
+
+
+def head_scores(bank, parts, recipe, seed, top):
+    """Train one task's head on one split's training images, as train does; its scores."""
+    classes = recipe["task"]["classes"]
+    train, val = (task_rows(parts[name], classes, f"split seed {seed}, {name}")
+                  for name in ("train", "val"))
     seed_everything(seed)
-    head = build_head(n, features["plain"].shape[1:])
-    fit(head, bank_inputs(features, train, val, n, spec["batch_size"], seed), spec, n, verbose=0)
-    probs = head_probabilities(head, features["plain"][test["image"].to_numpy()],
-                               spec["batch_size"])
-    return scores(test["label"].to_numpy(), probs, classes)
+    head = build_head(len(classes), top.output_shape[1:] if top is not None else bank["plain"].shape[1:],
+                      **{key: recipe["head"][key] for key in HEAD_LAYERS})
+    model, _ = fit_on_bank(head, bank, train, val, {**recipe, "seed": seed}, top, verbose=0)
+    batch = recipe["task"]["batch_size"]
+    return split_scores(
+        lambda rows: head_probabilities(model, bank["plain"][rows["image"].to_numpy()], batch),
+        parts, classes, seed)
 
 
-def spread(values):
-    values = np.asarray(values, dtype=float)
-    return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1
-            else 0.0, "min": float(values.min()), "max": float(values.max()),
-            "values": values.round(6).tolist()}
+def reference_scores(plain, parts, classes, seed):
+    """The logistic-regression reference, trained on one split's plain features; its scores."""
+    train = task_rows(parts["train"], classes, f"split seed {seed}, train")
+    model = reference_model(plain[train["image"].to_numpy()], train["label"].to_numpy())
+    return split_scores(lambda rows: model.predict_proba(plain[rows["image"].to_numpy()]),
+                        parts, classes, seed)
 
 
-def summary(results, splits, seeds):
-    """Spread of each test metric of one task over the splits, per class too."""
-    classes = results[0]["per_class"]
-    return {"splits": splits, "seeds": seeds,
-            **{key: spread([r[key] for r in results]) for key in METRIC_KEYS},
-            "per_class": {cls: {key: spread([r["per_class"][cls][key] for r in results])
-                                for key in CLASS_KEYS} for cls in classes}}
+def skip(params):
+    # a valid config, so the pipeline goes on; the skip is recorded where results would be
+    reason = ("skipped: repeat needs the bank (bank.views > 0 or bank.plain_view); per-epoch"
+              " augmentation would run VGG16 for every split and epoch")
+    write_json(METRICS / "repeat.json", {task: {"skipped": reason} for task in params["tasks"]})
+    print(f"repeat: {reason}")
+
+
+def top_and_plain(params, bank, blocks):
+    """The trainable top blocks (None when frozen) and the block5 features of the plain view,
+    which the reference model reads."""
+    if not blocks:
+        return None, bank["plain"]
+    backbone = build_backbone(params["backbone"]["weights"], params["image_size"],
+                              params["backbone"]["precision"])
+    top = top_blocks(backbone, blocks)
+    return top, through(top, bank["plain"], params["bank"]["batch_size"])
 
 
 def main():
     params = load_params()
     splits = whole_number(params["repeat"]["splits"], "repeat.splits", 1)
-    if not params["bank"]["views"]:
-        # a valid config, so the pipeline goes on; the skip is recorded where results would be
-        reason = ("skipped: repeat needs the augmentation bank (bank.views > 0); per-epoch"
-                  " augmentation would run VGG16 for every split and epoch")
-        write_json(METRICS / "repeat.json", {task: {"skipped": reason} for task in params["tasks"]})
-        print(f"repeat: {reason}")
-        return
-    manifest, features = pd.read_csv(MANIFEST), read_arrays(FEATURES)
+    recipes = {task: read_recipe(params, task) for task in params["tasks"]}
+    if not recipes[next(iter(recipes))]["bank"]:
+        return skip(params)
+    manifest, bank = pd.read_csv(MANIFEST), read_arrays(FEATURES)
+    top, plain = top_and_plain(params, bank, recipes[next(iter(recipes))]["fine_tune"]["blocks"])
+    start = top.get_weights() if top is not None else None
     seeds = [params["seed"] + i for i in range(splits)]
-    runs = {task: [] for task in params["tasks"]}
+    runs = {task: {"head": [], "reference": []} for task in recipes}
     started = time.perf_counter()
     for i, seed in enumerate(seeds, start=1):
         parts = split(manifest, params["split"]["test_per_class"],
                       params["split"]["val_fraction"], seed)
-        for task, results in runs.items():
-            results.append(task_scores(features, parts, task_params(params, task), seed))
-        accuracies = ", ".join(f"{task} {results[-1]['accuracy']:.2f}"
-                               for task, results in runs.items())
-        print(f"repeat: split {i}/{splits} (seed {seed}): test accuracy {accuracies}")
-    write_json(METRICS / "repeat.json", {task: summary(results, splits, seeds)
-                                         for task, results in runs.items()})
-    for task, results in runs.items():
-        accuracy = spread([r["accuracy"] for r in results])
-        print(f"repeat: {task} test accuracy {accuracy['mean']:.3f} ± {accuracy['sd']:.3f}"
-              f" over {splits} splits")
+        for task, recipe in recipes.items():
+            if top is not None:
+                top.set_weights(start)  # every split fine-tunes from the same weights
+            runs[task]["head"].append(head_scores(bank, parts, recipe, seed, top))
+            runs[task]["reference"].append(
+                reference_scores(plain, parts, recipe["task"]["classes"], seed))
+        line = ", ".join(f"{task} {r['head'][-1]['val']['accuracy']:.2f}"
+                         f" (reference {r['reference'][-1]['val']['accuracy']:.2f})"
+                         for task, r in runs.items())
+        print(f"repeat: split {i}/{splits} (seed {seed}): val accuracy {line}")
+    write_json(METRICS / "repeat.json", {
+        task: {"splits": splits, "seeds": seeds,
+               **{model: summary(results) for model, results in r.items()}}
+        for task, r in runs.items()})
+    for task, r in runs.items():
+        for model, results in r.items():
+            val = spread([x["val"]["accuracy"] for x in results])
+            print(f"repeat: {task} {model} val accuracy {val['mean']:.3f} ± {val['sd']:.3f}"
+                  f" over {splits} splits")
     print(f"repeat: {splits} splits in {time.perf_counter() - started:.0f} s")
 
 

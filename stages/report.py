@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.common import METRICS, MODELS, cli, load_params, read_json, task_params
-from stages.evaluate import EXTERNAL_METRICS
-from stages.plots import PLOTS, TASK_PLOTS
-from stages.repeat import METRIC_KEYS
+from covidxray.common import (EXTERNAL_METRICS, METRICS, MODELS, PLOTS, TASK_PLOTS, cli,
+                              load_params, read_json, task_params)
+from covidxray.scoring import METRIC_KEYS
 
 REPORT = Path("report/index.html")
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;color:#222}
@@ -56,18 +55,27 @@ def class_rows(metrics):
 
 
 def repeat_rows(repeat):
-    """Mean, sd and range over the splits: the task's metrics, then each class's recall."""
-    rows = [(key, repeat[key]) for key in METRIC_KEYS]
-    rows += [(f"recall {cls}", s["recall"]) for cls, s in repeat["per_class"].items()]
+    """Mean, sd and range over the splits of the head's metrics beside the reference model's:
+    validation (what the head was chosen by), test, then each class's test recall."""
+    def rows(model):
+        result = repeat[model]
+        named = [(f"val {key}", result["val"][key]) for key in ("accuracy", "loss")]
+        named += [(f"test {key}", result["test"][key]) for key in METRIC_KEYS]
+        return named + [(f"test recall {cls}", s["recall"])
+                        for cls, s in result["test"]["per_class"].items()]
+
     return [{"metric": name, "mean": number(s["mean"]), "sd": number(s["sd"]),
-             "min": number(s["min"]), "max": number(s["max"])} for name, s in rows]
+             "min": number(s["min"]), "max": number(s["max"]),
+             "reference mean": number(r["mean"]), "reference sd": number(r["sd"])}
+            for (name, s), (_, r) in zip(rows("head"), rows("reference"))]
 
 
 def repeat_section(repeat):
     if "skipped" in repeat:
         return ["<h3>Repeated splits</h3>", f"<p>{html.escape(repeat['skipped'])}</p>"]
     return [f"<h3>Over {repeat['splits']} splits (seeds {', '.join(map(str, repeat['seeds']))})"
-            "</h3>", table(repeat_rows(repeat))]
+            "</h3>", "<p class='note'>The trained head beside the reference model, a logistic"
+            " regression on the same features and splits.</p>", table(repeat_rows(repeat))]
 
 
 def external_rows(task, sets):

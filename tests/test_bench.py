@@ -7,7 +7,7 @@ import pytest
 from bench import device_files
 from bench.__main__ import stage_names, timed
 from bench.hardware import conv_flops
-from stages.model import build_backbone
+from covidxray.model import build_backbone
 from tests.conftest import ROOT
 
 

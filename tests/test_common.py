@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import common
-from stages.common import PipelineError, load_images, open_rgb, read_split, task_params
+from covidxray import common
+from covidxray.common import PipelineError, load_images, open_rgb, read_split, task_params
 from tests.conftest import ROOT, write_image
 
 PARAMS = {"tasks": {"binary": {"classes": ["normal", "covid"]},

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.common import PipelineError
+from covidxray.common import PipelineError
 from stages.confound import other_source_features, source_probe, summary
 
 

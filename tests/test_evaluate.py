@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.evaluate import predictions_table, scores
+from covidxray.scoring import predictions_table, scores
 
 CLASSES = ["normal", "bacterial", "covid"]
 

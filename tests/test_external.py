@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from stages import external, merge
-from stages.common import MANIFEST, PipelineError
+from covidxray.common import MANIFEST, PipelineError
 from tests.conftest import write_image, write_params
 
 COVID_SET = {"layout": "covid", "path": "data/raw/covid-chestxray-dataset", "modality": "X-ray",

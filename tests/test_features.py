@@ -1,8 +1,8 @@
 import keras
 import numpy as np
 
-from stages.features import augmented_views, plain_features
-from stages.model import augmenter, build_backbone, build_extractor
+from covidxray.bank import augmented_views, plain_features
+from covidxray.model import augmenter, build_backbone, build_extractor
 from tests.test_model import AUGMENT, SIZE, images
 
 

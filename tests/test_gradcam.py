@@ -2,9 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from stages import model as m
-from stages.common import PipelineError
-from stages.gradcam import gradcam, gradients, overlay
+from covidxray import model as m
+from covidxray.common import PipelineError
+from covidxray.gradcam import gradcam, gradients, overlay
 
 # RGB at the ImageNet mean: zero after VGG16's input scaling, so zero activations throughout
 # the untrained backbone, whose biases start at zero

@@ -4,8 +4,9 @@ import shutil
 import pandas as pd
 import pytest
 
+from covidxray import sources
 from stages import merge
-from stages.common import MANIFEST, PipelineError
+from covidxray.common import MANIFEST, PipelineError
 from tests.conftest import write_image, write_params
 
 
@@ -20,7 +21,7 @@ from tests.conftest import write_image, write_params
     ("NORMAL", "notes.txt", None),
 ])
 def test_kermany_label_reads_class_and_patient_from_the_name(folder, name, expected):
-    assert merge.kermany_label(folder, name) == expected
+    assert sources.kermany_label(folder, name) == expected
 
 
 def read_outputs():

@@ -171,18 +171,23 @@ def test_every_task_is_scored_on_each_external_set(project):
     assert "metrics/external/covid_views/four.json" in dvc(path, "metrics", "show")
 
 
-def test_repeat_reports_mean_and_spread_over_splits(project):
+def test_repeat_reports_the_head_and_the_reference_over_splits(project):
     repeat = json.loads((project["path"] / "metrics" / "repeat.json").read_text())
     seed = project["params"]["seed"]
-    for task in project["params"]["tasks"]:
+    for task, spec in project["params"]["tasks"].items():
         result = repeat[task]
         assert result["seeds"] == [seed, seed + 1] and result["splits"] == 2
-        values = result["accuracy"]["values"]
-        assert len(values) == 2
-        assert result["accuracy"]["mean"] == pytest.approx(np.mean(values), abs=1e-6)
-        assert result["accuracy"]["sd"] == pytest.approx(np.std(values, ddof=1), abs=1e-6)
-        assert set(result["per_class"]) == set(project["params"]["tasks"][task]["classes"])
-        assert len(result["per_class"]["covid"]["recall"]["values"]) == 2
+        for model in ("head", "reference"):
+            values = result[model]["test"]["accuracy"]["values"]
+            assert len(values) == 2
+            assert result[model]["test"]["accuracy"]["mean"] == pytest.approx(np.mean(values),
+                                                                             abs=1e-6)
+            assert result[model]["test"]["accuracy"]["sd"] == pytest.approx(
+                np.std(values, ddof=1), abs=1e-6)
+            assert set(result[model]["test"]["per_class"]) == set(spec["classes"])
+            assert len(result[model]["val"]["loss"]["values"]) == 2
+    show = dvc(project["path"], "metrics", "show")
+    assert "binary.reference.val.accuracy.mean" in show and "four.head.val.loss.mean" in show
 
 
 def test_the_confound_check_probes_the_source_and_counts_covid_calls(project):
@@ -368,3 +373,17 @@ def test_the_tutorials_recipe_runs_on_the_same_split(project):
     assert result["test_n"] == 2  # the tiny split's test images of normal and covid
     assert result["epochs"] == 1 and 0 <= result["test_accuracy"] <= 1
     assert result["images_trained"] > 0
+
+
+def test_fine_tuning_block5_runs_on_the_tiny_config(project):
+    """backbone.trainable_blocks=1: the bank moves to block4_pool, train and repeat fine-tune."""
+    path = project["path"]
+    ran = dvc(path, "exp", "run", "-S", "backbone.trainable_blocks=1",
+              "-S", "backbone.fine_tune_epochs=2")
+    assert "Running stage 'features'" in ran and "Running stage 'repeat'" in ran
+    for task in project["params"]["tasks"]:
+        trained = json.loads((path / "models" / f"{task}.json").read_text())
+        assert trained["backbone"]["trainable_blocks"] == 1
+        assert set(trained["epochs_kept"]) == {"head", "fine_tune"}
+    bank = np.load(path / "data" / "features" / "features.npz")
+    assert bank["plain"].shape[1:] == (2, 2, 512)  # block4_pool of a 32-pixel image

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from stages import model as m
-from stages.common import load_images
+from covidxray import model as m
+from covidxray.common import load_images
 from tests.conftest import ROOT, write_image
 
 SIZE = 32

@@ -2,16 +2,17 @@ import json
 
 import pytest
 
+from covidxray.scoring import spread
 from stages import repeat, report
-from stages.common import PipelineError
+from covidxray.common import PipelineError
 from tests.conftest import write_params
 
 
 def test_spread_is_mean_sample_sd_and_range():
-    result = repeat.spread([0.5, 0.7, 0.6])
+    result = spread([0.5, 0.7, 0.6])
     assert result["mean"] == pytest.approx(0.6) and result["sd"] == pytest.approx(0.1)
     assert (result["min"], result["max"], result["values"]) == (0.5, 0.7, [0.5, 0.7, 0.6])
-    assert repeat.spread([0.4])["sd"] == 0.0
+    assert spread([0.4])["sd"] == 0.0
 
 
 def test_bad_repeat_params_are_named(tmp_path, monkeypatch):
@@ -24,10 +25,10 @@ def test_bad_repeat_params_are_named(tmp_path, monkeypatch):
 def test_without_a_bank_repeat_records_that_it_was_skipped(tmp_path, monkeypatch):
     """bank.views = 0 is a valid config: the pipeline goes on, and the report says why."""
     monkeypatch.chdir(tmp_path)
-    params = write_params(bank={"views": 0})
+    params = write_params(bank={"views": 0, "plain_view": False})
     repeat.main()
     result = json.loads(open("metrics/repeat.json").read())
     assert set(result) == set(params["tasks"])
-    assert all(r["skipped"].startswith("skipped: repeat needs the augmentation bank")
+    assert all(r["skipped"].startswith("skipped: repeat needs the bank")
                for r in result.values())
-    assert "needs the augmentation bank" in "".join(report.repeat_section(result["binary"]))
+    assert "needs the bank" in "".join(report.repeat_section(result["binary"]))

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from stages.common import PipelineError
-from stages.split import split
+from covidxray.common import PipelineError
+from covidxray.splitting import split
 
 
 def manifest(patients_per_class=12, images_per_patient=(1, 2, 3)):

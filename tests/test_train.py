@@ -1,7 +1,7 @@
 import numpy as np
 
-from stages.model import build_head
-from stages.train import BankBatches, fit
+from covidxray.model import build_head
+from covidxray.training import BankBatches, fit
 
 
 def bank(views=3, n=7):

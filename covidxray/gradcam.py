@@ -10,7 +10,7 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
-from stages.common import PipelineError
+from covidxray.common import PipelineError
 
 LAYER = "block5_conv3"  # VGG16's last conv layer; block5_pool follows it
 
@@ -43,7 +43,7 @@ def _layer(model, name):
         return model.get_layer(name)
     except ValueError as err:
         raise PipelineError(f"the model has no layer {name!r}: Grad-CAM needs a classifier"
-                            " built by stages.model") from err
+                            " built by covidxray.model") from err
 
 
 def split(classifier):

@@ -1,4 +1,4 @@
-"""Helpers shared by the stages: params, file I/O, image decoding and error reporting."""
+"""Shared by every stage: paths, params and their checks, file I/O, image decoding, errors."""
 
 import functools
 import hashlib
@@ -19,8 +19,18 @@ SPLIT_DIR = Path("data/split")
 SPLITS = ("train", "val", "test")
 PREPARED_IMAGES = Path("data/prepared/images.npz")  # every manifest image, decoded, in its order
 FEATURES = Path("data/features/features.npz")  # their backbone features and augmentation bank
+EXTERNAL = Path("data/external")  # the extra evaluation sets, decoded (stages/external.py)
 MODELS = Path("models")
 METRICS = Path("metrics")
+EXTERNAL_METRICS = METRICS / "external"  # evaluate's scores of each external set
+PLOTS = Path("plots")
+TASK_PLOTS = ("history", "confusion", "roc", "gallery", "gradcam")  # plots/<task>/<name>.png
+AUGMENT_KEYS = ("rotation_degrees", "shift", "shear_degrees", "zoom", "channel_shift",
+                "horizontal_flip", "vertical_flip", "fill_mode")
+HEAD_CHOICES = {"pooling": ("flatten", "average", "average_max"),
+                "class_weight": ("none", "balanced")}
+HEAD_FLAGS = ("normalize", "restore_best")
+HEAD_LAYERS = ("pooling", "normalize", "units", "dropout", "l2")  # build_head's arguments
 
 
 class PipelineError(Exception):
@@ -76,6 +86,91 @@ def whole_number(value, key, minimum):
         raise PipelineError(f"params.yaml: {key} must be a whole number >= {minimum},"
                             f" got {value!r}")
     return value
+
+
+def number(value, key, low, high, allowed):
+    """A params.yaml number within `allowed`, a phrase such as "in [0, 1)", checked by the caller's
+    bounds: low <= value (< high when given)."""
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or value < low
+            or (high is not None and value >= high)):
+        raise PipelineError(f"params.yaml: {key} must be a number {allowed}, got {value!r}")
+    return float(value)
+
+
+def positive_number(value, key):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise PipelineError(f"params.yaml: {key} must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def head_params(params):
+    """The `head` section, checked: every key present, with an allowed value."""
+    head = params.get("head") or {}
+    missing = [k for k in (*HEAD_CHOICES, *HEAD_FLAGS, "units", "dropout", "l2") if k not in head]
+    if missing:
+        raise PipelineError(f"params.yaml: head is missing {', '.join(missing)}")
+    for key, choices in HEAD_CHOICES.items():
+        if head[key] not in choices:
+            raise PipelineError(f"params.yaml: head.{key} must be one of {', '.join(choices)},"
+                                f" got {head[key]!r}")
+    for key in HEAD_FLAGS:
+        if not isinstance(head[key], bool):
+            raise PipelineError(f"params.yaml: head.{key} must be true or false, got {head[key]!r}")
+    return {**head, "units": whole_number(head["units"], "head.units", 0),
+            "dropout": number(head["dropout"], "head.dropout", 0, 1, "in [0, 1)"),
+            "l2": number(head["l2"], "head.l2", 0, None, ">= 0")}
+
+
+def fine_tune_params(params):
+    """backbone.trainable_blocks and, when blocks are trained, their learning rate and epochs."""
+    backbone = params["backbone"]
+    blocks = backbone.get("trainable_blocks", 0)
+    if blocks not in range(5) or isinstance(blocks, bool):
+        raise PipelineError("params.yaml: backbone.trainable_blocks must be 0 (frozen) to 4,"
+                            f" got {blocks!r}")
+    if not blocks:
+        return {"blocks": 0}
+    return {"blocks": blocks,
+            "lr": positive_number(backbone.get("fine_tune_lr"), "backbone.fine_tune_lr"),
+            "epochs": whole_number(backbone.get("fine_tune_epochs"),
+                                   "backbone.fine_tune_epochs", 1)}
+
+
+def augment_params(params):
+    """The augmentation's settings: `augment` names a preset of `augment_presets`, or holds them."""
+    augment = params.get("augment")
+    if isinstance(augment, str):
+        presets = params.get("augment_presets") or {}
+        if augment not in presets:
+            raise PipelineError(f"params.yaml: augment names no preset of augment_presets"
+                                f" ({', '.join(presets)}), got {augment!r}")
+        where, augment = f"augment_presets.{augment}", presets[augment]
+    else:
+        where = "augment"
+    missing = [k for k in AUGMENT_KEYS if k not in (augment or {})]
+    if missing:
+        raise PipelineError(f"params.yaml: {where} is missing {', '.join(missing)}")
+    return {key: augment[key] for key in AUGMENT_KEYS}
+
+
+def read_recipe(params, task):
+    """Every param that decides how a task's model trains, checked before anything runs."""
+    spec = task_params(params, task)
+    whole_number(spec.get("epochs"), f"tasks.{task}.epochs", 1)
+    whole_number(spec.get("batch_size"), f"tasks.{task}.batch_size", 1)
+    positive_number(spec.get("lr"), f"tasks.{task}.lr")
+    recipe = {"task": spec, "head": head_params(params),
+              "fine_tune": fine_tune_params(params), "seed": params["seed"],
+              "views": whole_number(params["bank"]["views"], "bank.views", 0),
+              "plain_view": params["bank"].get("plain_view"), "augment": augment_params(params)}
+    if not isinstance(recipe["plain_view"], bool):
+        raise PipelineError("params.yaml: bank.plain_view must be true or false,"
+                            f" got {recipe['plain_view']!r}")
+    recipe["bank"] = bool(recipe["views"] or recipe["plain_view"])
+    if recipe["fine_tune"]["blocks"] and not recipe["bank"]:
+        raise PipelineError("params.yaml: backbone.trainable_blocks > 0 needs the bank"
+                            " (bank.views > 0 or bank.plain_view)")
+    return recipe
 
 
 def read_json(path):

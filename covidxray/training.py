@@ -1,0 +1,199 @@
+"""Training: seeding, the bank's batches, and fitting a head (or the tutorial's whole trainer).
+
+train and repeat both fit heads here, so a split of `repeat` is trained exactly as the
+pipeline's own model is.
+"""
+
+import math
+import sys
+
+import keras
+import numpy as np
+from dvclive.utils import standardize_metric_name
+
+from covidxray.common import prepared_images
+from covidxray.model import adapt_head
+
+
+def seed_everything(seed):
+    """Same params on the same machine, same model: seeded RNGs and deterministic kernels."""
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def device():
+    """Which backend and device Keras trains on, e.g. `tensorflow:cpu` or `jax:gpu`."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpu = bool(tf.config.list_physical_devices("GPU"))
+    elif backend == "jax":
+        import jax
+
+        gpu = jax.default_backend() == "gpu"
+    else:
+        import torch
+
+        gpu = torch.cuda.is_available()
+    return f"{backend}:{'gpu' if gpu else 'cpu'}"
+
+
+class LiveHistory(keras.callbacks.Callback):
+    """Each epoch's logs into DVCLive; dvclive.keras's own callback imports TensorFlow."""
+
+    def __init__(self, live):
+        super().__init__()
+        self.live = live
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, value in (logs or {}).items():
+            # accuracy -> train/accuracy, val_accuracy -> eval/accuracy, as DVCLive names them
+            self.live.log_metric(standardize_metric_name(name, "dvclive.keras"), float(value))
+        self.live.next_step()
+
+
+class BankBatches(keras.utils.PyDataset):
+    """Batches from the augmentation bank: per epoch, one view of every image, reshuffled.
+
+    Each image walks through its views in its own random order, so every view is used equally
+    often, and each epoch's order depends only on (seed, epoch): reruns give the same batches.
+    """
+
+    def __init__(self, bank, labels, batch_size, seed):
+        super().__init__()
+        self.bank, self.labels, self.batch_size, self.seed = bank, labels, batch_size, seed
+        views, n = bank.shape[:2]
+        rng = np.random.default_rng(seed)
+        self.view_order = np.stack([rng.permutation(views) for _ in range(n)])
+        self.epoch = -1
+        self.on_epoch_begin()
+
+    def on_epoch_begin(self):
+        self.epoch += 1
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.labels))
+
+    def __len__(self):
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __getitem__(self, index):
+        images = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        views = self.view_order[images, self.epoch % len(self.bank)]
+        return self.bank[views, images], self.labels[images]
+
+
+def targets(rows, n_classes):
+    """Labels as fit() wants them: float 0/1 for a sigmoid, class indices for a softmax."""
+    return rows["label"].to_numpy("float32" if n_classes == 2 else "int32")
+
+
+def training_views(features, rows, plain_view):
+    """views x N x feature shape of the rows' bank; the unaugmented view joins it if asked."""
+    index = rows["image"].to_numpy()
+    bank = features["bank"][:, index]
+    return np.concatenate([bank, features["plain"][None, index]]) if plain_view else bank
+
+
+def bank_inputs(features, train, val, n_classes, batch_size, seed, plain_view=False):
+    """fit() arguments for training the head alone on the features stage's outputs."""
+    bank = training_views(features, train, plain_view)
+    return {"x": BankBatches(bank, targets(train, n_classes), batch_size, seed),
+            "validation_data": (features["plain"][val["image"].to_numpy()],
+                                targets(val, n_classes))}
+
+
+def shuffled_batches(images, labels, batch_size, seed):
+    """Decoded images for per-epoch augmentation: tf.data on TensorFlow, plain arrays elsewhere."""
+    if keras.backend.backend() != "tensorflow":
+        return {"x": images, "y": labels, "batch_size": batch_size, "shuffle": True}
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((images, labels))
+    data = data.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    # the dataset reshuffles itself each epoch; Keras's own shuffle does not apply to it
+    return {"x": data.batch(batch_size).prefetch(tf.data.AUTOTUNE), "shuffle": False}
+
+
+def image_inputs(train, val, n_classes, batch_size, seed):
+    """fit() arguments for per-epoch augmentation of the decoded images."""
+    return {**shuffled_batches(prepared_images(train), targets(train, n_classes), batch_size,
+                               seed),
+            "validation_data": (prepared_images(val), targets(val, n_classes))}
+
+
+def balanced_weights(labels, n_classes):
+    """Class weights n / (k * count), so each class adds the same to the loss."""
+    counts = np.bincount(labels.astype(int), minlength=n_classes)
+    return {i: len(labels) / (n_classes * c) for i, c in enumerate(counts) if c}
+
+
+class BestEpoch(keras.callbacks.EarlyStopping):
+    """Keep the weights of the epoch with the lowest validation loss (never stops early)."""
+
+    def __init__(self, epochs):
+        super().__init__(monitor="val_loss", patience=epochs, restore_best_weights=True)
+
+
+def fit(model, inputs, spec, n_classes, class_weight=None, restore_best=False, callbacks=(),
+        verbose=None):
+    """Compile with the task's loss and learning rate (spec), then train for its epochs.
+
+    Returns the 1-based epoch whose weights the model ends with: with restore_best the one of
+    the lowest validation loss, else the last.
+    """
+    binary = n_classes == 2
+    model.compile(
+        optimizer=keras.optimizers.Adam(spec["lr"]),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True) if binary
+        else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        # the model ends in logits: a logit above 0 is a probability above 0.5
+        metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy") if binary
+                 else keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    best = [BestEpoch(spec["epochs"])] if restore_best else []
+    model.fit(**inputs, validation_batch_size=spec["batch_size"], epochs=spec["epochs"],
+              class_weight=class_weight, callbacks=[*callbacks, *best],
+              verbose=(2 if not sys.stdout.isatty() else 1) if verbose is None else verbose)
+    return best[0].best_epoch + 1 if best else spec["epochs"]
+
+
+def through(model, arrays, batch_size):
+    return np.asarray(model.predict(arrays, batch_size=batch_size, verbose=0), np.float32)
+
+
+def frozen_top(top, features, batch_size):
+    """The bank and plain features carried through the (not yet trained) top blocks."""
+    return {"bank": np.stack([through(top, view, batch_size) for view in features["bank"]]),
+            "plain": through(top, features["plain"], batch_size)}
+
+
+def fit_on_bank(head, features, train, val, recipe, top=None, callbacks=(), verbose=None):
+    """Train a head on the bank: the recipe's `task` spec, checked `head` params, `plain_view`,
+    `fine_tune` params and `seed`.
+
+    With `top` (the backbone's trainable blocks, over a bank stored before them) the head first
+    trains on the frozen blocks' output, then both train together at the fine-tuning learning
+    rate, the keras.io way, so the random head does not wreck the pretrained blocks.
+    Returns the trained model from bank features to logits (the head, or the top blocks and
+    the head) and the epochs kept: {"head": n} and, with fine-tuning, "fine_tune".
+    """
+    spec, hp, plain_view = recipe["task"], recipe["head"], recipe["plain_view"]
+    n_classes, batch, seed = len(spec["classes"]), spec["batch_size"], recipe["seed"]
+    head_features = frozen_top(top, features, batch) if top is not None else features
+    adapt_head(head, training_views(head_features, train, plain_view))
+    weights = (balanced_weights(targets(train, n_classes), n_classes)
+               if hp["class_weight"] == "balanced" else None)
+    settings = {"class_weight": weights, "restore_best": hp["restore_best"],
+                "callbacks": callbacks, "verbose": verbose}
+    kept = {"head": fit(head, bank_inputs(head_features, train, val, n_classes, batch, seed,
+                                          plain_view), spec, n_classes, **settings)}
+    if top is None:
+        return head, kept
+    model = keras.Sequential([top, head])
+    tune = {**spec, **{key: recipe["fine_tune"][key] for key in ("lr", "epochs")}}
+    kept["fine_tune"] = fit(model, bank_inputs(features, train, val, n_classes, batch, seed,
+                                               plain_view), tune, n_classes, **settings)
+    return model, kept

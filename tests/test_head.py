@@ -1,0 +1,234 @@
+"""The head's params, its layers, best-epoch restore, class weights and fine-tuning."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from covidxray import common, model, training
+from covidxray.common import PipelineError
+from covidxray.scoring import reference_model
+from tests.conftest import ROOT, write_params
+
+SIZE = 32  # pixels: VGG16's smallest input, fast on a CPU
+
+
+def params(**changes):
+    values = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in changes.items():
+        section, name = key.split("__")
+        values[section][name] = value
+    return values
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("head__pooling", "max", "head.pooling must be one of flatten, average, average_max, got 'max'"),
+    ("head__normalize", "yes", "head.normalize must be true or false, got 'yes'"),
+    ("head__units", -1, "head.units must be a whole number >= 0, got -1"),
+    ("head__dropout", 1.0, r"head.dropout must be a number in \[0, 1\), got 1.0"),
+    ("head__l2", -0.1, "head.l2 must be a number >= 0, got -0.1"),
+    ("head__class_weight", "auto", "head.class_weight must be one of none, balanced"),
+    ("head__restore_best", None, "head.restore_best must be true or false, got None"),
+])
+def test_a_bad_head_param_is_one_clear_error(key, value, message):
+    with pytest.raises(PipelineError, match=f"^params.yaml: {message}"):
+        common.head_params(params(**{key: value}))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("binary__lr", -0.0005, "tasks.binary.lr must be a number > 0, got -0.0005"),
+    ("binary__epochs", 0, "tasks.binary.epochs must be a whole number >= 1, got 0"),
+    ("binary__epochs", "ten", "tasks.binary.epochs must be a whole number >= 1, got 'ten'"),
+    ("binary__batch_size", 0, "tasks.binary.batch_size must be a whole number >= 1, got 0"),
+])
+def test_a_bad_task_param_is_one_clear_error(key, value, message):
+    values = params()
+    task, name = key.split("__")
+    values["tasks"][task][name] = value
+    with pytest.raises(PipelineError, match=f"^params.yaml: {message}"):
+        common.read_recipe(values, task)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"backbone__trainable_blocks": 5}, "backbone.trainable_blocks must be 0 .frozen. to 4"),
+    ({"backbone__trainable_blocks": 1, "backbone__fine_tune_lr": 0},
+     "backbone.fine_tune_lr must be a number > 0"),
+    ({"bank__plain_view": "yes"}, "bank.plain_view must be true or false"),
+    ({"bank__views": 0, "bank__plain_view": False, "backbone__trainable_blocks": 1},
+     "backbone.trainable_blocks > 0 needs the bank"),
+])
+def test_bad_fine_tuning_and_bank_params_are_named(change, message):
+    with pytest.raises(PipelineError, match=f"^params.yaml: {message}"):
+        common.read_recipe(params(**change), "binary")
+
+
+def test_augment_names_a_preset_or_holds_the_settings():
+    values = params()
+    values["augment"] = "mild"
+    assert common.augment_params(values) == values["augment_presets"]["mild"]
+    values["augment"] = dict(values["augment_presets"]["tutorial"])
+    assert common.augment_params(values)["vertical_flip"] is True
+    values["augment"] = "strong"
+    with pytest.raises(PipelineError, match="augment names no preset of augment_presets"
+                                            r" \(tutorial, mild\), got 'strong'"):
+        common.augment_params(values)
+    del values["augment_presets"]["mild"]["zoom"]
+    values["augment"] = "mild"
+    with pytest.raises(PipelineError, match="augment_presets.mild is missing zoom"):
+        common.augment_params(values)
+
+
+def test_train_stops_at_a_bad_param_with_one_line_before_touching_outputs(tmp_path):
+    """A bad value fails at once, in one line, and leaves the last run's outputs alone."""
+    write = Path(tmp_path, "metrics/train/binary/metrics.json")
+    write.parent.mkdir(parents=True)
+    write.write_text("{}")
+    values = params()
+    values["tasks"]["binary"]["lr"] = -0.0005
+    Path(tmp_path, "params.yaml").write_text(yaml.safe_dump(values))
+    run = subprocess.run([sys.executable, "-m", "stages.train", "binary"], cwd=tmp_path,
+                         capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)})
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1] == (
+        "error: params.yaml: tasks.binary.lr must be a number > 0, got -0.0005")
+    assert write.read_text() == "{}"
+
+
+def test_the_head_has_the_layers_its_params_name():
+    head = model.build_head(3, (4, 4, 8), pooling="average", normalize=True, units=0,
+                            dropout=0.5, l2=0.01)
+    kinds = [type(layer).__name__ for layer in head.layers]
+    assert kinds == ["GlobalAveragePooling2D", "Normalization", "Dropout", "Dense"]
+    assert head.get_layer("logits").kernel_regularizer.l2 == pytest.approx(0.01)
+    both = model.build_head(2, (4, 4, 8), pooling="average_max", units=0)
+    features = np.random.default_rng(0).normal(size=(3, 4, 4, 8)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(both.layers[0](features)),
+                               np.hstack([features.mean(axis=(1, 2)), features.max(axis=(1, 2))]),
+                               rtol=1e-5)
+    tutorial = model.build_head(2, (4, 4, 8))  # the defaults are the tutorial's head
+    assert [type(layer).__name__ for layer in tutorial.layers] == ["Flatten", "Dense", "Dense"]
+    assert tutorial.layers[1].units == 256 and tutorial.output_shape == (None, 1)
+
+
+def test_adapt_standardises_the_pooled_training_features():
+    rng = np.random.default_rng(0)
+    views = rng.normal(300, 50, size=(3, 20, 2, 2, 8)).astype("float32")  # views x N x map
+    head = model.build_head(2, (2, 2, 8), pooling="average", normalize=True, units=0)
+    model.adapt_head(head, views)
+    pooled = views.reshape(60, 4, 8).mean(axis=1)
+    normalised = keras.ops.convert_to_numpy(head.get_layer("normalize")(pooled))
+    np.testing.assert_allclose(normalised.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(normalised.std(axis=0), 1, atol=1e-3)
+
+
+def test_balanced_class_weights_make_each_class_weigh_the_same():
+    weights = training.balanced_weights(np.array([0, 0, 0, 1]), 2)
+    assert weights == pytest.approx({0: 4 / 6, 1: 2.0})
+    assert 3 * weights[0] == pytest.approx(1 * weights[1])
+
+
+class History(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.val_loss = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.val_loss.append(logs["val_loss"])
+
+
+def test_restore_best_keeps_the_epoch_of_the_lowest_validation_loss():
+    """Validation labels are the training labels flipped: validation loss climbs as the model
+    learns, so the best epoch is an early one and the last epoch's weights must be dropped."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("float32")
+    spec = {"lr": 0.05, "epochs": 8, "batch_size": 8}
+    keras.utils.set_random_seed(0)
+    head = model.build_head(2, (4,), units=0)
+    history = History()
+    kept = training.fit(head, {"x": x, "y": y, "validation_data": (x, 1 - y)}, spec, 2,
+                        restore_best=True, callbacks=[history], verbose=0)
+    assert kept == int(np.argmin(history.val_loss)) + 1 < spec["epochs"]
+    loss = keras.losses.BinaryCrossentropy(from_logits=True)(1 - y, head.predict(x, verbose=0))
+    assert float(loss) == pytest.approx(min(history.val_loss), rel=1e-4)
+    assert training.fit(head, {"x": x, "y": y, "validation_data": (x, 1 - y)}, spec, 2,
+                        verbose=0) == spec["epochs"]  # without it the last epoch stays
+
+
+def test_fine_tuning_trains_block5_only_and_the_classifier_matches_bank_then_top():
+    """trainable_blocks=1: the bank stores block4_pool; fit_on_bank trains the head, then block5
+    with it. The saved classifier (image -> VGG16 -> head) is that same block5 and head."""
+    keras.utils.set_random_seed(0)
+    backbone = model.build_backbone("none", SIZE)
+    images = np.random.default_rng(1).integers(0, 255, (12, SIZE, SIZE, 3)).astype("float32")
+    to_bank = model.build_extractor(backbone, model.bank_layer(1))
+    assert to_bank.output_shape[1:] == backbone.get_layer("block4_pool").output.shape[1:]
+    plain = np.asarray(to_bank.predict(images, verbose=0), np.float32)
+    features = {"bank": np.stack([plain, plain[::-1]]), "plain": plain}
+    rows = pd.DataFrame({"image": range(12), "label": [0, 1] * 6})
+    top = model.top_blocks(backbone, 1)
+    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in backbone.layers}
+    head = model.build_head(2, top.output_shape[1:], pooling="average", normalize=True, units=0)
+    recipe = {"task": {"classes": ["normal", "covid"], "lr": 1e-3, "epochs": 2, "batch_size": 4},
+              "head": {"class_weight": "balanced", "restore_best": False}, "plain_view": True,
+              "fine_tune": {"blocks": 1, "lr": 1e-2, "epochs": 2}, "seed": 0}
+    trained, kept = training.fit_on_bank(head, features, rows, rows, recipe, top, verbose=0)
+    assert kept == {"head": 2, "fine_tune": 2}
+    for layer in backbone.layers:
+        changed = any(not np.array_equal(a, b) for a, b in
+                      zip(before[layer.name], layer.get_weights()))
+        assert changed == (layer.name.startswith("block5_conv")), layer.name
+    classifier = model.build_classifier(model.build_extractor(backbone), head)
+    np.testing.assert_allclose(
+        classifier.predict(images, verbose=0),
+        model.head_probabilities(trained, plain, 4)[:, 1:], rtol=1e-4, atol=1e-5)
+
+
+def test_the_reference_model_reads_pooled_features():
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 2
+    features = rng.normal(size=(40, 2, 2, 6)) + labels[:, None, None, None] * 2.0
+    probe = reference_model(features, labels)
+    assert probe.predict_proba(features).shape == (40, 2)
+    assert (probe.predict(features) == labels).mean() > 0.9
+
+
+def imported_modules(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def test_no_stage_module_imports_another_and_the_library_imports_no_stage():
+    stages = {path.stem for path in (ROOT / "stages").glob("*.py")} - {"__init__"}
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    commands = [s["cmd"] if "cmd" in s else s["do"]["cmd"] for s in dvc.values()]
+    assert {c.split()[2].split(".")[1] for c in commands} <= stages  # python -m stages.<name>
+    for folder in ("stages", "covidxray", "bench"):
+        for path in (ROOT / folder).glob("*.py"):
+            wrong = [m for m in imported_modules(path)
+                     if m.startswith("stages.") and m.split(".")[1] in stages]
+            assert not wrong, f"{path.relative_to(ROOT)} imports stage module(s) {wrong}"
+
+
+def test_a_classifier_with_every_head_option_saves_and_reloads(tmp_path):
+    keras.utils.set_random_seed(0)
+    extractor = model.build_extractor(model.build_backbone("none", SIZE))
+    head = model.build_head(3, extractor.output_shape[1:], pooling="average_max", normalize=True,
+                            units=8, dropout=0.3, l2=0.01)
+    images = np.random.default_rng(0).integers(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
+    model.adapt_head(head, extractor.predict(images, verbose=0) + 1.0)
+    classifier = model.build_classifier(extractor, head)
+    classifier.save(tmp_path / "m.keras")
+    again = model.load_classifier(tmp_path / "m.keras")
+    np.testing.assert_allclose(again.predict(images, verbose=0),
+                               classifier.predict(images, verbose=0), rtol=1e-6)
