@@ -5,7 +5,8 @@
 It reads every image from its source file every epoch through flow_from_directory, scales by
 1/255 (with featurewise centering, std normalisation and ZCA switched on but never fitted, so
 they do nothing but warn), runs each augmented image through the frozen VGG16 every epoch and
-holds out validation_split=0.2 of the folder. Its training folder is this project's train and
+holds out validation_split=0.2 of the folder, with the tutorial's epochs and learning rates
+whatever params.yaml's tasks say. Its training folder is this project's train and
 val splits together, its test folder the test split, both as symlinks; the backbone weights are
 those of params.yaml. Seeded, which the tutorial was not.
 """
@@ -27,6 +28,11 @@ from covidxray.model import load_hed, weights_file
 
 SIZE = (150, 150)
 BATCH = 10
+
+
+def tutorial_schedule(n_classes):
+    """The tutorial's epochs and learning rate: 20 at 5e-4 for two classes, 100 at 1e-4 for more."""
+    return (20, 5e-4) if n_classes == 2 else (100, 1e-4)
 
 
 def link_folder(root, rows):
@@ -56,8 +62,9 @@ def tutorial_model(n_classes, weights):
 
 
 def run(task, epochs, params, folder):
-    spec = task_params(params, task)
-    classes = spec["classes"]
+    classes = task_params(params, task)["classes"]
+    tutorial_epochs, lr = tutorial_schedule(len(classes))
+    epochs = epochs or tutorial_epochs
     tf_keras.utils.set_random_seed(params["seed"])
     pool = link_folder(folder / "train", pd.concat([read_split("train", classes),
                                                     read_split("val", classes)]))
@@ -72,7 +79,7 @@ def run(task, epochs, params, folder):
     train = augmenting.flow_from_directory(pool, subset="training", **flow)
     val = augmenting.flow_from_directory(pool, subset="validation", **flow)
     model = tutorial_model(len(classes), params["backbone"]["weights"])
-    model.compile(optimizer=tf_keras.optimizers.Adam(spec["lr"]),
+    model.compile(optimizer=tf_keras.optimizers.Adam(lr),
                   loss=f"{mode}_crossentropy", metrics=["accuracy"])
     started = time.perf_counter()
     # the tutorial's whole batches per epoch; at least one, and no validation without images,
@@ -95,13 +102,11 @@ def run(task, epochs, params, folder):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("task")
-    parser.add_argument("--epochs", type=int, help="default: the task's epochs in params.yaml")
+    parser.add_argument("--epochs", type=int, help="default: the tutorial's (20 or 100)")
     args = parser.parse_args()
-    params = load_params()
-    epochs = args.epochs or task_params(params, args.task)["epochs"]
     warnings.simplefilter("once")  # the unfitted featurewise/ZCA warning, once, not per batch
     with tempfile.TemporaryDirectory() as folder:
-        print(json.dumps(run(args.task, epochs, params, Path(folder))), flush=True)
+        print(json.dumps(run(args.task, args.epochs, load_params(), Path(folder))), flush=True)
 
 
 if __name__ == "__main__":

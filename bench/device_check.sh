@@ -16,10 +16,12 @@
 #
 # Steps: install the wheels to /tmp/site; print the GPU, versions and jax.devices(); point
 # backbone.weights at the float16 file; run `stages.features`, then `stages.train` and
-# `stages.evaluate` for binary, three and four; then `stages.train binary` once more with
-# bank.views = 0 (per-epoch augmentation through the whole model) and 3 epochs.
+# `stages.evaluate` for binary, three and four (the default recipe); then `stages.train binary`
+# with per-epoch augmentation through the whole model (bank.views 0, bank.plain_view false) for
+# 3 epochs; then `stages.features` and `stages.train binary` with VGG16's block5 fine-tuned
+# (backbone.trainable_blocks 1) for 3 epochs.
 # Results go to $OUT (default /tmp/device_check_out): device_check.log, results.tar.gz
-# (models/*.json, metrics/*.json and the training metrics of both runs) and gpu_usage.csv.
+# (models/*.json, metrics/*.json and the training metrics of every run) and gpu_usage.csv.
 #
 # Environment:
 #   DEVICE_CHECK_QUICK=1    bank.views 2 and 2 epochs everywhere (a CPU rehearsal)
@@ -177,7 +179,7 @@ EOF
 cp params.yaml "$RESULTS/params.yaml"
 
 echo
-echo "=== 4. features, train and evaluate (augmentation bank)"
+echo "=== 4. features, train and evaluate (the default recipe, on the bank)"
 stage features python3 -m stages.features
 for task in "${TASKS[@]}"; do
     stage "train-$task" python3 -m stages.train "$task"
@@ -187,21 +189,39 @@ done
 collect bank
 
 echo
-echo "=== 5. train binary with per-epoch augmentation (bank.views = 0)"
-python3 - "$QUICK" <<'EOF' || fail "params.yaml override for per-epoch augmentation"
+# Sets params.yaml keys given as section.key=value (YAML values) and binary's epochs.
+set_params() {
+    python3 - "$QUICK" "$@" <<'EOF' || fail "params.yaml override: $*"
 import sys, yaml
 with open("params.yaml") as f:
     params = yaml.safe_load(f)
-params["bank"]["views"] = 0
+for change in sys.argv[2:]:
+    key, value = change.split("=", 1)
+    section, name = key.split(".")
+    params[section][name] = yaml.safe_load(value)
 params["tasks"]["binary"]["epochs"] = 2 if sys.argv[1] == "1" else 3
 with open("params.yaml", "w") as f:
     yaml.safe_dump(params, f, sort_keys=False)
-print("bank.views = 0, tasks.binary.epochs =", params["tasks"]["binary"]["epochs"])
+print(*sys.argv[2:], "tasks.binary.epochs =", params["tasks"]["binary"]["epochs"])
 EOF
+}
+
+echo "=== 5. train binary with per-epoch augmentation (no bank)"
+set_params bank.views=0 bank.plain_view=false
 stage train-binary-per-epoch python3 -m stages.train binary
 check_device binary
 collect per_epoch
 cp params.yaml "$RESULTS/per_epoch/params.yaml"
+
+echo
+echo "=== 6. fine-tune block5: features at block4_pool, train binary"
+set_params bank.views=0 bank.plain_view=true backbone.trainable_blocks=1 \
+    backbone.fine_tune_epochs=3
+stage features-block4 python3 -m stages.features
+stage train-binary-fine-tune python3 -m stages.train binary
+check_device binary
+collect fine_tune
+cp params.yaml "$RESULTS/fine_tune/params.yaml"
 
 echo
 echo "=== timings (s)"

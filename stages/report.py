@@ -91,6 +91,17 @@ def external_rows(task, sets):
     return rows
 
 
+def describe_head(trained):
+    """The trained head in a few words, from models/<task>.json."""
+    head = trained["head"]
+    layers = f"Dense({head['units']}, relu) then linear" if head["units"] else "linear"
+    blocks = trained["backbone"]["trainable_blocks"]
+    return (f"{head['pooling']} pooling, {'standardised, ' if head['normalize'] else ''}{layers},"
+            f" dropout {head['dropout']}, L2 {head['l2']}, class weights {head['class_weight']},"
+            f" epochs kept {trained['epochs_kept']}"
+            + (f", VGG16's last {blocks} block(s) fine-tuned" if blocks else ""))
+
+
 def task_section(task, classes, sets):
     metrics, trained = read_json(METRICS / f"{task}.json"), read_json(MODELS / f"{task}.json")
     repeat = read_json(METRICS / "repeat.json")[task]
@@ -99,7 +110,8 @@ def task_section(task, classes, sets):
         f"<p class='note'>backbone {html.escape(trained['backbone']['weights'])}"
         f" ({trained['backbone']['precision']}, fingerprint"
         f" {trained['backbone']['fingerprint'][:12]}), trained on {trained['device']} in"
-        f" {trained['train_seconds']} s, {trained['train_images']} training images</p>",
+        f" {trained['train_seconds']} s, {trained['train_images']} training images; head"
+        f" {html.escape(describe_head(trained))}</p>",
         "<h3>Test split</h3>", table(test_rows(metrics)), table(class_rows(metrics)),
         *repeat_section(repeat),
     ]

@@ -47,3 +47,29 @@ def test_the_device_weights_are_hed_rounded_to_float16_and_load_as_a_path(tmp_pa
     loaded = build_backbone(str(device_files.WEIGHTS), 32).get_weights()
     for want, got in zip(hed, loaded):
         np.testing.assert_array_equal(got, want.astype(np.float16).astype(np.float32))
+
+
+def test_selection_ranks_by_mean_validation_accuracy_and_names_changed_params():
+    import pandas as pd
+
+    from bench import selection
+
+    def row(name, typ, accuracies, lr=0.001):
+        cells = {"name": name, "typ": typ, "tasks.binary.lr": lr}
+        for task, accuracy in zip(selection.TASKS, accuracies):
+            for model in ("head", "reference"):
+                cells |= {f"{task}.{model}.val.accuracy.mean": accuracy,
+                          f"{task}.{model}.val.accuracy.sd": 0.01,
+                          f"{task}.{model}.val.loss.mean": accuracy and 1 - accuracy}
+        return cells
+
+    table = pd.DataFrame([row("base", "baseline", [0.9, 0.8, 0.7]),
+                          row("better", "branch_commit", [0.9, 0.9, 0.8], lr=0.01),
+                          row("queued", "branch_commit", [None] * 3)])
+    ranked = selection.ranked(table)
+    assert [r["name"] for r in ranked] == ["better", "base"]  # the unfinished one is left out
+    assert ranked[0]["params"] == "tasks.binary.lr=0.01" and ranked[1]["params"] == ""
+    assert ranked[0]["accuracy"] == pytest.approx(2.6 / 3)
+    page = selection.markdown(ranked, {t: (0.5, 0.1) for t in selection.TASKS})
+    assert page.splitlines()[2].startswith("| better | tasks.binary.lr=0.01 | 0.900 ± 0.010")
+    assert page.splitlines()[-1].startswith("| reference |")
