@@ -1,9 +1,8 @@
 """The selection table: every experiment's validation scores over the repeated splits.
 
-    python -m bench.selection [--all]    # markdown table on stdout, best candidate first
+    python -m bench.selection [--rev COMMIT]    # markdown table on stdout, best first
 
-Reads `dvc exp show --csv` (the workspace, its commit and each experiment on it; --all: on
-every commit) and ranks candidates by the mean over the tasks of their validation accuracy,
+Reads `dvc exp show --csv` (the experiments on HEAD, or on COMMIT) and ranks candidates by the mean over the tasks of their validation accuracy,
 averaged over `repeat`'s splits, with the mean validation loss as the tie-break. Only
 validation scores are shown: the test split is looked at once, after the choice. The reference
 row is the logistic regression that `repeat` fits beside every head.
@@ -19,12 +18,13 @@ import pandas as pd
 from covidxray.common import load_params
 
 
-def experiments(show_all):
-    args = [sys.executable, "-m", "dvc", "exp", "show", "--csv", *(["-A"] if show_all else [])]
+def experiments(rev):
+    args = [sys.executable, "-m", "dvc", "exp", "show", "--csv", *(["--rev", rev] if rev else [])]
     table = pd.read_csv(io.StringIO(subprocess.run(args, check=True, capture_output=True,
                                                    text=True).stdout))
-    table = table.assign(name=table["Experiment"].fillna(table["rev"]))
-    return table[table["name"] != "workspace"].drop_duplicates("name")
+    table = pd.concat([table, table["Experiment"].fillna(table["rev"]).rename("name")], axis=1)
+    failed = table["State"].fillna("") == "Failed"  # a failed run shows its base's metrics
+    return table[(table["name"] != "workspace") & ~failed].drop_duplicates("name")
 
 
 def dotted(params, prefix=""):
@@ -83,8 +83,8 @@ TASKS = list(load_params()["tasks"])
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--all", action="store_true", help="experiments on every commit")
-    table = experiments(parser.parse_args().all)
+    parser.add_argument("--rev", help="the commit the experiments ran on (default HEAD)")
+    table = experiments(parser.parse_args().rev)
     base = table[table["typ"] == "baseline"].iloc[0]
     print(markdown(ranked(table), {t: score(base, "reference", t, "accuracy") for t in TASKS}))
 

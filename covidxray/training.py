@@ -166,8 +166,10 @@ def through(model, arrays, batch_size):
 
 def frozen_top(top, features, batch_size):
     """The bank and plain features carried through the (not yet trained) top blocks."""
-    return {"bank": np.stack([through(top, view, batch_size) for view in features["bank"]]),
-            "plain": through(top, features["plain"], batch_size)}
+    plain = through(top, features["plain"], batch_size)
+    views = [through(top, view, batch_size) for view in features["bank"]]
+    return {"bank": np.stack(views) if views else np.empty((0, *plain.shape), np.float32),
+            "plain": plain}
 
 
 def fit_on_bank(head, features, train, val, recipe, top=None, callbacks=(), verbose=None):

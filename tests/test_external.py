@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import external, merge
 from covidxray.common import MANIFEST, PipelineError
+from stages import external, merge
 from tests.conftest import write_image, write_params
 
 COVID_SET = {"layout": "covid", "path": "data/raw/covid-chestxray-dataset", "modality": "X-ray",

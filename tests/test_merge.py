@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from covidxray import sources
-from stages import merge
 from covidxray.common import MANIFEST, PipelineError
+from stages import merge
 from tests.conftest import write_image, write_params
 
 

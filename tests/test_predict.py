@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from covidxray import model as m
-from covidxray.common import load_images
+from covidxray.common import HEAD_LAYERS, head_params, load_images, load_params
 from tests.conftest import ROOT, write_image
 
 SIZE = 32
@@ -30,8 +30,12 @@ def project(tmp_path_factory):
     shutil.copy(ROOT / "params.yaml", root)
     (root / "models").mkdir()
     extractor = m.build_extractor(m.build_backbone("none", SIZE))
+    layers = head_params(load_params(ROOT / "params.yaml"))  # the default head
+    features = np.random.default_rng(0).uniform(0, 9, (8, *extractor.output_shape[1:]))
     for task, classes in CLASSES.items():
-        head = m.build_head(len(classes), extractor.output_shape[1:])
+        head = m.build_head(len(classes), extractor.output_shape[1:],
+                            **{key: layers[key] for key in HEAD_LAYERS})
+        m.adapt_head(head, features)
         m.build_classifier(extractor, head).save(root / "models" / f"{task}.keras")
     # as train would record a model trained with the binary classes in the other order
     shutil.copy(root / "models" / "binary.keras", root / "models" / "swapped.keras")

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from covidxray.common import PipelineError
 from covidxray.scoring import spread
 from stages import repeat, report
-from covidxray.common import PipelineError
 from tests.conftest import write_params
 
 
