@@ -12,22 +12,21 @@ import time
 
 from dvclive import Live
 
-from covidxray.common import (FEATURES, HEAD_LAYERS, METRICS, MODELS, PipelineError, cli,
-                              load_params, read_arrays, read_recipe, read_split, task_argument,
-                              write_json)
-from covidxray.model import (build_backbone, build_classifier, build_extractor, build_head,
-                             build_trainer, fingerprint, top_blocks, weights_file)
+from covidxray.common import (FEATURES, HEAD_LAYERS, METRICS, MODELS, cli, load_params,
+                              prepared_images, read_arrays, read_recipe, read_split,
+                              task_argument, write_json)
+from covidxray.model import (adapt_head, build_backbone, build_classifier, build_extractor,
+                             build_head, build_trainer, fingerprint, top_blocks, weights_file)
 from covidxray.training import (LiveHistory, balanced_weights, device, fit, fit_on_bank,
-                                image_inputs, seed_everything, targets)
+                                image_inputs, seed_everything, targets, through)
 
 
 def fit_per_epoch(extractor, head, recipe, train, val, callbacks):
-    """The tutorial's way: augment every epoch, run the whole trainer (bank.views = 0)."""
+    """The tutorial's way: augment every epoch, run the whole trainer (no bank)."""
     spec, hp = recipe["task"], recipe["head"]
     n = len(spec["classes"])
-    if hp["normalize"]:
-        raise PipelineError("params.yaml: head.normalize needs the bank"
-                            " (bank.views > 0 or bank.plain_view)")
+    if hp["normalize"]:  # standardise with the plain training images' features, as on the bank
+        adapt_head(head, through(extractor, prepared_images(train), spec["batch_size"])[None])
     weights = balanced_weights(targets(train, n), n) if hp["class_weight"] == "balanced" else None
     inputs = image_inputs(train, val, n, spec["batch_size"], recipe["seed"])
     return {"head": fit(build_trainer(extractor, head, recipe["augment"]), inputs, spec, n,
