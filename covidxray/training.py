@@ -130,6 +130,13 @@ def balanced_weights(labels, n_classes):
     return {i: len(labels) / (n_classes * c) for i, c in enumerate(counts) if c}
 
 
+def class_weights(train, n_classes, head):
+    """fit()'s class_weight per head.class_weight: balanced weights of the training rows, or None."""
+    if head["class_weight"] != "balanced":
+        return None
+    return balanced_weights(targets(train, n_classes), n_classes)
+
+
 class BestEpoch(keras.callbacks.EarlyStopping):
     """Keep the weights of the epoch with the lowest validation loss (never stops early)."""
 
@@ -186,9 +193,8 @@ def fit_on_bank(head, features, train, val, recipe, top=None, callbacks=(), verb
     n_classes, batch, seed = len(spec["classes"]), spec["batch_size"], recipe["seed"]
     head_features = frozen_top(top, features, batch) if top is not None else features
     adapt_head(head, training_views(head_features, train, plain_view))
-    weights = (balanced_weights(targets(train, n_classes), n_classes)
-               if hp["class_weight"] == "balanced" else None)
-    settings = {"class_weight": weights, "restore_best": hp["restore_best"],
+    settings = {"class_weight": class_weights(train, n_classes, hp),
+                "restore_best": hp["restore_best"],
                 "callbacks": callbacks, "verbose": verbose}
     kept = {"head": fit(head, bank_inputs(head_features, train, val, n_classes, batch, seed,
                                           plain_view), spec, n_classes, **settings)}

@@ -17,8 +17,8 @@ from covidxray.common import (FEATURES, HEAD_LAYERS, METRICS, MODELS, cli, load_
                               task_argument, write_json)
 from covidxray.model import (adapt_head, build_backbone, build_classifier, build_extractor,
                              build_head, build_trainer, fingerprint, top_blocks, weights_file)
-from covidxray.training import (LiveHistory, balanced_weights, device, fit, fit_on_bank,
-                                image_inputs, seed_everything, targets, through)
+from covidxray.training import (LiveHistory, class_weights, device, fit, fit_on_bank,
+                                image_inputs, seed_everything, through)
 
 
 def fit_per_epoch(extractor, head, recipe, train, val, callbacks):
@@ -27,10 +27,9 @@ def fit_per_epoch(extractor, head, recipe, train, val, callbacks):
     n = len(spec["classes"])
     if hp["normalize"]:  # standardise with the plain training images' features, as on the bank
         adapt_head(head, through(extractor, prepared_images(train), spec["batch_size"])[None])
-    weights = balanced_weights(targets(train, n), n) if hp["class_weight"] == "balanced" else None
     inputs = image_inputs(train, val, n, spec["batch_size"], recipe["seed"])
     return {"head": fit(build_trainer(extractor, head, recipe["augment"]), inputs, spec, n,
-                        weights, hp["restore_best"], callbacks)}
+                        class_weights(train, n, hp), hp["restore_best"], callbacks)}
 
 
 def main(task):
