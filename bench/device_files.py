@@ -67,7 +67,7 @@ def feature_error(size, images):
 def main():
     download_wheels()
     print(f"{WHEELS}: {len(list(WHEELS.glob('*.whl')))} wheels")
-    images = read_arrays(PREPARED_IMAGES)["images"][:32]
+    images = read_arrays(PREPARED_IMAGES, "prepare")["images"][:32]
     half_weights(images.shape[1])
     print(f"{WEIGHTS}: {WEIGHTS.stat().st_size / 2**20:.1f} MiB, features"
           f" {feature_error(images.shape[1], images):.1e} from hed's (relative L2)")

@@ -1,9 +1,16 @@
 """Shared by every stage: paths, params and their checks, file I/O, image decoding, errors."""
 
+import contextlib
 import functools
 import hashlib
 import json
+import os
+import signal
 import sys
+import threading
+import time
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +31,8 @@ MODELS = Path("models")
 METRICS = Path("metrics")
 EXTERNAL_METRICS = METRICS / "external"  # evaluate's scores of each external set
 PLOTS = Path("plots")
+MIN_SIZE = 32  # image_size: pixels a side that VGG16's five 2x2 poolings need
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # PIL's decompression-bomb guard: 89,478,485 (about 9459 px square)
 TASK_PLOTS = ("history", "confusion", "roc", "gallery", "gradcam")  # plots/<task>/<name>.png
 AUGMENT_KEYS = ("rotation_degrees", "shift", "shear_degrees", "zoom", "channel_shift",
                 "horizontal_flip", "vertical_flip", "fill_mode")
@@ -37,17 +46,83 @@ class PipelineError(Exception):
     """Bad input or params: the message names the file or key and the reason."""
 
 
+class Stopped(BaseException):
+    """SIGTERM, or the dvc process that started the stage died. A BaseException, like
+    KeyboardInterrupt, so that no `except Exception` on the way up swallows it."""
+
+
 def cli(main):
-    """Run a stage's main(); a PipelineError ends it with its message instead of a traceback."""
+    """Run a stage's main(): a PipelineError ends it with its message instead of a traceback,
+    Ctrl-C and SIGTERM with one line that says how to resume. Under DVC it also stops when dvc
+    dies, so an orphan never rewrites outputs that a later run restored."""
 
     @functools.wraps(main)
     def run(*args):
+        previous = signal.signal(signal.SIGTERM, _stop)
+        if "DVC_STAGE" in os.environ:
+            stop_with_parents()
         try:
             return main(*args)
         except PipelineError as err:
             sys.exit(f"error: {err}")
+        except (KeyboardInterrupt, Stopped) as err:
+            print(f"interrupted: {stage_name(main, args)} stopped ({str(err) or 'Ctrl-C'}) and left"
+                  " every output it had not finished as it was; run `dvc repro` to resume"
+                  " (stages that finished are not run again)", file=sys.stderr)
+            sys.exit(130)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return run
+
+
+def _stop(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
+
+
+def stage_name(main, args):
+    """train@three under DVC, else the command that ran it."""
+    spec = sys.modules[main.__module__].__spec__
+    command = f"python -m {spec.name}" if spec else f"python {sys.argv[0]}"
+    return os.environ.get("DVC_STAGE") or " ".join([command, *map(str, args)])
+
+
+def parent_of(pid):
+    """The parent process id, or None once the process is gone (Linux /proc; elsewhere only
+    this process's own parent is known)."""
+    if pid == os.getpid():
+        return os.getppid()
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def is_shell_command(pid):
+    """Whether the process is `<shell> [options] -c <command>`, as DVC starts a stage."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"-c" in argv[1:-1]
+
+
+def stop_with_parents(seconds=1.0):
+    """SIGTERM this process once the dvc process that runs it dies. DVC starts a stage through
+    `$SHELL -c`, and the shell may stay in between; a dead process's children are re-parented
+    at once, even while it is an unreaped zombie, so a changed parent id is the sign. dvc's own
+    parent is not watched: `nohup dvc repro &` outlives its terminal, and so do its stages."""
+    chain = [os.getpid(), os.getppid()]
+    if is_shell_command(chain[-1]) and parent_of(chain[-1]) not in (None, 0, 1):
+        chain.append(parent_of(chain[-1]))
+    links = list(zip(chain, chain[1:]))
+
+    def watch():
+        while all(parent_of(child) == parent for child, parent in links):
+            time.sleep(seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-parents", daemon=True).start()
 
 
 def task_argument(stage):
@@ -58,10 +133,15 @@ def task_argument(stage):
 
 
 def load_params(path=PARAMS_FILE):
+    """params.yaml, with the one value every stage uses checked; each stage checks its sections."""
     try:
-        return yaml.safe_load(Path(path).read_text())
+        params = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as err:
         raise PipelineError(f"{path}: cannot read params ({err})") from err
+    if not isinstance(params, dict):
+        raise PipelineError(f"{path}: cannot read params (not a mapping of keys to values)")
+    whole_number(params.get("seed"), "seed", 0)
+    return params
 
 
 def task_params(params, task):
@@ -177,14 +257,79 @@ def read_json(path):
     return json.loads(Path(path).read_text())
 
 
-def write_json(path, data):
+@contextlib.contextmanager
+def replacing(path):
+    """A temporary file beside `path` (same suffix, which savez and Keras need) that replaces it
+    only when the block ends normally: a stage that is stopped leaves the old file or none,
+    never half of one. Only a SIGKILL of the stage itself can leave a `.<name>.partial-*` file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_json(path, data):
+    with replacing(path) as partial:
+        partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_table(table, path):
+    with replacing(path) as partial:
+        table.to_csv(partial, index=False)
 
 
 def sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def manifest_digest():
+    """The sha256 of the manifest: every output made from it records the one it was made from."""
+    if not MANIFEST.is_file():
+        raise PipelineError(f"{MANIFEST}: missing; run `dvc repro merge`")
+    return sha256(MANIFEST)
+
+
+def split_digest():
+    """The sha256 of the split's tables, which a trained model records."""
+    return hashlib.sha256(b"".join((SPLIT_DIR / f"{name}.csv").read_bytes()
+                                   for name in SPLITS)).hexdigest()
+
+
+def made_from_manifest(path, recorded, stage):
+    """Refuse an output made from another manifest than today's: it would pair the wrong rows."""
+    if recorded != manifest_digest():
+        raise PipelineError(f"{path} was made from another {MANIFEST} than the one there now;"
+                            f" run `dvc repro {stage}` to rebuild it")
+
+
+def trained_record(task):
+    """models/<task>.json, train's record of the model, checked to be of today's split: a model
+    of another split may have trained on today's test images."""
+    path = MODELS / f"{task}.json"
+    if not path.is_file():
+        raise PipelineError(f"{path}: missing; run `dvc repro train@{task}`")
+    record = read_json(path)
+    if record.get("split_sha256") != split_digest():
+        raise PipelineError(f"{MODELS / task}.keras was trained on another split than {SPLIT_DIR}"
+                            f" holds; run `dvc repro train@{task}`")
+    return record
+
+
+def write_arrays(path, **arrays):
+    """An .npz of arrays made from the manifest, stamped with its digest (see read_arrays).
+
+    np.savez would stamp each entry with the time of writing; a fixed time makes the same arrays
+    the same bytes, so DVC sees an unchanged output as unchanged.
+    """
+    arrays = {"manifest_sha256": np.array(manifest_digest()), **arrays}
+    with replacing(path) as partial, zipfile.ZipFile(partial, "w", allowZip64=True) as npz:
+        for name, array in arrays.items():
+            with npz.open(zipfile.ZipInfo(f"{name}.npy"), "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
 
 
 def task_rows(rows, classes, where):
@@ -201,21 +346,39 @@ def task_rows(rows, classes, where):
     return rows
 
 
+def write_split(parts):
+    """The split's tables, and the manifest they were drawn from (read_split checks it)."""
+    for name, rows in parts.items():
+        write_table(rows, SPLIT_DIR / f"{name}.csv")
+    write_json(SPLIT_DIR / "made_from.json", {"manifest_sha256": manifest_digest()})
+
+
 def read_split(name, classes):
     """One split's rows of a task's classes. Column `image` is each image's manifest row,
     and so its index in the prepared images and the features."""
     path = SPLIT_DIR / f"{name}.csv"
+    record = SPLIT_DIR / "made_from.json"
+    recorded = read_json(record) if record.is_file() else {}
+    made_from_manifest(path, recorded.get("manifest_sha256"), "split")
     return task_rows(pd.read_csv(path), classes, path)
 
 
 def open_rgb(path):
-    """Decode any image to 8-bit RGB; raises PipelineError naming the file if it can't."""
+    """Decode any image to 8-bit RGB; raises PipelineError naming the file if it can't.
+
+    Images over PIL's decompression-bomb limit (MAX_PIXELS) are refused before decoding.
+    """
     try:
-        with Image.open(path) as img:
-            img.load()  # decodes fully, so a truncated file fails here and not later
-            return _to_rgb(img)
-    except (OSError, SyntaxError, ValueError) as err:  # PIL's decode errors
-        raise PipelineError(f"{path}: not a readable image ({err})") from err
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()  # decodes fully, so a truncated file fails here and not later
+                return _to_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise PipelineError(f"{path}: too large, over {MAX_PIXELS:,} pixels ({err})") from err
+    except Exception as err:  # PIL's format plugins raise many types on malformed files
+        raise PipelineError(f"{path}: not a readable image ({type(err).__name__}: {err})") \
+            from err
 
 
 def _to_rgb(img):
@@ -237,18 +400,23 @@ def load_images(paths, size):
     return out
 
 
-def read_arrays(path):
-    """An .npz file (prepared images, features) as a dict of arrays."""
+def read_arrays(path, stage):
+    """An .npz file of write_arrays as a dict of arrays, refused when it was made from another
+    manifest; `stage` is the one that rebuilds it."""
     try:
         with np.load(path) as arrays:
-            return dict(arrays)
+            arrays = dict(arrays)
     except (OSError, ValueError) as err:
-        raise PipelineError(f"{path}: cannot read ({err}); run `dvc repro` to rebuild it") from err
+        raise PipelineError(f"{path}: cannot read ({err}); run `dvc repro {stage}` to rebuild"
+                            " it") from err
+    recorded = arrays.pop("manifest_sha256", None)
+    made_from_manifest(path, None if recorded is None else str(recorded), stage)
+    return arrays
 
 
 def prepared_images(rows):
     """The decoded images of manifest rows (a split's, from read_split); no source is touched."""
-    images = read_arrays(PREPARED_IMAGES)["images"]
+    images = read_arrays(PREPARED_IMAGES, "prepare")["images"]
     if len(images) <= rows["image"].to_numpy().max(initial=-1):
         raise PipelineError(f"{PREPARED_IMAGES}: fewer images than {MANIFEST};"
                             " run `dvc repro` to rebuild it")

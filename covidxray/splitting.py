@@ -51,8 +51,10 @@ def pick_val_rows(rest, fraction, seed):
     The fold is one of round(1 / fraction) folds, so its share is 1/k nearest to fraction
     (0.2 -> 1/5, 0.3 -> 1/3), and patient groups make it approximate.
     """
-    if not 0 < fraction <= 0.5:
-        raise PipelineError(f"params.yaml: split.val_fraction must be in (0, 0.5], got {fraction}")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not 0 < fraction <= 0.5:
+        raise PipelineError(f"params.yaml: split.val_fraction must be a number in (0, 0.5],"
+                            f" got {fraction!r}")
     k = round(1 / fraction)
     smallest = rest["class"].value_counts().min()
     if smallest < k:

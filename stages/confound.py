@@ -72,7 +72,7 @@ def other_source_features(params, name):
     if (rows["class"] == "covid").any() or (rows["source"] == KERMANY).any():
         raise PipelineError(f"params.yaml: confound.other_source set {name!r} must hold no"
                             " COVID-19 images and none from the Kermany source")
-    images = read_arrays(EXTERNAL / f"{name}.npz")["images"]
+    images = read_arrays(EXTERNAL / f"{name}.npz", "external")["images"]
     model = build_features_model(params["backbone"], params["image_size"],
                                  fine_tune_params(params)["blocks"])  # as the bank stores
     return plain_features(model, images, params["bank"]["batch_size"]), rows
@@ -116,7 +116,7 @@ def main():
     params = load_params()
     spec, seed = params["confound"], params["seed"]
     folds = whole_number(spec["folds"], "confound.folds", 2)
-    manifest, features = pd.read_csv(MANIFEST), read_arrays(FEATURES)["plain"]
+    manifest, features = pd.read_csv(MANIFEST), read_arrays(FEATURES, "features")["plain"]
     # in the manifest the source is the COVID-19 label, so this probe mixes the two
     result = {"manifest": source_probe(features, (manifest["source"] != KERMANY).to_numpy(),
                                        manifest["patient"].to_numpy(), folds, seed),

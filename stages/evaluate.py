@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from covidxray.common import (EXTERNAL, EXTERNAL_METRICS, METRICS, MODELS, cli, load_params,
-                              prepared_images, read_arrays, read_json, read_split, task_argument,
-                              task_params, write_json)
+                              prepared_images, read_arrays, read_split, task_argument,
+                              task_params, trained_record, write_json, write_table)
 from covidxray.model import load_classifier, probabilities
 from covidxray.scoring import predictions_table, scores, val_scores
 
@@ -20,7 +20,7 @@ from covidxray.scoring import predictions_table, scores, val_scores
 def external_scores(model, name, classes, batch):
     """One external set's metrics (only images of the task's classes count) and predictions."""
     rows = pd.read_csv(EXTERNAL / f"{name}.csv")
-    images = read_arrays(EXTERNAL / f"{name}.npz")["images"]
+    images = read_arrays(EXTERNAL / f"{name}.npz", "external")["images"]
     probs = (probabilities(model, images, batch) if len(rows)
              else np.empty((0, len(classes))))
     in_task = rows["class"].isin(classes).to_numpy()
@@ -39,7 +39,7 @@ def evaluate_external(model, sets, task, classes, batch):
     for name in sets:
         metrics, table = external_scores(model, name, classes, batch)
         write_json(EXTERNAL_METRICS / name / f"{task}.json", metrics)
-        table.to_csv(EXTERNAL_METRICS / name / f"{task}.csv", index=False)
+        write_table(table, EXTERNAL_METRICS / name / f"{task}.csv")
         accuracy = f", accuracy {metrics['accuracy']:.3f}" if metrics["n"] else ""
         absent = ", ".join(metrics["absent_classes"]) or "none"
         print(f"evaluate {task}: external {name}: {metrics['n']} images of the task's classes"
@@ -50,8 +50,8 @@ def main(task):
     params = load_params()
     spec = task_params(params, task)
     classes, batch = spec["classes"], spec["batch_size"]
+    trained = trained_record(task)
     model = load_classifier(MODELS / f"{task}.keras")
-    trained = read_json(MODELS / f"{task}.json")
 
     test, val = read_split("test", classes), read_split("val", classes)
     test_probs = probabilities(model, prepared_images(test), batch)
@@ -65,9 +65,8 @@ def main(task):
         "val": val_scores(val["label"].to_numpy(), val_probs, classes),
     }
     write_json(METRICS / f"{task}.json", metrics)
-    out = METRICS / "predictions" / f"{task}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    predictions_table(test, test_probs, classes).to_csv(out, index=False)
+    write_table(predictions_table(test, test_probs, classes),
+                METRICS / "predictions" / f"{task}.csv")
     evaluate_external(model, params.get("external") or {}, task, classes, batch)
     low, high = metrics["test"]["accuracy_ci95"]
     print(f"evaluate {task}: test accuracy {metrics['test']['accuracy']:.3f}"

@@ -14,12 +14,11 @@ in that order), and metrics/data_external.json: per set, images per class and ev
 
 import shutil
 
-import numpy as np
 import pandas as pd
 
-from covidxray.common import (CLASSES, EXTERNAL, MANIFEST, METRICS, PipelineError, cli,
-                              load_images, load_params, whole_number, write_json)
-from covidxray.model import MIN_SIZE
+from covidxray.common import (CLASSES, EXTERNAL, MANIFEST, METRICS, MIN_SIZE, PipelineError, cli,
+                              load_images, load_params, whole_number, write_arrays, write_json,
+                              write_table)
 from covidxray.sources import covid_candidates, describe, kermany_candidates
 
 COLUMNS = ["path", "class", "patient", "source"]
@@ -85,8 +84,8 @@ def main():
     report = {}
     for name, spec in (params.get("external") or {}).items():
         rows, skipped = read_set(name, spec, manifest)
-        rows.to_csv(EXTERNAL / f"{name}.csv", index=False)
-        np.savez(EXTERNAL / f"{name}.npz", images=load_images(rows["path"], size))
+        write_table(rows, EXTERNAL / f"{name}.csv")
+        write_arrays(EXTERNAL / f"{name}.npz", images=load_images(rows["path"], size))
         report[name] = {"n": len(rows), "classes": rows["class"].value_counts().to_dict(),
                         "n_skipped": len(skipped), "skipped": skipped}
         print(f"external: {name}: {len(rows)} images {report[name]['classes']},"

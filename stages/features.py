@@ -13,11 +13,10 @@ shape (unaugmented), in the row order of the manifest.
 import time
 
 import keras
-import numpy as np
 
 from covidxray.bank import augmented_views, build_features_model, plain_features
 from covidxray.common import (FEATURES, PREPARED_IMAGES, augment_params, cli, fine_tune_params,
-                              load_params, read_arrays, whole_number)
+                              load_params, read_arrays, whole_number, write_arrays)
 from covidxray.model import augmenter
 
 
@@ -30,15 +29,14 @@ def main():
     keras.utils.set_random_seed(params["seed"])  # then the backbone, then the augmentation draw
     extractor = build_features_model(params["backbone"], params["image_size"], blocks)
     augment = augmenter(augment)
-    images = read_arrays(PREPARED_IMAGES)["images"]
+    images = read_arrays(PREPARED_IMAGES, "prepare")["images"]
     print(f"features: {views} augmented view(s) and the plain view of {len(images)} images,"
           f" {extractor.output_shape[1:]} each")
     started = time.perf_counter()
     bank = augmented_views(extractor, augment, images, views, batch)
     plain = plain_features(extractor, images, batch)
     seconds = time.perf_counter() - started
-    FEATURES.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(FEATURES, bank=bank, plain=plain)
+    write_arrays(FEATURES, bank=bank, plain=plain)
     passes = (views + 1) * len(images)
     print(f"features: {passes} forward passes in {seconds:.0f} s ({passes / seconds:.1f} images/s)")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from covidxray.common import (CLASSES, MANIFEST, METRICS, RAW, PipelineError, cli, load_params,
-                              write_json)
+                              write_json, write_table)
 from covidxray.sources import covid_candidates, describe, kermany_candidates
 
 KERMANY = RAW / "chest-xray-pneumonia" / "chest_xray"
@@ -44,8 +44,7 @@ def main():
     images, duplicates = describe(rows, skipped)
     manifest, counts = sample(images, merge["per_class"], params["seed"])
 
-    MANIFEST.parent.mkdir(parents=True, exist_ok=True)
-    manifest.to_csv(MANIFEST, index=False)
+    write_table(manifest, MANIFEST)
     write_json(METRICS / "data.json", {
         "classes": counts,
         "total": len(manifest),

@@ -15,7 +15,8 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from covidxray.common import (METRICS, MODELS, PLOTS, TASK_PLOTS, cli,  # noqa: E402
-                              load_params, prepared_images, read_split, task_params)
+                              load_params, prepared_images, read_split, replacing, task_params,
+                              trained_record)
 from covidxray.gradcam import gradcam, overlay  # noqa: E402
 from covidxray.model import load_classifier  # noqa: E402
 from covidxray.scoring import scores  # noqa: E402
@@ -70,9 +71,9 @@ def gallery(predictions, images, path):
 
 
 def save(fig, path):
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with replacing(path) as partial:
+        fig.savefig(partial, dpi=100)
     plt.close(fig)
 
 
@@ -96,6 +97,7 @@ def plot_task(task, classes):
     images = prepared_images(test)
     gallery(predictions, images, out / "gallery.png")
     predicted = predictions["predicted"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    trained_record(task)  # the model is of today's split, as the predictions are
     heatmaps = gradcam(load_classifier(MODELS / f"{task}.keras"), images, predicted)
     gallery(predictions, [overlay(i, h) for i, h in zip(images, heatmaps)],
             out / "gradcam.png")

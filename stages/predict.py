@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from covidxray import gradcam
 from covidxray.common import (MODELS, PipelineError, cli, load_images, load_params, open_rgb,
-                           read_json, task_params)
+                              read_json, replacing, task_params, write_table)
 from covidxray.model import load_classifier, probabilities
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
@@ -89,8 +89,9 @@ def find_images(paths):
     found = []
     for path in paths:
         if path.is_dir():
+            # not is_file(): a dangling or looping link is reported like any unreadable file
             found += sorted(p for p in path.rglob("*")
-                            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+                            if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
         else:
             found.append(path)  # a missing one gets an error record like an unreadable one
     return found
@@ -132,7 +133,8 @@ def write_overlays(model, folder, paths, predicted, first_number):
     for i, heatmap in zip(predicted, maps):
         path = paths[i]
         blended = gradcam.overlay(np.asarray(open_rgb(path)), heatmap)
-        Image.fromarray(blended).save(folder / f"{first_number + i:04d}_{path.stem}.png")
+        with replacing(folder / f"{first_number + i:04d}_{path.stem}.png") as partial:
+            Image.fromarray(blended).save(partial)
 
 
 def write_csv(path, records, classes):
@@ -140,8 +142,7 @@ def write_csv(path, records, classes):
                            **{f"p_{c}": r.get("probabilities", {}).get(c) for c in classes},
                            "error": r.get("error")} for r in records])
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(path, index=False)
+        write_table(table, path)
     except OSError as err:
         raise PipelineError(f"--csv {path}: cannot write ({err})") from err
 

@@ -5,19 +5,32 @@ Writes data/prepared/images.npz holding `images`, uint8 of N x size x size x 3, 
 of the manifest. It does not depend on the split, so a new split (or `repeat`) decodes nothing.
 """
 
-import numpy as np
 import pandas as pd
 
-from covidxray.common import MANIFEST, PREPARED_IMAGES, cli, load_images, load_params, whole_number
-from covidxray.model import MIN_SIZE
+from covidxray.common import (MANIFEST, MIN_SIZE, PREPARED_IMAGES, PipelineError, cli,
+                              load_images, load_params, sha256, whole_number, write_arrays)
+
+
+def check_unchanged(manifest):
+    """Each file still holds the bytes merge described: run outside DVC, prepare could otherwise
+    decode a replaced image under the old one's label."""
+    for row in manifest.itertuples():
+        try:
+            same = sha256(row.path) == row.sha256
+        except OSError as err:
+            raise PipelineError(f"{row.path}: cannot read ({err}); run `dvc repro merge`") from err
+        if not same:
+            raise PipelineError(f"{row.path}: changed since merge wrote {MANIFEST};"
+                                " run `dvc repro merge`")
 
 
 def main():
     params = load_params()
     size = whole_number(params["image_size"], "image_size", MIN_SIZE)
-    images = load_images(pd.read_csv(MANIFEST)["path"], size)
-    PREPARED_IMAGES.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(PREPARED_IMAGES, images=images)
+    manifest = pd.read_csv(MANIFEST)
+    check_unchanged(manifest)
+    images = load_images(manifest["path"], size)
+    write_arrays(PREPARED_IMAGES, images=images)
     print(f"prepare: {len(images)} images at {size}x{size}")
 
 

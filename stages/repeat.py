@@ -80,7 +80,7 @@ def main():
     recipes = {task: read_recipe(params, task) for task in params["tasks"]}
     if not recipes[next(iter(recipes))]["bank"]:
         return skip(params)
-    manifest, bank = pd.read_csv(MANIFEST), read_arrays(FEATURES)
+    manifest, bank = pd.read_csv(MANIFEST), read_arrays(FEATURES, "features")
     top, plain = top_and_plain(params, bank, recipes[next(iter(recipes))]["fine_tune"]["blocks"])
     start = top.get_weights() if top is not None else None
     seeds = [params["seed"] + i for i in range(splits)]

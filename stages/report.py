@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from covidxray.common import (EXTERNAL_METRICS, METRICS, MODELS, PLOTS, TASK_PLOTS, cli,
-                              load_params, read_json, task_params)
+                              load_params, read_json, replacing, task_params)
 from covidxray.scoring import METRIC_KEYS
 
 REPORT = Path("report/index.html")
@@ -109,8 +109,8 @@ def task_section(task, classes, sets):
         f"<h2 id='{task}'>{task}: {', '.join(classes)}</h2>",
         f"<p class='note'>backbone {html.escape(trained['backbone']['weights'])}"
         f" ({trained['backbone']['precision']}, fingerprint"
-        f" {trained['backbone']['fingerprint'][:12]}), trained on {trained['device']} in"
-        f" {trained['train_seconds']} s, {trained['train_images']} training images; head"
+        f" {trained['backbone']['fingerprint'][:12]}), trained on {trained['device']},"
+        f" {trained['train_images']} training images; head"
         f" {html.escape(describe_head(trained))}</p>",
         "<h3>Test split</h3>", table(test_rows(metrics)), table(class_rows(metrics)),
         *repeat_section(repeat),
@@ -148,11 +148,11 @@ def main():
                 confound_section()]
     contents = " | ".join(f"<a href='#{name}'>{name}</a>" for name in ["data", *tasks,
                                                                       "confound"])
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-                      f"<title>COVID-19 chest X-ray pipeline: run report</title>"
-                      f"<style>{STYLE}</style></head><body>\n<h1>Run report</h1>\n"
-                      f"<p>{contents}</p>\n" + "\n".join(sections) + "\n</body></html>\n")
+    with replacing(REPORT) as partial:
+        partial.write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+                           f"<title>COVID-19 chest X-ray pipeline: run report</title>"
+                           f"<style>{STYLE}</style></head><body>\n<h1>Run report</h1>\n"
+                           f"<p>{contents}</p>\n" + "\n".join(sections) + "\n</body></html>\n")
     print(f"report: {REPORT} ({REPORT.stat().st_size // 1024} KiB), open it in a browser")
 
 

@@ -7,7 +7,7 @@ test image is the same image in every task and no patient is on both sides. Vali
 
 import pandas as pd
 
-from covidxray.common import MANIFEST, SPLIT_DIR, cli, load_params
+from covidxray.common import MANIFEST, cli, load_params, write_split
 from covidxray.splitting import split
 
 
@@ -16,9 +16,8 @@ def main():
     manifest = pd.read_csv(MANIFEST)
     parts = split(manifest, params["split"]["test_per_class"], params["split"]["val_fraction"],
                   params["seed"])
-    SPLIT_DIR.mkdir(parents=True, exist_ok=True)
+    write_split(parts)
     for name, rows in parts.items():
-        rows.to_csv(SPLIT_DIR / f"{name}.csv", index=False)
         counts = rows["class"].value_counts().sort_index().to_dict()
         print(f"split: {name:5s} {len(rows):4d} images, {rows['patient'].nunique():4d} patients,"
               f" {counts}")

@@ -13,10 +13,11 @@ import time
 from dvclive import Live
 
 from covidxray.common import (FEATURES, HEAD_LAYERS, METRICS, MODELS, cli, load_params,
-                              prepared_images, read_arrays, read_recipe, read_split,
-                              task_argument, write_json)
+                              manifest_digest, prepared_images, read_arrays, read_recipe,
+                              read_split, split_digest, task_argument, write_json)
 from covidxray.model import (adapt_head, build_backbone, build_classifier, build_extractor,
-                             build_head, build_trainer, fingerprint, top_blocks, weights_file)
+                             build_head, build_trainer, fingerprint, save_model, top_blocks,
+                             weights_file)
 from covidxray.training import (LiveHistory, class_weights, device, fit, fit_on_bank,
                                 image_inputs, seed_everything, through)
 
@@ -58,14 +59,13 @@ def main(task):
         callbacks = [LiveHistory(live)]
         if recipe["bank"]:
             top = top_blocks(backbone, blocks) if blocks else None
-            _, kept = fit_on_bank(head, read_arrays(FEATURES), train, val, recipe, top,
+            _, kept = fit_on_bank(head, read_arrays(FEATURES, "features"), train, val, recipe, top,
                                    callbacks)
         else:
             kept = fit_per_epoch(extractor, head, recipe, train, val, callbacks)
     seconds = time.perf_counter() - started
 
-    MODELS.mkdir(exist_ok=True)
-    classifier.save(MODELS / f"{task}.keras")
+    save_model(classifier, MODELS / f"{task}.keras")
     path = weights_file(weights)
     write_json(MODELS / f"{task}.json", {
         "task": task,
@@ -85,9 +85,11 @@ def main(task):
         "val_images": len(val),
         "epochs": recipe["task"]["epochs"],
         "epochs_kept": kept,
-        "train_seconds": round(seconds, 1),
+        "manifest_sha256": manifest_digest(),  # what it was trained on, which evaluate checks
+        "split_sha256": split_digest(),
     })
-    print(f"train {task}: {recipe['task']['epochs']} epochs in {seconds:.0f} s, kept the"
+    # the time is printed, not recorded: a retrain with the same params rewrites the same bytes
+    print(f"train {task}: {recipe['task']['epochs']} epochs in {seconds:.1f} s, kept the"
           f" weights of epoch(s) {kept}")
 
 

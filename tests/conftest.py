@@ -1,6 +1,7 @@
 """Shared fixtures: a small source tree in the upstream layouts, built from generated images."""
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +60,40 @@ def sources(tmp_path, monkeypatch):
     (covid / "metadata.csv").write_text(METADATA_HEADER + "".join(rows))
     write_params(merge={"per_class": {"normal": 4, "bacterial": 4, "viral": 4, "covid": 4}})
     return {"kermany": kermany, "covid": covid}
+
+
+def write_awkward_files(folder, oversized, name=lambda i, kind, suffix: f"{kind}{suffix}"):
+    """The fixed list of awkward files in `folder`: kind -> (file name, True if it is an image
+    to keep as data, False if a reader must leave it out with a reason). `name` names the i-th
+    file, so each reader's layout can label it; `oversized` is a PNG over PIL's pixel limit."""
+    made = {}
+
+    def path(kind, suffix, is_data):
+        file = folder / name(len(made), kind, suffix)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        made[kind] = (file.name, is_data)
+        return file
+
+    jpeg = write_image(path("truncated", ".jpeg", False), 700, "RGB", size=(64, 64))
+    jpeg.write_bytes(jpeg.read_bytes()[:len(jpeg.read_bytes()) // 2])
+    path("zero-byte", ".jpeg", False).write_bytes(b"")
+    path("text", ".png", False).write_text("a text file named .png\n")
+    shutil.copy(oversized, path("oversized", ".png", False))
+    path("dangling", ".png", False).symlink_to("nowhere.png")
+    looping = path("looping", ".png", False)
+    looping.symlink_to(looping.name)
+    write_image(path("16-bit", ".png", True), 701, "I;16")
+    write_image(path("cmyk", ".jpeg", True), 702, "CMYK")
+    write_image(path("palette", ".png", True), 703, "P")
+    frames = [Image.fromarray(np.full((32, 40), v, np.uint8)) for v in (30, 220)]
+    frames[0].save(path("multi-frame", ".gif", True), save_all=True, append_images=frames[1:])
+    write_image(folder / "scratch.png", 704, "RGB").rename(path("png-named", ".jpeg", True))
+    return made
+
+
+@pytest.fixture(scope="session")
+def oversized(tmp_path_factory):
+    """A 14000 x 14000 PNG: 196 M pixels, over PIL's decompression-bomb limit, 220 KB on disk."""
+    path = tmp_path_factory.mktemp("oversized") / "big.png"
+    Image.fromarray(np.full((14000, 14000), 128, np.uint8)).save(path)
+    return path

@@ -1,3 +1,5 @@
+import io
+import re
 import subprocess
 import sys
 
@@ -57,9 +59,16 @@ def test_a_stage_reports_bad_params_in_one_line_without_a_traceback():
     assert "Traceback" not in run.stderr
 
 
+def write_split_tables(folder, monkeypatch, **tables):
+    """data/split/<name>.csv from CSV texts, as split writes them for a (dummy) manifest."""
+    monkeypatch.chdir(folder)
+    common.MANIFEST.parent.mkdir(parents=True, exist_ok=True)
+    common.MANIFEST.write_text("path\na\n")
+    common.write_split({name: pd.read_csv(io.StringIO(text)) for name, text in tables.items()})
+
+
 def test_a_task_class_missing_from_the_split_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "SPLIT_DIR", tmp_path)
-    (tmp_path / "val.csv").write_text("path,class,patient\na.png,normal,p1\nb.png,covid,p2\n")
+    write_split_tables(tmp_path, monkeypatch, val="path,class,patient\na.png,normal,p1\nb.png,covid,p2\n")
     assert read_split("val", ["covid", "normal"])["label"].tolist() == [1, 0]
     with pytest.raises(PipelineError, match=r"val\.csv: no images of class\(es\) viral"):
         read_split("val", ["normal", "viral"])
@@ -76,8 +85,10 @@ def test_missing_or_short_prepared_arrays_say_to_rerun_the_pipeline(tmp_path, mo
     rows = pd.DataFrame({"image": [0, 2]})
     with pytest.raises(PipelineError, match=r"data/prepared/images.npz: cannot read .*dvc repro"):
         common.prepared_images(rows)
-    common.PREPARED_IMAGES.parent.mkdir(parents=True)
-    np.savez(common.PREPARED_IMAGES, images=np.arange(2).reshape(2, 1, 1, 1).astype(np.uint8))
+    common.MANIFEST.parent.mkdir(parents=True)
+    common.MANIFEST.write_text("path\na\nb\n")
+    common.write_arrays(common.PREPARED_IMAGES,
+                        images=np.arange(2).reshape(2, 1, 1, 1).astype(np.uint8))
     with pytest.raises(PipelineError, match=r"fewer images than data/merged/manifest.csv"):
         common.prepared_images(rows)
     assert common.prepared_images(rows.iloc[:1].assign(image=[1])).ravel().tolist() == [1]
@@ -85,8 +96,18 @@ def test_missing_or_short_prepared_arrays_say_to_rerun_the_pipeline(tmp_path, mo
 
 def test_a_tasks_rows_keep_their_manifest_row(tmp_path, monkeypatch):
     """The `image` column indexes the prepared images and features, which hold every image."""
-    monkeypatch.setattr(common, "SPLIT_DIR", tmp_path)
-    (tmp_path / "test.csv").write_text(
-        "image,path,class,patient\n7,a,normal,p1\n3,b,viral,p2\n5,c,covid,p3\n")
+    write_split_tables(tmp_path, monkeypatch,
+                       test="image,path,class,patient\n7,a,normal,p1\n3,b,viral,p2\n5,c,covid,p3\n")
     rows = read_split("test", ["normal", "covid"])
     assert rows["image"].tolist() == [7, 5] and rows["label"].tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("seed: forty-two\n", "params.yaml: seed must be a whole number >= 0, got 'forty-two'"),
+    ("seed: -1\n", "params.yaml: seed must be a whole number >= 0, got -1"),
+    ("- a list\n", "cannot read params (not a mapping of keys to values)"),
+])
+def test_params_that_no_stage_could_use_are_refused_on_reading(tmp_path, text, message):
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        common.load_params(tmp_path / "params.yaml")

@@ -47,7 +47,7 @@ def test_a_covid_layout_set_keeps_only_unseen_images_and_patients_and_says_why(s
     reasons = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in skipped}
     assert reasons["ap-of-patient-1.png"] == "patient covid:1 is in the manifest"
     assert reasons["ap-copy.png"].startswith("same bytes as manifest image")
-    assert reasons["ap-view.png"] == "listed in metadata.csv, file missing"
+    assert reasons["ap-view.png"] == "listed in metadata.csv line 6, file missing"
     assert "ards.png" not in reasons  # a finding the set does not map is not a candidate
 
 

@@ -14,7 +14,7 @@ import yaml
 from covidxray import common, model, training
 from covidxray.common import PipelineError
 from covidxray.scoring import reference_model
-from tests.conftest import ROOT, write_params
+from tests.conftest import ROOT
 
 SIZE = 32  # pixels: VGG16's smallest input, fast on a CPU
 

@@ -58,7 +58,7 @@ def test_bad_files_are_skipped_with_a_reason(sources):
                             "notes.txt", "not-mirrored.png"}
     assert reasons["IM-0902-0001.jpeg"].startswith("not a readable image")
     assert reasons["notes.txt"] == "file name gives no class/patient"
-    assert reasons["not-mirrored.png"] == "listed in metadata.csv, file missing"
+    assert reasons["not-mirrored.png"] == "listed in metadata.csv line 7, file missing"
     assert not manifest["path"].str.contains("IM-09").any()
 
 

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from PIL import Image
 
 from covidxray import model as m
 from covidxray.common import HEAD_LAYERS, head_params, load_images, load_params
-from tests.conftest import ROOT, write_image
+from tests.conftest import ROOT, write_awkward_files, write_image
 
 SIZE = 32
 CLASSES = {"binary": ["normal", "covid"], "three": ["normal", "bacterial", "covid"]}
@@ -100,6 +101,19 @@ def test_unreadable_and_missing_files_get_error_records_and_the_rest_still_run(m
     assert all("prediction" in r and "error" not in r for p, r in out.items() if "good" in p)
     assert "error: 3 of 7 images could not be read" in mixed.stderr
     assert "it/s" not in mixed.stderr and "Traceback" not in mixed.stderr  # 7 images: no bar
+
+
+def test_every_awkward_file_gets_a_prediction_or_an_error_record(project, oversized):
+    """Oversized, broken links and the rest: the good images are still predicted, in order."""
+    made = write_awkward_files(project / "awkward", oversized)
+    run = predict(project, "--task", "binary", "--csv", "awkward.csv", "awkward")
+    out = {Path(r["path"]).name: r for r in records(run)}
+    for kind, (name, is_data) in made.items():
+        assert ("prediction" in out[name]) == is_data and ("error" in out[name]) != is_data, kind
+    assert "too large" in out[made["oversized"][0]]["error"]
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert pd.read_csv(project / "awkward.csv")["path"].map(lambda p: Path(p).name).tolist() \
+        == list(out)
 
 
 def test_csv_has_the_results_as_a_table(project, mixed):

@@ -67,9 +67,11 @@ def test_when_whole_patients_cannot_make_the_count_the_error_says_so():
         split(rows, test_per_class=2, val_fraction=0.2, seed=1)
 
 
-def test_a_validation_fraction_out_of_range_is_a_clear_error():
-    with pytest.raises(PipelineError, match=r"split\.val_fraction must be in \(0, 0\.5\]"):
-        split(manifest(), 5, 0.9, seed=1)
+@pytest.mark.parametrize("fraction", [0.9, 0, "0.2", None])
+def test_a_validation_fraction_out_of_range_is_a_clear_error(fraction):
+    with pytest.raises(PipelineError, match=r"split\.val_fraction must be a number in \(0, 0\.5\],"
+                                            rf" got {fraction!r}"):
+        split(manifest(), 5, fraction, seed=1)
 
 
 @pytest.mark.parametrize("per_class", [0, -1, 2.5])

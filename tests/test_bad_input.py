@@ -1,0 +1,216 @@
+"""Bad input and interruptions: awkward files through every reader, malformed metadata rows,
+outputs made from another manifest, stopped stages and byte-identical model files."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from covidxray import common, model
+from covidxray.common import MANIFEST, PipelineError
+from stages import external, features, merge, prepare, split, train
+from tests.conftest import METADATA_HEADER, ROOT, write_awkward_files, write_image, write_params
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def check_kept_or_reasoned(made, kept, skipped):
+    """Every awkward file is data (kept) or left out with a reason, never both or neither."""
+    for kind, (name, is_data) in made.items():
+        assert (name in kept) == is_data and (name in skipped) != is_data, kind
+    assert skipped[made["oversized"][0]].startswith(f"too large, over {common.MAX_PIXELS:,} pixels")
+    assert "Too many levels of symbolic links" in skipped[made["looping"][0]]
+    assert "No such file" in skipped[made["dangling"][0]]
+
+
+def test_merge_keeps_or_reports_every_awkward_file(sources, oversized):
+    made = write_awkward_files(sources["kermany"] / "NORMAL", oversized,
+                               name=lambda i, kind, suffix: f"IM-09{i:02d}-0001{suffix}")
+    write_params(merge={"per_class": {"normal": 99, "bacterial": 4, "viral": 4, "covid": 4}})
+    merge.main()
+    kept = set(pd.read_csv(MANIFEST)["path"].map(lambda p: Path(p).name))
+    report = json.loads(Path("metrics/data.json").read_text())
+    skipped = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
+    check_kept_or_reasoned(made, kept, skipped)
+
+
+def test_external_keeps_or_reports_every_awkward_file(sources, oversized):
+    folder = Path("data/raw/other")
+    made = write_awkward_files(folder / "images", oversized)
+    (folder / "metadata.csv").write_text(METADATA_HEADER + "".join(
+        f"p{i},0,M,60,COVID-19,,PA,X-ray,2020,,{name}\n"
+        for i, (name, _) in enumerate(made.values())))
+    merge.main()
+    spec = {"layout": "covid", "path": str(folder), "modality": "X-ray", "views": ["PA"],
+            "findings": {"COVID-19": "covid"}}
+    rows, skipped = external.read_set("other", spec, pd.read_csv(MANIFEST))
+    check_kept_or_reasoned(made, set(rows["path"].map(lambda p: Path(p).name)),
+                           {Path(s["path"]).name: s["reason"] for s in skipped})
+
+
+def test_prepare_decodes_every_awkward_image_and_names_each_file_it_cannot(sources, oversized):
+    made = write_awkward_files(Path("awkward"), oversized)
+    for name, is_data in made.values():
+        path = Path("awkward", name)
+        digest = common.sha256(path) if path.is_file() else ""
+        MANIFEST.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"path": [path], "sha256": [digest]}).to_csv(MANIFEST, index=False)
+        if is_data:
+            prepare.main()
+            assert common.read_arrays(common.PREPARED_IMAGES, "prepare")["images"].shape[0] == 1
+        else:
+            with pytest.raises(PipelineError, match=rf"^awkward/{name}: "):
+                prepare.main()
+
+
+def test_prepare_refuses_a_file_changed_since_merge(sources):
+    merge.main()
+    first = pd.read_csv(MANIFEST)["path"][0]
+    write_image(Path(first), seed=999)
+    with pytest.raises(PipelineError, match=rf"{first}: changed since merge .*dvc repro merge"):
+        prepare.main()
+
+
+@pytest.mark.parametrize("rows, reasons", [
+    (b"1,2,3\n", {7: "3 field(s), the header has 11"}),
+    (b"6,0,M,60,COVID-19,,PA,X-ray,2020,,covid-6.png\xff\n", {7: "not valid UTF-8"}),
+    (b"7,0,M,60,COVID-19,,PA,X-ray,2020,,\n", {7: "filename '' is not a file name in images/"}),
+    (b",0,M,60,COVID-19,,PA,X-ray,2020,,covid-0.png\n", {7: "no Patientid"}),
+    (b'4,0,M,60,"COVID-19,,PA,X-ray,2020,,covid-4.png\n5,0,M,60,COVID-19,,PA,X-ray,2020,,b.png\n',
+     {"7-8": "5 field(s), the header has 11 (an open quote joined its lines)"}),
+])
+def test_a_malformed_metadata_row_is_skipped_with_its_line_and_reason(sources, rows, reasons):
+    with open(sources["covid"] / "metadata.csv", "ab") as meta:
+        meta.write(rows)
+    merge.main()
+    skipped = {s["path"].rsplit(":", 1)[1]: s["reason"]
+               for s in json.loads(Path("metrics/data.json").read_text())["skipped"]
+               if "metadata.csv:" in s["path"]}
+    assert skipped == {str(line): reason for line, reason in reasons.items()}
+    assert len(pd.read_csv(MANIFEST).query("`class` == 'covid'")) == 4  # the good rows stay
+
+
+def test_outputs_of_another_manifest_are_refused_with_the_stage_to_rerun(sources):
+    """The issue's case: new pixels, same row count; merge, prepare and split rerun, not features."""
+    tiny = {"image_size": 32, "backbone": {"weights": "none"},
+            "tasks": {"binary": {"classes": ["normal", "covid"], "epochs": 1, "lr": 1e-3,
+                                 "batch_size": 4}},
+            "split": {"test_per_class": 1, "val_fraction": 0.5}}
+    write_params(**tiny)
+    for stage in (merge, prepare, split, features):
+        stage.main()
+    write_image(sources["covid"] / "images" / "covid-0.png", 998, mode="RGB")
+    for stage in (merge, prepare, split):
+        stage.main()
+    with pytest.raises(PipelineError, match=r"features.npz was made from another data/merged/"
+                                            r"manifest.csv .*; run `dvc repro features`"):
+        train.main("binary")
+    features.main()
+    train.main("binary")
+    write_params(**tiny, seed=7)  # another split of the same manifest
+    split.main()
+    with pytest.raises(PipelineError, match=r"binary.keras was trained on another split .*"
+                                            r"`dvc repro train@binary`"):
+        common.trained_record("binary")
+
+
+# A stand-in for a stage: it writes its output through `replacing` and takes a minute about it.
+SLOW_STAGE = """
+import os, time
+from pathlib import Path
+from covidxray.common import cli, replacing
+
+def main():
+    Path("pid").write_text(str(os.getpid()))
+    with replacing(Path("out.txt")) as partial:
+        partial.write_text("half")
+        time.sleep(60)
+        partial.write_text("whole")
+
+cli(main)()
+"""
+
+
+def wait_for(condition, seconds=30):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def running(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def half_written(folder):
+    return list(folder.glob(".out.partial-*"))
+
+
+@pytest.mark.parametrize("signum, said", [(signal.SIGINT, "Ctrl-C"),
+                                          (signal.SIGTERM, "SIGTERM")])
+def test_an_interrupted_stage_says_so_in_one_line_and_leaves_no_half_output(tmp_path, signum,
+                                                                            said):
+    (tmp_path / "slow.py").write_text(SLOW_STAGE)
+    stage = subprocess.Popen([sys.executable, "-m", "slow"], cwd=tmp_path, env=ENV,
+                             stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: half_written(tmp_path))
+    stage.send_signal(signum)
+    assert stage.wait(timeout=30) == 130
+    assert stage.stderr.read().splitlines() == [
+        f"interrupted: python -m slow stopped ({said}) and left every output it had not"
+        " finished as it was; run `dvc repro` to resume (stages that finished are not run"
+        " again)"]
+    assert not half_written(tmp_path) and not (tmp_path / "out.txt").exists()
+
+
+def test_a_stage_stops_when_dvc_dies_and_leaves_no_half_output(tmp_path):
+    """The issue's case: SIGKILL dvc; its stage used to run on and write its output later.
+    The redirect keeps bash between dvc and the stage, the harder of the two process trees."""
+    (tmp_path / "slow.py").write_text(SLOW_STAGE)
+    (tmp_path / "dvc.yaml").write_text(
+        f"stages:\n  slow:\n    cmd: {sys.executable} -m slow 2> log.txt\n"
+        "    outs: [out.txt]\n")
+    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(command, cwd=tmp_path, check=True)
+    dvc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=tmp_path, env=ENV,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: half_written(tmp_path))
+    pid = int((tmp_path / "pid").read_text())
+    dvc.kill()
+    dvc.wait()
+    wait_for(lambda: not running(pid), seconds=10)
+    assert "interrupted: slow stopped (SIGTERM)" in (tmp_path / "log.txt").read_text()
+    assert not half_written(tmp_path) and not (tmp_path / "out.txt").exists()
+
+
+def test_two_saves_of_a_model_are_byte_identical(tmp_path):
+    """models/<task>.keras used to hold its save time and memory addresses (shared_object_id):
+    every retrain changed its md5. Two builds of one model, saved 2 s apart, must not differ."""
+    def build():  # as a fresh process does: same seed, same automatic layer names
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        backbone = model.build_backbone("none", 32, "mixed_bfloat16")  # shares a dtype policy
+        return model.build_classifier(model.build_extractor(backbone),
+                                      model.build_head(2, (1, 1, 512)))
+
+    model.save_model(build(), tmp_path / "a.keras")
+    time.sleep(2.1)  # a zip entry's time has a resolution of 2 s
+    classifier = build()
+    model.save_model(classifier, tmp_path / "b.keras")
+    first, second = ((tmp_path / name).read_bytes() for name in ("a.keras", "b.keras"))
+    assert hashlib.md5(first).digest() == hashlib.md5(second).digest()
+    reloaded = model.load_classifier(tmp_path / "b.keras")
+    assert all(np.array_equal(a, b) for a, b in zip(reloaded.get_weights(),
+                                                     classifier.get_weights()))
