@@ -47,8 +47,9 @@ def main():
     params = load_params()
     batch = params["bank"]["batch_size"]
     extractor = build_features_model(params["backbone"], params["image_size"])
-    classes = sorted({c for task in params["tasks"].values() for c in task["classes"]})
-    split = {name: read_split(name, classes) for name in ("train", "val", "test")}
+    every_task = {"classes": sorted({c for t in params["tasks"].values() for c in t["classes"]}),
+                  "sources": sorted({s for t in params["tasks"].values() for s in t["sources"]})}
+    split = {name: read_split(name, every_task) for name in ("train", "val", "test")}
     features = {name: plain_features(extractor, prepared_images(split[name]), batch)
                 for name in ("val", "test")}
     rows = []
@@ -60,7 +61,7 @@ def main():
         bank_seconds = time.perf_counter() - started
         for task in args.tasks or params["tasks"]:
             spec = task_params(params, task)
-            part = {name: read_split(name, spec["classes"]) for name in split}
+            part = {name: read_split(name, spec) for name in split}
             pick = {name: split[name]["image"].searchsorted(part[name]["image"]) for name in split}
             for views in args.views:
                 started = time.perf_counter()

@@ -62,13 +62,14 @@ def tutorial_model(n_classes, weights):
 
 
 def run(task, epochs, params, folder):
-    classes = task_params(params, task)["classes"]
+    spec = task_params(params, task)
+    classes = spec["classes"]
     tutorial_epochs, lr = tutorial_schedule(len(classes))
     epochs = epochs or tutorial_epochs
     tf_keras.utils.set_random_seed(params["seed"])
-    pool = link_folder(folder / "train", pd.concat([read_split("train", classes),
-                                                    read_split("val", classes)]))
-    test = link_folder(folder / "test", read_split("test", classes))
+    pool = link_folder(folder / "train", pd.concat([read_split("train", spec),
+                                                    read_split("val", spec)]))
+    test = link_folder(folder / "test", read_split("test", spec))
     mode = "binary" if len(classes) == 2 else "categorical"
     augmenting = ImageDataGenerator(
         rescale=1 / 255, featurewise_center=True, featurewise_std_normalization=True,

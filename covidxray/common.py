@@ -18,7 +18,8 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-CLASSES = ("normal", "bacterial", "viral", "covid")
+CLASSES = ("normal", "bacterial", "viral", "covid", "pneumonia_other")  # the last: NIH, untyped
+SOURCES = ("kermany", "covid-chestxray", "nih")  # the manifest's `source` values
 PARAMS_FILE = Path("params.yaml")
 RAW = Path("data/raw")
 MANIFEST = Path("data/merged/manifest.csv")
@@ -145,7 +146,7 @@ def load_params(path=PARAMS_FILE):
 
 
 def task_params(params, task):
-    """The params of one task, checked: it exists and names only known classes."""
+    """The params of one task, checked: it exists and names only known classes and sources."""
     tasks = params.get("tasks") or {}
     if task not in tasks:
         raise PipelineError(f"params.yaml: unknown task {task!r} (tasks: {', '.join(tasks)})")
@@ -157,6 +158,10 @@ def task_params(params, task):
             f"params.yaml: tasks.{task}.classes must name at least two of {', '.join(CLASSES)};"
             f" got {classes}"
         )
+    sources = spec.get("sources")
+    if not sources or not isinstance(sources, list) or any(s not in SOURCES for s in sources):
+        raise PipelineError(f"params.yaml: tasks.{task}.sources must list sources of"
+                            f" {', '.join(SOURCES)}; got {sources!r}")
     return spec
 
 
@@ -332,12 +337,11 @@ def write_arrays(path, **arrays):
                 np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
 
 
-def task_rows(rows, classes, where):
-    """A table's rows restricted to a task's classes, with the label index of each.
-
-    `where` names the table in the error raised when a class has no rows.
-    """
-    rows = rows[rows["class"].isin(classes)].copy()
+def task_rows(rows, spec, where):
+    """A table's rows of a task's classes and sources (spec: its params), with the label index
+    of each. `where` names the table in the error raised when a class has no rows."""
+    classes = spec["classes"]
+    rows = rows[rows["class"].isin(classes) & rows["source"].isin(spec["sources"])].copy()
     missing = sorted(set(classes) - set(rows["class"]))
     if missing:
         raise PipelineError(f"{where}: no images of class(es) {', '.join(missing)};"
@@ -353,14 +357,14 @@ def write_split(parts):
     write_json(SPLIT_DIR / "made_from.json", {"manifest_sha256": manifest_digest()})
 
 
-def read_split(name, classes):
-    """One split's rows of a task's classes. Column `image` is each image's manifest row,
-    and so its index in the prepared images and the features."""
+def read_split(name, spec):
+    """One split's rows of a task (spec: its params). Column `image` is each image's manifest
+    row, and so its index in the prepared images and the features."""
     path = SPLIT_DIR / f"{name}.csv"
     record = SPLIT_DIR / "made_from.json"
     recorded = read_json(record) if record.is_file() else {}
     made_from_manifest(path, recorded.get("manifest_sha256"), "split")
-    return task_rows(pd.read_csv(path), classes, path)
+    return task_rows(pd.read_csv(path), spec, path)
 
 
 def open_rgb(path):

@@ -53,6 +53,25 @@ def scores(labels, probs, classes):
     }
 
 
+def by_source(rows, probs, classes):
+    """Scores per (class, source, age group) of the rows: how many, the share predicted as their
+    own class (recall, when the class is the task's) and the share called COVID-19 (when the
+    task has it). And adult_false_alarm: the share of adults without COVID-19 called COVID-19,
+    the mistake a source shortcut makes; None without such images or a covid class."""
+    rows = rows.assign(predicted=np.asarray(classes)[np.asarray(probs).argmax(axis=1)])
+    groups = {}
+    for (cls, source, age), group in rows.groupby(["class", "source", "age_group"]):
+        groups[f"{cls}/{source}/{age}"] = {
+            "n": len(group),
+            **({"recall": float((group["predicted"] == cls).mean())} if cls in classes else {}),
+            **({"called_covid": float((group["predicted"] == "covid").mean())}
+               if "covid" in classes else {})}
+    alarms = rows[(rows["age_group"] == "adult") & (rows["class"] != "covid")]
+    return {"groups": groups, "adult_false_alarm_n": len(alarms),
+            "adult_false_alarm": float((alarms["predicted"] == "covid").mean())
+            if len(alarms) and "covid" in classes else None}
+
+
 def predictions_table(rows, probs, classes):
     table = pd.DataFrame({
         "path": rows["path"],
@@ -97,10 +116,22 @@ def spread(values):
 
 
 def summary(results):
-    """Spread over the splits of each test metric, of each class's, and of the validation's."""
+    """Spread over the splits of each test metric, of each class's, of each source group's (see
+    by_source) and of the validation's."""
     classes = results[0]["test"]["per_class"]
     return {"test": {**{key: spread([r["test"][key] for r in results]) for key in METRIC_KEYS},
                      "per_class": {cls: {key: spread([r["test"]["per_class"][cls][key]
                                                       for r in results]) for key in CLASS_KEYS}
-                                   for cls in classes}},
+                                   for cls in classes},
+                     "by_source": source_summary([r["test"]["by_source"] for r in results])},
             "val": {key: spread([r["val"][key] for r in results]) for key in ("accuracy", "loss")}}
+
+
+def source_summary(results):
+    """Spread over the splits of by_source's shares, for the groups every split has."""
+    groups = set.intersection(*(set(r["groups"]) for r in results))
+    alarms = [r["adult_false_alarm"] for r in results if r["adult_false_alarm"] is not None]
+    return {"adult_false_alarm": spread(alarms) if alarms else None,
+            "groups": {group: {key: spread([r["groups"][group][key] for r in results])
+                               for key in results[0]["groups"][group] if key != "n"}
+                       for group in sorted(groups)}}

@@ -1,5 +1,9 @@
 """Readers of the sources in their upstream layouts: labelled candidate rows, decoded once.
 
+Kermany's chest-xray-pneumonia (children), ieee8023's covid-chestxray-dataset and NIH's
+ChestX-ray14 (adults and children). Each row carries its source and age group, for the
+per-source metrics.
+
 merge builds the manifest from them, external builds the extra evaluation sets.
 """
 
@@ -12,7 +16,14 @@ import pandas as pd
 
 from covidxray.common import PipelineError, open_rgb, sha256
 
-COVID_COLUMNS = ("Patientid", "finding", "view", "modality", "filename")
+COVID_COLUMNS = ("Patientid", "age", "finding", "view", "modality", "filename")
+NIH_TABLES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "sample_labels.csv")
+NIH_COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "View Position")
+NIH_LABELS = {"Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema",
+              "Fibrosis", "Hernia", "Infiltration", "Mass", "No Finding", "Nodule",
+              "Pleural_Thickening", "Pneumonia", "Pneumothorax"}  # ChestX-ray14's fifteen
+MAX_AGE = 120  # years; NIH lists a few patients older, mistakes upstream
+ADULT_AGE = 18
 # personN_bacteria_M.jpeg, personN_virus_M.jpeg; IM-NNNN-NNNN.jpeg, NORMAL2-IM-NNNN-NNNN.jpeg.
 # Any extension: whether the file is an image is for the decoder to say.
 PNEUMONIA_NAME = re.compile(r"^(person\d+)_(bacteria|virus)_\d+\.\w+$", re.IGNORECASE)
@@ -45,20 +56,22 @@ def kermany_candidates(root, splits, skipped, key="merge.kermany_splits"):
                 elif label is None:
                     skipped.append({"path": str(path), "reason": "file name gives no class/patient"})
                 else:  # a broken link too: the decoder says why it cannot be read
-                    rows.append({"path": str(path), "class": label[0],
-                                 "patient": f"kermany:{label[1]}", "source": "kermany"})
+                    rows.append({"path": str(path), "class": label[0],  # ages 1 to 5
+                                 "patient": f"kermany:{label[1]}", "source": "kermany",
+                                 "age_group": "child"})
     return rows
 
 
-def read_metadata(path, skipped):
-    """metadata.csv's rows as dicts, each with `line`, its line number(s). A row that cannot be
-    read goes to `skipped` as <path>:<line> with the reason: invalid UTF-8, or a field count
-    other than the header's (an unclosed quote joins lines into one such row)."""
+def read_rows(path, columns, skipped):
+    """A CSV file's rows as dicts, each with `line`, its line number(s); the header must name
+    `columns`. A row that cannot be read goes to `skipped` as <path>:<line> with the reason:
+    invalid UTF-8, or a field count other than the header's (an unclosed quote joins lines
+    into one such row)."""
     try:
         reader = csv.reader(io.StringIO(
             Path(path).read_bytes().decode("utf-8", errors="surrogateescape"), newline=""))
         header = next(reader, None)
-        missing = [c for c in COVID_COLUMNS if c not in (header or [])]
+        missing = [c for c in columns if c not in (header or [])]
         if not header or missing:
             raise PipelineError(f"{path}: cannot read (no header)" if not header
                                 else f"{path}: missing column(s) {', '.join(missing)}")
@@ -85,7 +98,7 @@ def covid_candidates(root, findings, modality, views, skipped):
     """Rows of <root>/metadata.csv (the covid-chestxray-dataset layout) of the given modality and
     views whose finding is a key of `findings`, labelled with its value (a class)."""
     rows, metadata = [], Path(root) / "metadata.csv"
-    for record in read_metadata(metadata, skipped):
+    for record in read_rows(metadata, COVID_COLUMNS, skipped):
         if (record["finding"] not in findings or record["modality"] != modality
                 or record["view"] not in views):
             continue  # another finding, modality or view: not a candidate, by the params
@@ -99,8 +112,70 @@ def covid_candidates(root, findings, modality, views, skipped):
             skipped.append({"path": str(path), "reason": f"listed in metadata.csv line"
                                                          f" {record['line']}, file missing"})
         else:
+            age = years(record["age"])
             rows.append({"path": str(path), "class": findings[record["finding"]],
-                         "patient": f"covid:{patient}", "source": "covid-chestxray"})
+                         "patient": f"covid:{patient}", "source": "covid-chestxray",
+                         "age_group": age_group(age)})
+    return rows
+
+
+def years(text):
+    """An age field (`58`, NIH's older `058Y`) as whole years, or None if it is not one."""
+    digits = text.strip().removesuffix("Y")
+    return int(digits) if digits.isdigit() else None
+
+
+def age_group(age):
+    return "unknown" if age is None else "adult" if age >= ADULT_AGE else "child"
+
+
+def nih_table(root):
+    """The labels file of an NIH layout: the full download's, its 2020 release's or Kaggle's
+    5% sample's."""
+    for name in NIH_TABLES:
+        if (Path(root) / name).is_file():
+            return Path(root) / name
+    raise PipelineError(f"{root}: no NIH labels file ({', '.join(NIH_TABLES)})")
+
+
+def nih_label(labels, findings):
+    """(class, reason): a row's class from its `|`-separated labels, or why it has none."""
+    unknown = [label for label in labels if label not in NIH_LABELS]
+    classes = {findings[label] for label in labels if label in findings}
+    if unknown:
+        return None, f"unknown label(s) {', '.join(unknown)}"
+    if len(classes) > 1:
+        return None, f"labels {'|'.join(labels)} map to several classes ({', '.join(sorted(classes))})"
+    return (classes.pop() if classes else None), None
+
+
+def nih_candidates(root, findings, ages, views, skipped):
+    """Rows of NIH ChestX-ray14 in any of its layouts: a labels file (nih_table) beside
+    images/, images_0NN/images/ (the full download) or any other */images/ folder. A row is a
+    candidate when a label maps to a class in `findings` and its age (in [low, high]) and view
+    are wanted; a row with an unknown label, an age that is none or above 120, or a missing
+    image is left out with its line and the reason."""
+    table = nih_table(root)
+    images = {path.name: path for path in sorted(Path(root).glob("**/images/*"))}
+    rows = []
+    for record in read_rows(table, NIH_COLUMNS, skipped):
+        where = f"{table}:{record['line']}"
+        cls, reason = nih_label(record["Finding Labels"].split("|"), findings)
+        age, name = years(record["Patient Age"]), record["Image Index"]
+        if reason is None and (age is None or age > MAX_AGE):
+            reason = f"age {record['Patient Age']!r} is not a whole number of years up to {MAX_AGE}"
+        if reason is None and not record["Patient ID"]:
+            reason = "no Patient ID"
+        if reason:
+            skipped.append({"path": where, "reason": reason})
+        elif cls is None or record["View Position"] not in views or not ages[0] <= age <= ages[1]:
+            continue  # another finding, view or age: not a candidate, by the params
+        elif name not in images:
+            skipped.append({"path": str(Path(root) / "images" / name),
+                            "reason": f"listed in {table.name} line {record['line']}, file missing"})
+        else:
+            rows.append({"path": str(images[name]), "class": cls, "source": "nih",
+                         "patient": f"nih:{record['Patient ID']}", "age_group": age_group(age)})
     return rows
 
 

@@ -67,9 +67,22 @@ def pick_val_rows(rest, fraction, seed):
     return val
 
 
-def split(manifest, test_per_class, val_fraction, seed):
-    """train, val and test tables; column `image` keeps each row's position in the manifest."""
+def split(manifest, test_per_class, val_fraction, seed, separately=()):
+    """train, val and test tables; column `image` keeps each row's position in the manifest.
+
+    The rows of each source in `separately` are split on their own (test_per_class images of
+    each of its classes in the test set), after the others: adding such a source leaves the
+    other sources' split, and so the tutorial's tasks, as they were.
+    """
     manifest = manifest.reset_index(names="image")
+    alone = manifest["source"].isin(separately)
+    blocks = [manifest[~alone], *(manifest[manifest["source"] == s] for s in separately)]
+    parts = [split_block(block, test_per_class, val_fraction, seed)
+             for block in blocks if len(block)]
+    return {name: pd.concat([part[name] for part in parts]) for name in ("train", "val", "test")}
+
+
+def split_block(manifest, test_per_class, val_fraction, seed):
     test_patients = pick_test_patients(manifest, test_per_class, seed)
     is_test = manifest["patient"].isin(test_patients)
     rest = manifest[~is_test].reset_index(drop=True)

@@ -1,7 +1,10 @@
-"""Make the two source datasets available under data/raw/, in their upstream layouts.
+"""Make the three source datasets available under data/raw/, in their upstream layouts.
 
+covid-chestxray-dataset (COVID-19), chest-xray-pneumonia (Kermany: normal and pneumonia, all
+children) and nih-chestxray14 (NIH ChestX-ray14: adults and children, normal and pneumonia).
 From a local mirror folder when there is one (default ../shared/datasets, or the folder named
-by COVIDXRAY_MIRROR), copied, never written into; otherwise downloaded from upstream. Copies,
+by COVIDXRAY_MIRROR), copied, never written into; otherwise downloaded from upstream, except
+NIH's (45 GB in full), which the user fetches by hand when there is no mirror. Copies,
 not links, because DVC tracks data/raw (`make setup` runs `dvc add`), so that experiments in
 temporary workspaces get the data from DVC's cache. Safe to run again: a source already in
 place is left alone.
@@ -19,27 +22,45 @@ from pathlib import Path
 RAW = Path("data/raw")
 COVID = "covid-chestxray-dataset"
 KERMANY = "chest-xray-pneumonia"
+NIH = "nih-chestxray14"
 COVID_COMMIT = "4e47ad09d49db15d004c974e268bbbd3b7e10699"  # 2020-03-18, the tutorial's snapshot
 COVID_URL = f"https://github.com/ieee8023/{COVID}/archive/{COVID_COMMIT}.zip"
 KAGGLE_DATASET = "paultimothymooney/chest-xray-pneumonia"
-# a file each source must have, to tell a usable folder from an empty or partial one
-MARKERS = {COVID: "metadata.csv", KERMANY: "chest_xray/train"}
+NIH_URL = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
+# files a source must have one of, to tell a usable folder from an empty or partial one;
+# NIH's labels CSV is named by release: 2017, its 2020 update, Kaggle's 5% sample
+MARKERS = {
+    COVID: ("metadata.csv",),
+    KERMANY: ("chest_xray/train",),
+    NIH: ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "sample_labels.csv"),
+}
+# the mirror holds only a sample of NIH's set, and names its folder so
+MIRROR_NAMES = {NIH: "nih-chestxray14-sample"}
 
 
 def mirror():
     return Path(os.environ.get("COVIDXRAY_MIRROR", "../shared/datasets")).expanduser()
 
 
+def mirrored(name):
+    return mirror() / MIRROR_NAMES.get(name, name)
+
+
+def has_marker(folder, name):
+    return any((folder / marker).exists() for marker in MARKERS[name])
+
+
 def present(name):
     target = RAW / name
-    return not target.is_symlink() and (target / MARKERS[name]).exists()
+    return not target.is_symlink() and has_marker(target, name)
 
 
 def free_target(name):
     """data/raw/<name>, which must not exist yet: a partial folder is not ours to overwrite."""
     target = RAW / name
     if target.is_symlink() or target.exists():
-        sys.exit(f"error: {target} exists but lacks {MARKERS[name]}; remove it and run again")
+        sys.exit(f"error: {target} exists but lacks {' or '.join(MARKERS[name])}; "
+                 "remove it and run again")
     return target
 
 
@@ -82,13 +103,26 @@ def download_kermany():
                     "-p", str(RAW / KERMANY), "--unzip"], check=True)
 
 
+def download_nih():
+    sys.exit(
+        f"error: {RAW / NIH} is missing and no mirror was found at {mirror()}.\n"
+        f"  Either point COVIDXRAY_MIRROR at a folder holding {MIRROR_NAMES[NIH]}/,\n"
+        f"  or put one of these into {RAW / NIH}/ and run again (not downloaded for you:\n"
+        "  the full set is 45 GB):\n"
+        f"  - NIH's download ({NIH_URL}):\n"
+        "    Data_Entry_2017.csv and images_001/images/ ... images_012/images/;\n"
+        "  - Kaggle's 5% sample nih-chest-xrays/sample: sample_labels.csv and images/."
+    )
+
+
 def main():
     RAW.mkdir(parents=True, exist_ok=True)
-    for name, download in ((COVID, download_covid), (KERMANY, download_kermany)):
+    sources = ((COVID, download_covid), (KERMANY, download_kermany), (NIH, download_nih))
+    for name, download in sources:
         if present(name):
             print(f"get_data: {RAW / name} already in place")
-        elif (mirror() / name / MARKERS[name]).exists():
-            copy(name, mirror() / name)
+        elif has_marker(mirrored(name), name):
+            copy(name, mirrored(name))
         else:
             download()
 

@@ -19,34 +19,15 @@ Writes metrics/confound.json: the numbers, and the findings in plain words under
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from covidxray.bank import build_features_model, plain_features
+from covidxray.controls import linear_probe
+from covidxray.training import seed_everything
 from covidxray.common import (EXTERNAL, EXTERNAL_METRICS, FEATURES, MANIFEST, METRICS,
                               PipelineError, cli, fine_tune_params, load_params, read_arrays,
                               whole_number, write_json)
 
 KERMANY = "kermany"
-
-
-def source_probe(features, source, patients, folds, seed):
-    """Out-of-fold AUC and balanced accuracy of a linear probe for `source` (bool: not Kermany)."""
-    groups = pd.Series(patients)
-    folds = min(folds, *(groups[source == side].nunique() for side in (True, False)))
-    if folds < 2:
-        return {"n": len(source), "folds": folds, "auc": None, "balanced_accuracy": None}
-    probe = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced",
-                                                               max_iter=2000))
-    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    p = cross_val_predict(probe, features.reshape(len(features), -1), source, groups=patients,
-                          cv=cv, method="predict_proba")[:, 1]
-    return {"n": len(source), "n_other_source": int(source.sum()), "folds": folds,
-            "auc": float(roc_auc_score(source, p)),
-            "balanced_accuracy": float(balanced_accuracy_score(source, p > 0.5))}
 
 
 def covid_calls(predictions):
@@ -98,14 +79,14 @@ def summary(probe, calls, other):
         o, t = c["other_source"], c["test_non_covid"]
         lines.append(f"{task}: calls {o['called_covid']} of {o['n']} {other} images COVID-19,"
                      f" none of which has it, against {t['called_covid']} of {t['n']} non-COVID"
-                     " test images from Kermany.")
+                     " test images.")
     return lines
 
 
 def non_covid_probe(features, manifest, other_features, rows, folds, seed):
     """The source probe on images without COVID-19: Kermany's, and the other source's."""
     kermany = (manifest["source"] == KERMANY).to_numpy()
-    return source_probe(
+    return linear_probe(
         np.concatenate([features[kermany], other_features]),
         np.r_[np.zeros(kermany.sum(), bool), np.ones(len(rows), bool)],
         np.r_[manifest.loc[kermany, "patient"].to_numpy(), rows["patient"].to_numpy()],
@@ -115,11 +96,14 @@ def non_covid_probe(features, manifest, other_features, rows, folds, seed):
 def main():
     params = load_params()
     spec, seed = params["confound"], params["seed"]
+    seed_everything(seed)  # backbone.weights `none` draws its weights
     folds = whole_number(spec["folds"], "confound.folds", 2)
     manifest, features = pd.read_csv(MANIFEST), read_arrays(FEATURES, "features")["plain"]
-    # in the manifest the source is the COVID-19 label, so this probe mixes the two
-    result = {"manifest": source_probe(features, (manifest["source"] != KERMANY).to_numpy(),
-                                       manifest["patient"].to_numpy(), folds, seed),
+    # among the tutorial's two sources the source is the COVID-19 label: this probe mixes both
+    tutorial = manifest["source"].isin([KERMANY, "covid-chestxray"]).to_numpy()
+    result = {"manifest": linear_probe(features[tutorial],
+                                       (manifest.loc[tutorial, "source"] != KERMANY).to_numpy(),
+                                       manifest.loc[tutorial, "patient"].to_numpy(), folds, seed),
               "other_source": spec.get("other_source")}
     other = result["other_source"]
     if other:

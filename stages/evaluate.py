@@ -14,7 +14,7 @@ from covidxray.common import (EXTERNAL, EXTERNAL_METRICS, METRICS, MODELS, cli, 
                               prepared_images, read_arrays, read_split, task_argument,
                               task_params, trained_record, write_json, write_table)
 from covidxray.model import load_classifier, probabilities
-from covidxray.scoring import predictions_table, scores, val_scores
+from covidxray.scoring import by_source, predictions_table, scores, val_scores
 
 
 def external_scores(model, name, classes, batch):
@@ -26,7 +26,7 @@ def external_scores(model, name, classes, batch):
     in_task = rows["class"].isin(classes).to_numpy()
     labels = rows.loc[in_task, "class"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     metrics = {"set": name, **(scores(labels, probs[in_task], classes) if in_task.any()
-                               else {"n": 0})}
+                               else {"n": 0}), "by_source": by_source(rows, probs, classes)}
     metrics["absent_classes"] = [c for c in classes if c not in set(rows["class"])]
     metrics["outside_task"] = rows.loc[~in_task, "class"].value_counts().to_dict()
     return metrics, predictions_table(rows, probs, classes)
@@ -42,8 +42,10 @@ def evaluate_external(model, sets, task, classes, batch):
         write_table(table, EXTERNAL_METRICS / name / f"{task}.csv")
         accuracy = f", accuracy {metrics['accuracy']:.3f}" if metrics["n"] else ""
         absent = ", ".join(metrics["absent_classes"]) or "none"
+        alarm = metrics["by_source"]["adult_false_alarm"]
+        alarm = "" if alarm is None else f"; adults without COVID-19 called COVID-19: {alarm:.0%}"
         print(f"evaluate {task}: external {name}: {metrics['n']} images of the task's classes"
-              f"{accuracy}; classes absent: {absent}")
+              f"{accuracy}; classes absent: {absent}{alarm}")
 
 
 def main(task):
@@ -53,7 +55,7 @@ def main(task):
     trained = trained_record(task)
     model = load_classifier(MODELS / f"{task}.keras")
 
-    test, val = read_split("test", classes), read_split("val", classes)
+    test, val = read_split("test", spec), read_split("val", spec)
     test_probs = probabilities(model, prepared_images(test), batch)
     val_probs = probabilities(model, prepared_images(val), batch)
     metrics = {
@@ -61,7 +63,8 @@ def main(task):
         "classes": classes,
         "backbone": trained["backbone"]["weights"],
         "backbone_fingerprint": trained["backbone"]["fingerprint"],
-        "test": scores(test["label"].to_numpy(), test_probs, classes),
+        "test": {**scores(test["label"].to_numpy(), test_probs, classes),
+                 "by_source": by_source(test, test_probs, classes)},
         "val": val_scores(val["label"].to_numpy(), val_probs, classes),
     }
     write_json(METRICS / f"{task}.json", metrics)

@@ -1,14 +1,16 @@
 """external: read and decode the extra evaluation sets listed under `external` in params.yaml.
 
-Each set is a folder in one of the two upstream layouts:
+Each set is a folder in one of the three upstream layouts:
 - `covid`: metadata.csv and images/, as ieee8023/covid-chestxray-dataset; rows are kept by
   `modality` and `views`, and `findings` maps each kept finding to a class;
 - `kaggle`: <split>/NORMAL and <split>/PNEUMONIA for each of `splits`, labelled by file name, as
-  the chest-xray-pneumonia set.
+  the chest-xray-pneumonia set;
+- `nih`: a labels file (Data_Entry_2017.csv or Kaggle's sample_labels.csv) and images, as NIH
+  ChestX-ray14; rows are kept by `views` and age range `ages`, `findings` maps labels to classes.
 An image the manifest already holds (same bytes) or of a patient in the manifest is left out, with
 the reason, so a set scores images and patients the model never saw.
 
-Writes data/external/<set>.csv (path, class, patient, source) and <set>.npz (`images`, uint8,
+Writes data/external/<set>.csv (path, class, patient, source, age_group) and <set>.npz (`images`, uint8,
 in that order), and metrics/data_external.json: per set, images per class and every file left out.
 """
 
@@ -19,10 +21,11 @@ import pandas as pd
 from covidxray.common import (CLASSES, EXTERNAL, MANIFEST, METRICS, MIN_SIZE, PipelineError, cli,
                               load_images, load_params, whole_number, write_arrays, write_json,
                               write_table)
-from covidxray.sources import covid_candidates, describe, kermany_candidates
+from covidxray.sources import covid_candidates, describe, kermany_candidates, nih_candidates
 
-COLUMNS = ["path", "class", "patient", "source"]
-LAYOUT_KEYS = {"covid": ("path", "modality", "views", "findings"), "kaggle": ("path", "splits")}
+COLUMNS = ["path", "class", "patient", "source", "age_group"]
+LAYOUT_KEYS = {"covid": ("path", "modality", "views", "findings"), "kaggle": ("path", "splits"),
+               "nih": ("path", "findings", "ages", "views")}
 
 
 def set_spec(name, spec):
@@ -46,6 +49,9 @@ def candidates(name, spec, skipped):
     if spec["layout"] == "covid":
         return covid_candidates(spec["path"], spec["findings"], spec["modality"], spec["views"],
                                 skipped)
+    if spec["layout"] == "nih":
+        return nih_candidates(spec["path"], spec["findings"], spec["ages"], spec["views"],
+                              skipped)
     return kermany_candidates(spec["path"], spec["splits"], skipped,
                               key=f"external.{name}.splits")
 

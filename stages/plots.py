@@ -77,8 +77,8 @@ def save(fig, path):
     plt.close(fig)
 
 
-def plot_task(task, classes):
-    out = PLOTS / task
+def plot_task(task, spec):
+    classes, out = spec["classes"], PLOTS / task
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
     history(task, ax_acc, ax_loss)
     save(fig, out / "history.png")
@@ -93,7 +93,7 @@ def plot_task(task, classes):
         draw(ax, data, classes,
              f"{task}: test accuracy {metrics['accuracy']:.2f} (95% CI {low:.2f}-{high:.2f})")
         save(fig, out / f"{name}.png")
-    test = read_split("test", classes)  # the rows of the predictions, in their order
+    test = read_split("test", spec)  # the rows of the predictions, in their order
     images = prepared_images(test)
     gallery(predictions, images, out / "gallery.png")
     predicted = predictions["predicted"].map({c: i for i, c in enumerate(classes)}).to_numpy()
@@ -106,7 +106,7 @@ def plot_task(task, classes):
 def main():
     params = load_params()
     for task in params["tasks"]:
-        plot_task(task, task_params(params, task)["classes"])
+        plot_task(task, task_params(params, task))
         print(f"plots: {PLOTS / task}/{{{','.join(TASK_PLOTS)}}}.png")
 
 

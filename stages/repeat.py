@@ -19,23 +19,27 @@ import pandas as pd
 from covidxray.common import (FEATURES, HEAD_LAYERS, MANIFEST, METRICS, cli, load_params,
                               read_arrays, read_recipe, task_rows, whole_number, write_json)
 from covidxray.model import build_backbone, build_head, head_probabilities, top_blocks
-from covidxray.scoring import reference_model, scores, spread, summary, val_scores
+from covidxray.scoring import by_source, reference_model, scores, spread, summary, val_scores
 from covidxray.splitting import split
 from covidxray.training import fit_on_bank, seed_everything, through
 
 
-def split_scores(predict, parts, classes, seed):
-    """Validation and test scores of a model (rows -> class probabilities) on one split."""
-    val, test = (task_rows(parts[name], classes, f"split seed {seed}, {name}")
+def split_scores(predict, parts, spec, seed):
+    """Validation and test scores of a model (rows -> class probabilities) on one split of a
+    task (spec: its params)."""
+    classes = spec["classes"]
+    val, test = (task_rows(parts[name], spec, f"split seed {seed}, {name}")
                  for name in ("val", "test"))
+    test_probs = predict(test)
     return {"val": val_scores(val["label"].to_numpy(), predict(val), classes),
-            "test": scores(test["label"].to_numpy(), predict(test), classes)}
+            "test": {**scores(test["label"].to_numpy(), test_probs, classes),
+                     "by_source": by_source(test, test_probs, classes)}}
 
 
 def head_scores(bank, parts, recipe, seed, top):
     """Train one task's head on one split's training images, as train does; its scores."""
     classes = recipe["task"]["classes"]
-    train, val = (task_rows(parts[name], classes, f"split seed {seed}, {name}")
+    train, val = (task_rows(parts[name], recipe["task"], f"split seed {seed}, {name}")
                   for name in ("train", "val"))
     seed_everything(seed)
     head = build_head(len(classes), top.output_shape[1:] if top is not None else bank["plain"].shape[1:],
@@ -44,15 +48,15 @@ def head_scores(bank, parts, recipe, seed, top):
     batch = recipe["task"]["batch_size"]
     return split_scores(
         lambda rows: head_probabilities(model, bank["plain"][rows["image"].to_numpy()], batch),
-        parts, classes, seed)
+        parts, recipe["task"], seed)
 
 
-def reference_scores(plain, parts, classes, seed):
+def reference_scores(plain, parts, spec, seed):
     """The logistic-regression reference, trained on one split's plain features; its scores."""
-    train = task_rows(parts["train"], classes, f"split seed {seed}, train")
+    train = task_rows(parts["train"], spec, f"split seed {seed}, train")
     model = reference_model(plain[train["image"].to_numpy()], train["label"].to_numpy())
     return split_scores(lambda rows: model.predict_proba(plain[rows["image"].to_numpy()]),
-                        parts, classes, seed)
+                        parts, spec, seed)
 
 
 def skip(params):
@@ -87,14 +91,14 @@ def main():
     runs = {task: {"head": [], "reference": []} for task in recipes}
     started = time.perf_counter()
     for i, seed in enumerate(seeds, start=1):
-        parts = split(manifest, params["split"]["test_per_class"],
-                      params["split"]["val_fraction"], seed)
+        parts = split(manifest, params["split"]["test_per_class"], params["split"]["val_fraction"],
+                      seed, params["split"].get("separately", ()))
         for task, recipe in recipes.items():
             if top is not None:
                 top.set_weights(start)  # every split fine-tunes from the same weights
             runs[task]["head"].append(head_scores(bank, parts, recipe, seed, top))
             runs[task]["reference"].append(
-                reference_scores(plain, parts, recipe["task"]["classes"], seed))
+                reference_scores(plain, parts, recipe["task"], seed))
         line = ", ".join(f"{task} {r['head'][-1]['val']['accuracy']:.2f}"
                          f" (reference {r['reference'][-1]['val']['accuracy']:.2f})"
                          for task, r in runs.items())

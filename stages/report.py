@@ -91,6 +91,29 @@ def external_rows(task, sets):
     return rows
 
 
+def source_rows(metrics):
+    """Test recall and COVID-19 calls per (class, source, age group)."""
+    return [{"class/source/age": group, "images": g["n"], "recall": number(g.get("recall")),
+             "called COVID-19": number(g.get("called_covid"))}
+            for group, g in metrics["test"]["by_source"]["groups"].items()]
+
+
+def alarm_rows(task, metrics, repeat, sets):
+    """The share of adults without COVID-19 called COVID-19: on the test split, over the
+    repeated splits and on each external set."""
+    found = [("test split", metrics["test"]["by_source"])]
+    found += [(f"external {name}", read_json(EXTERNAL_METRICS / name / f"{task}.json")["by_source"])
+              for name in sets]
+    rows = [{"images": where, "adults without COVID-19": b["adult_false_alarm_n"],
+             "share called COVID-19": number(b["adult_false_alarm"])} for where, b in found]
+    over = None if "skipped" in repeat else repeat["head"]["test"]["by_source"]["adult_false_alarm"]
+    if over:
+        rows.insert(1, {"images": f"test, {repeat['splits']} splits",
+                        "adults without COVID-19": "",
+                        "share called COVID-19": f"{over['mean']:.3f} ± {over['sd']:.3f}"})
+    return rows
+
+
 def describe_head(trained):
     """The trained head in a few words, from models/<task>.json."""
     head = trained["head"]
@@ -117,6 +140,11 @@ def task_section(task, classes, sets):
     ]
     if sets:
         parts += ["<h3>External sets</h3>", table(external_rows(task, sets))]
+    parts += ["<h3>By source and age</h3>", "<p class='note'>All normal, bacterial and viral"
+              " images of the tutorial's sources are children's, all COVID-19 images adults'. A"
+              " model that learned age or hospital instead of pneumonia calls adults without"
+              " COVID-19 COVID-19 (n/a: the task has no covid class or no such images).</p>",
+              table(source_rows(metrics)), table(alarm_rows(task, metrics, repeat, sets))]
     parts += [image(PLOTS / task / f"{name}.png", f"{task} {name}") for name in TASK_PLOTS]
     return "\n".join(parts)
 
@@ -129,6 +157,18 @@ def confound_section():
     return "\n".join(["<h2 id='confound'>Source confound check</h2>",
                       *(f"<p>{html.escape(line)}</p>" for line in confound["summary"]),
                       table(probes)])
+
+
+def controls_section():
+    controls = read_json(METRICS / "controls.json")
+    probes = [{"images": name, **{k: number(v) if isinstance(v, float) or v is None else v
+                                  for k, v in p.items()}}
+              for name, p in controls["probe"].items()]
+    shares = [{"class/source/age": group, "Grad-CAM mass in the lung field": number(share)}
+              for group, share in controls["gradcam_lung_share"]["groups"].items()]
+    return "\n".join([f"<h2 id='controls'>Shortcut controls ({controls['task']})</h2>",
+                      *(f"<p>{html.escape(line)}</p>" for line in controls["summary"]),
+                      table(probes), table(shares)])
 
 
 def data_section():
@@ -145,9 +185,9 @@ def main():
     sets = list(params.get("external") or {})
     tasks = {task: task_params(params, task)["classes"] for task in params["tasks"]}
     sections = [data_section(), *(task_section(t, c, sets) for t, c in tasks.items()),
-                confound_section()]
+                confound_section(), controls_section()]
     contents = " | ".join(f"<a href='#{name}'>{name}</a>" for name in ["data", *tasks,
-                                                                      "confound"])
+                                                                      "confound", "controls"])
     with replacing(REPORT) as partial:
         partial.write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
                            f"<title>COVID-19 chest X-ray pipeline: run report</title>"

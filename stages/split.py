@@ -15,7 +15,7 @@ def main():
     params = load_params()
     manifest = pd.read_csv(MANIFEST)
     parts = split(manifest, params["split"]["test_per_class"], params["split"]["val_fraction"],
-                  params["seed"])
+                  params["seed"], params["split"].get("separately", ()))
     write_split(parts)
     for name, rows in parts.items():
         counts = rows["class"].value_counts().sort_index().to_dict()

@@ -38,7 +38,7 @@ def main(task):
     recipe = read_recipe(params, task)
     classes, blocks = recipe["task"]["classes"], recipe["fine_tune"]["blocks"]
     seed_everything(recipe["seed"])
-    train, val = read_split("train", classes), read_split("val", classes)
+    train, val = (read_split(name, recipe["task"]) for name in ("train", "val"))
 
     weights = params["backbone"]["weights"]
     backbone = build_backbone(weights, params["image_size"], params["backbone"]["precision"])

@@ -11,6 +11,12 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 METADATA_HEADER = "Patientid,offset,sex,age,finding,survival,view,modality,date,location,filename\n"
+NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
+              "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n")
+
+
+def nih_row(name, labels, patient, age, view="PA"):
+    return f"{name},{labels},0,{patient},{age},M,{view},1024,1024,0.143,0.143\n"
 
 
 def mirror():
@@ -43,7 +49,8 @@ def write_params(**changes):
 
 @pytest.fixture
 def sources(tmp_path, monkeypatch):
-    """A project folder whose data/raw holds 4 images of each class in the upstream layouts."""
+    """A project folder whose data/raw holds 4 images of each class in the upstream layouts, and
+    4 NIH adults without a finding and 4 with pneumonia."""
     monkeypatch.chdir(tmp_path)
     kermany = Path("data/raw/chest-xray-pneumonia/chest_xray/train")
     covid = Path("data/raw/covid-chestxray-dataset")
@@ -58,8 +65,15 @@ def sources(tmp_path, monkeypatch):
         rows.append(f"{i},0,M,60,COVID-19,,PA,X-ray,2020,,covid-{i}.png\n")
     rows.append("9,0,F,50,COVID-19,,AP,X-ray,2020,,ap-view.png\n")  # filtered out by view
     (covid / "metadata.csv").write_text(METADATA_HEADER + "".join(rows))
+    nih, rows = Path("data/raw/nih-chestxray14"), []
+    for i in range(4):  # adults: 4 without a finding, 4 with pneumonia (and another finding)
+        for labels, patient in (("No Finding", 100 + i), ("Pneumonia|Effusion", 200 + i)):
+            name = f"{patient:08d}_000.png"
+            write_image(nih / "images" / name, next(seed))
+            rows.append(nih_row(name, labels, patient, 30 + i))
+    (nih / "Data_Entry_2017.csv").write_text(NIH_HEADER + "".join(rows))
     write_params(merge={"per_class": {"normal": 4, "bacterial": 4, "viral": 4, "covid": 4}})
-    return {"kermany": kermany, "covid": covid}
+    return {"kermany": kermany, "covid": covid, "nih": nih}
 
 
 def write_awkward_files(folder, oversized, name=lambda i, kind, suffix: f"{kind}{suffix}"):

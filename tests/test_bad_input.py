@@ -102,7 +102,8 @@ def test_a_malformed_metadata_row_is_skipped_with_its_line_and_reason(sources, r
 def test_outputs_of_another_manifest_are_refused_with_the_stage_to_rerun(sources):
     """The issue's case: new pixels, same row count; merge, prepare and split rerun, not features."""
     tiny = {"image_size": 32, "backbone": {"weights": "none"},
-            "tasks": {"binary": {"classes": ["normal", "covid"], "epochs": 1, "lr": 1e-3,
+            "tasks": {"binary": {"classes": ["normal", "covid"], "sources": ["kermany", "covid-chestxray"],
+                                 "epochs": 1, "lr": 1e-3,
                                  "batch_size": 4}},
             "split": {"test_per_class": 1, "val_fraction": 0.5}}
     write_params(**tiny)

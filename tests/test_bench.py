@@ -32,7 +32,7 @@ def test_stage_names_follow_dvc_yaml_with_one_stage_per_task():
     names = stage_names(ROOT, ["binary", "three"])
     assert names[:6] == ["merge", "split", "prepare", "features", "external", "repeat"]
     assert names[6:] == ["train@binary", "train@three", "evaluate@binary", "evaluate@three",
-                         "confound", "plots", "report"]
+                         "confound", "controls", "plots", "report"]
 
 
 def test_the_device_weights_are_hed_rounded_to_float16_and_load_as_a_path(tmp_path, monkeypatch):
@@ -63,13 +63,14 @@ def test_selection_ranks_by_mean_validation_accuracy_and_names_changed_params():
                           f"{task}.{model}.val.loss.mean": accuracy and 1 - accuracy}
         return cells
 
-    table = pd.DataFrame([row("base", "baseline", [0.9, 0.8, 0.7]),
-                          row("better", "branch_commit", [0.9, 0.9, 0.8], lr=0.01),
-                          row("queued", "branch_commit", [None] * 3)])
+    extra = [0.8] * (len(selection.TASKS) - 3)  # the tasks after the tutorial's three
+    table = pd.DataFrame([row("base", "baseline", [0.9, 0.8, 0.7, *extra]),
+                          row("better", "branch_commit", [0.9, 0.9, 0.8, *extra], lr=0.01),
+                          row("queued", "branch_commit", [None] * len(selection.TASKS))])
     ranked = selection.ranked(table)
     assert [r["name"] for r in ranked] == ["better", "base"]  # the unfinished one is left out
     assert ranked[0]["params"] == "tasks.binary.lr=0.01" and ranked[1]["params"] == ""
-    assert ranked[0]["accuracy"] == pytest.approx(2.6 / 3)
+    assert ranked[0]["accuracy"] == pytest.approx((2.6 + sum(extra)) / len(selection.TASKS))
     page = selection.markdown(ranked, {t: (0.5, 0.1) for t in selection.TASKS})
     assert page.splitlines()[2].startswith("| better | tasks.binary.lr=0.01 | 0.900 ± 0.010")
     assert page.splitlines()[-1].startswith("| reference |")

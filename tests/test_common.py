@@ -11,9 +11,12 @@ from covidxray import common
 from covidxray.common import PipelineError, load_images, open_rgb, read_split, task_params
 from tests.conftest import ROOT, write_image
 
-PARAMS = {"tasks": {"binary": {"classes": ["normal", "covid"]},
-                    "odd": {"classes": ["normal", "fungal"]},
-                    "lonely": {"classes": ["covid"]}}}
+TUTORIAL = ["kermany", "covid-chestxray"]
+PARAMS = {"tasks": {"binary": {"classes": ["normal", "covid"], "sources": TUTORIAL},
+                    "odd": {"classes": ["normal", "fungal"], "sources": TUTORIAL},
+                    "lonely": {"classes": ["covid"], "sources": TUTORIAL},
+                    "nowhere": {"classes": ["normal", "covid"], "sources": ["mayo"]},
+                    "sourceless": {"classes": ["normal", "covid"]}}}
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P", "I;16"])
@@ -41,7 +44,7 @@ def test_load_images_squashes_to_a_uint8_batch(tmp_path):
     assert batch.shape == (3, 16, 16, 3) and batch.dtype == np.uint8
 
 
-def test_task_params_rejects_unknown_tasks_and_classes():
+def test_task_params_rejects_unknown_tasks_classes_and_sources():
     assert task_params(PARAMS, "binary")["classes"] == ["normal", "covid"]
     with pytest.raises(PipelineError, match="unknown task 'eight'"):
         task_params(PARAMS, "eight")
@@ -49,13 +52,19 @@ def test_task_params_rejects_unknown_tasks_and_classes():
         task_params(PARAMS, "odd")
     with pytest.raises(PipelineError, match=r"tasks\.lonely\.classes must name at least two"):
         task_params(PARAMS, "lonely")
+    for task, got in (("nowhere", "['mayo']"), ("sourceless", "None")):
+        with pytest.raises(PipelineError, match=re.escape(
+                f"tasks.{task}.sources must list sources of kermany, covid-chestxray, nih;"
+                f" got {got}")):
+            task_params(PARAMS, task)
 
 
 def test_a_stage_reports_bad_params_in_one_line_without_a_traceback():
     run = subprocess.run([sys.executable, "-m", "stages.evaluate", "nosuchtask"], cwd=ROOT,
                          capture_output=True, text=True)
     assert run.returncode == 1
-    assert "error: params.yaml: unknown task 'nosuchtask' (tasks: binary, three, four)" in run.stderr
+    tasks = ", ".join(common.load_params(ROOT / "params.yaml")["tasks"])
+    assert f"error: params.yaml: unknown task 'nosuchtask' (tasks: {tasks})" in run.stderr
     assert "Traceback" not in run.stderr
 
 
@@ -68,10 +77,12 @@ def write_split_tables(folder, monkeypatch, **tables):
 
 
 def test_a_task_class_missing_from_the_split_is_a_clear_error(tmp_path, monkeypatch):
-    write_split_tables(tmp_path, monkeypatch, val="path,class,patient\na.png,normal,p1\nb.png,covid,p2\n")
-    assert read_split("val", ["covid", "normal"])["label"].tolist() == [1, 0]
+    write_split_tables(tmp_path, monkeypatch, val="path,class,patient,source\n"
+                       "a.png,normal,p1,kermany\nb.png,covid,p2,covid-chestxray\nc.png,normal,p3,nih\n")
+    assert read_split("val", {"classes": ["covid", "normal"],
+                              "sources": TUTORIAL})["label"].tolist() == [1, 0]
     with pytest.raises(PipelineError, match=r"val\.csv: no images of class\(es\) viral"):
-        read_split("val", ["normal", "viral"])
+        read_split("val", {"classes": ["normal", "viral"], "sources": TUTORIAL})
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, True, "3", None])
@@ -97,8 +108,9 @@ def test_missing_or_short_prepared_arrays_say_to_rerun_the_pipeline(tmp_path, mo
 def test_a_tasks_rows_keep_their_manifest_row(tmp_path, monkeypatch):
     """The `image` column indexes the prepared images and features, which hold every image."""
     write_split_tables(tmp_path, monkeypatch,
-                       test="image,path,class,patient\n7,a,normal,p1\n3,b,viral,p2\n5,c,covid,p3\n")
-    rows = read_split("test", ["normal", "covid"])
+                       test="image,path,class,patient,source\n7,a,normal,p1,kermany\n"
+                            "3,b,viral,p2,kermany\n5,c,covid,p3,covid-chestxray\n")
+    rows = read_split("test", {"classes": ["normal", "covid"], "sources": TUTORIAL})
     assert rows["image"].tolist() == [7, 5] and rows["label"].tolist() == [0, 1]
 
 

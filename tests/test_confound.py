@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from covidxray.common import PipelineError
-from stages.confound import other_source_features, source_probe, summary
+from covidxray.controls import linear_probe
+from stages.confound import other_source_features, summary
 
 
 def patients_and_source(n=60):
@@ -18,17 +19,17 @@ def test_the_probe_finds_a_source_written_into_the_features_and_not_noise():
     noise = rng.normal(size=(len(source), 2, 2, 8))
     marked = noise.copy()
     marked[source, 0, 0, 0] += 6  # one feature tells the sources apart
-    found = source_probe(marked, source, patients, folds=5, seed=0)
-    blind = source_probe(noise, source, patients, folds=5, seed=0)
+    found = linear_probe(marked, source, patients, folds=5, seed=0)
+    blind = linear_probe(noise, source, patients, folds=5, seed=0)
     assert found["auc"] > 0.95 and found["balanced_accuracy"] > 0.9
     assert blind["auc"] < 0.75
-    assert found["n"] == 60 and found["n_other_source"] == 20 and found["folds"] == 5
+    assert found["n"] == 60 and found["n_positive"] == 20 and found["folds"] == 5
 
 
 def test_folds_shrink_to_the_patients_of_the_smaller_side():
     source, patients = patients_and_source(12)
     patients[source] = "one patient"
-    assert source_probe(np.zeros((12, 3)), source, patients, 5, 0) == {
+    assert linear_probe(np.zeros((12, 3)), source, patients, 5, 0) == {
         "n": 12, "folds": 1, "auc": None, "balanced_accuracy": None}
 
 
@@ -39,7 +40,7 @@ def test_the_summary_says_what_each_model_calls_the_other_source():
     lines = summary(probe, calls, "covid_other")
     assert "AUC of 0.97" in lines[0] and "plainly readable" in lines[0]
     assert lines[1] == ("binary: calls 15 of 18 covid_other images COVID-19, none of which has"
-                        " it, against 1 of 9 non-COVID test images from Kermany.")
+                        " it, against 1 of 9 non-COVID test images.")
     assert "hardly readable" in summary({**probe, "auc": 0.55}, {}, "x")[0]
 
 

@@ -13,7 +13,7 @@ COVID_SET = {"layout": "covid", "path": "data/raw/covid-chestxray-dataset", "mod
 
 
 @pytest.mark.parametrize("spec, message", [
-    ({"layout": "dicom"}, r"external.s.layout must be one of covid, kaggle; got 'dicom'"),
+    ({"layout": "dicom"}, r"external.s.layout must be one of covid, kaggle, nih; got 'dicom'"),
     ({"layout": "kaggle"}, r"external.s: missing key\(s\) path, splits for layout kaggle"),
     ({**COVID_SET, "findings": {"SARS": "sars"}}, r"external.s.findings maps to unknown class"),
 ])

@@ -17,11 +17,15 @@ def get_data(cwd, mirror, home):
                           capture_output=True, text=True)
 
 
-def fake_mirror(path, with_kermany=True):
+def fake_mirror(path, with_kermany=True, with_nih=True):
     (path / "covid-chestxray-dataset").mkdir(parents=True)
     (path / "covid-chestxray-dataset" / "metadata.csv").write_text("Patientid\n")
     if with_kermany:
         (path / "chest-xray-pneumonia" / "chest_xray" / "train").mkdir(parents=True)
+    if with_nih:
+        (path / "nih-chestxray14-sample" / "images").mkdir(parents=True)
+        (path / "nih-chestxray14-sample" / "images" / "00000001_000.png").write_bytes(b"png")
+        (path / "nih-chestxray14-sample" / "Data_Entry_2017.csv").write_text("Image Index\n")
     return path
 
 
@@ -38,16 +42,48 @@ def test_sources_are_copied_from_the_mirror_and_a_second_run_is_harmless(tmp_pat
     assert not any(path.is_symlink() for path in raw.iterdir())
     assert (raw / "covid-chestxray-dataset").stat().st_mode & 0o200  # copies are writable
     second = get_data(tmp_path / "repo", mirror, tmp_path)
-    assert second.returncode == 0 and second.stdout.count("already in place") == 2
+    assert second.returncode == 0 and second.stdout.count("already in place") == 3
 
 
-def test_without_mirror_or_kaggle_token_it_says_how_to_get_the_kaggle_set(tmp_path):
-    mirror = fake_mirror(tmp_path / "mirror", with_kermany=False)
+def test_the_nih_sample_is_copied_from_its_mirror_folder_to_data_raw_nih_chestxray14(tmp_path):
+    mirror = fake_mirror(tmp_path / "mirror")
+    (mirror / "nih-chestxray14-sample" / "images").chmod(0o555)  # mirrors are read-only
+    (tmp_path / "repo").mkdir()
+    run = get_data(tmp_path / "repo", mirror, tmp_path)
+    raw = tmp_path / "repo" / "data" / "raw"
+    assert run.returncode == 0, run.stderr
+    assert (raw / "nih-chestxray14" / "Data_Entry_2017.csv").read_text() == "Image Index\n"
+    assert (raw / "nih-chestxray14" / "images" / "00000001_000.png").read_bytes() == b"png"
+    assert not (raw / "nih-chestxray14-sample").exists()
+    assert (raw / "nih-chestxray14" / "images").stat().st_mode & 0o200  # copies are writable
+
+
+@pytest.mark.parametrize("labels", ["Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv",
+                                    "sample_labels.csv"])
+def test_any_of_nihs_labels_files_marks_its_folder_as_in_place(tmp_path, labels):
+    mirror = fake_mirror(tmp_path / "mirror", with_nih=False)  # else a miss would copy, not fail
+    nih = tmp_path / "repo" / "data" / "raw" / "nih-chestxray14"
+    nih.mkdir(parents=True)
+    (nih / labels).write_text("Image Index\n")
+    run = get_data(tmp_path / "repo", mirror, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "data/raw/nih-chestxray14 already in place" in run.stdout
+
+
+@pytest.mark.parametrize("missing, name, advice", [
+    ({"with_nih": False}, "nih-chestxray14",
+     ["COVIDXRAY_MIRROR", "nih-chestxray14-sample/", "nihcc.app.box.com", "images_012/images/",
+      "nih-chest-xrays/sample", "sample_labels.csv"]),
+    ({"with_kermany": False}, "chest-xray-pneumonia", ["~/.kaggle/kaggle.json", "COVIDXRAY_MIRROR"]),
+])
+def test_without_mirror_it_says_how_to_get_a_source_by_hand(tmp_path, missing, name, advice):
+    mirror = fake_mirror(tmp_path / "mirror", **missing)
     (tmp_path / "repo").mkdir()
     run = get_data(tmp_path / "repo", mirror, tmp_path)
     assert run.returncode == 1
-    assert "chest-xray-pneumonia is missing" in run.stderr
-    assert "~/.kaggle/kaggle.json" in run.stderr and "COVIDXRAY_MIRROR" in run.stderr
+    assert f"{name} is missing" in run.stderr
+    assert all(words in run.stderr for words in advice)
+    assert not (tmp_path / "repo" / "data" / "raw" / name).exists()
 
 
 def test_a_failed_download_says_what_failed_and_what_to_do_instead(tmp_path, monkeypatch):

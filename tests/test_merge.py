@@ -31,15 +31,19 @@ def read_outputs():
 def test_merge_labels_every_source_and_records_patients(sources):
     merge.main()
     manifest, report = read_outputs()
-    assert manifest.groupby("class").size().to_dict() == {
-        "bacterial": 4, "covid": 4, "normal": 4, "viral": 4}
-    assert set(manifest.columns) == {"path", "class", "patient", "source", "sha256", "width",
-                                     "height"}
+    assert manifest.groupby(["source", "class"]).size().to_dict() == {
+        ("kermany", "bacterial"): 4, ("covid-chestxray", "covid"): 4, ("kermany", "normal"): 4,
+        ("kermany", "viral"): 4, ("nih", "normal"): 4, ("nih", "pneumonia_other"): 4}
+    assert set(manifest.columns) == {"path", "class", "patient", "source", "age_group", "sha256",
+                                     "width", "height"}
     row = manifest.set_index("path").loc[str(sources["covid"] / "images" / "covid-2.png")]
     assert (row["class"], row["patient"], row["source"]) == ("covid", "covid:2", "covid-chestxray")
     assert (row["width"], row["height"]) == (40, 32)
-    assert "kermany:person1" in set(manifest["patient"])
-    assert report["n_skipped"] == 0 and report["total"] == 16
+    assert "kermany:person1" in set(manifest["patient"]) and "nih:201" in set(manifest["patient"])
+    assert manifest.groupby("source")["age_group"].unique().map(list).to_dict() == {
+        "kermany": ["child"], "covid-chestxray": ["adult"], "nih": ["adult"]}
+    assert list(manifest["source"].iloc[16:]) == ["nih"] * 8  # after the tutorial's rows
+    assert report["n_skipped"] == 0 and report["total"] == 24
 
 
 def test_bad_files_are_skipped_with_a_reason(sources):
@@ -70,7 +74,7 @@ def test_grayscale_rgba_and_16_bit_images_are_kept(sources):
     merge.main()
     manifest, report = read_outputs()
     assert report["n_skipped"] == 0
-    assert (manifest["class"] == "normal").sum() == 7
+    assert (manifest.query("source == 'kermany'")["class"] == "normal").sum() == 7
 
 
 def test_byte_identical_copies_are_kept_once_and_reported(sources):

@@ -72,17 +72,43 @@ def copy_tiny_sources(source, raw):
         shutil.copy(path, target)
     with open(raw / covid / "metadata.csv", "w", newline="") as f:
         csv.writer(f).writerows([rows[0], *present, *absent, *extra])
+    copy_tiny_nih(source / "nih-chestxray14-sample", raw / "nih-chestxray14")
     return len(absent)
+
+
+def copy_tiny_nih(source, target):
+    """NIH adults without a finding and with pneumonia, two more of each than the tiny config
+    samples (for the nih_adults set), and two children, each of another patient."""
+    with open(source / "Data_Entry_2017.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    chosen, patients = [], set()
+    for label, adult, count in (("No Finding", True, PER_CLASS + 2),
+                                ("Pneumonia", True, PER_CLASS + 2), ("No Finding", False, 2)):
+        fits = [r for r in rows[1:] if label in r[1].split("|") and (int(r[4]) >= 18) == adult]
+        for row in fits:
+            if count and row[3] not in patients:
+                chosen.append(row)
+                patients.add(row[3])
+                count -= 1
+    (target / "images").mkdir(parents=True)
+    for row in chosen:
+        shutil.copy(source / "images" / row[0], target / "images" / row[0])
+    with open(target / "Data_Entry_2017.csv", "w", newline="") as f:
+        csv.writer(f).writerows([rows[0], *chosen])
 
 
 def tiny_params(path):
     params = yaml.safe_load(path.read_text())
     params["image_size"] = 32
     params["merge"]["per_class"] = dict.fromkeys(params["merge"]["per_class"], PER_CLASS)
-    params["split"] = {"test_per_class": 1, "val_fraction": 0.25}
+    params["merge"]["nih"]["per_class"] = dict.fromkeys(params["merge"]["nih"]["per_class"],
+                                                        PER_CLASS)
+    params["split"] = {"test_per_class": 1, "val_fraction": 0.25, "separately": ["nih"]}
     params["backbone"]["weights"] = "none"
     params["bank"]["views"] = 2
     params["repeat"]["splits"] = 2
+    for name in ("three", "adult_pneumonia"):  # the other tasks run the same code; time is short
+        del params["tasks"][name]
     for task in params["tasks"].values():
         task.update(epochs=1, batch_size=4)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -112,7 +138,9 @@ def test_repro_writes_every_tasks_metrics(project):
             value = metrics
             for part in key.split("."):
                 value = value[part]
-        assert metrics["test"]["n"] == len(spec["classes"])
+        test = pd.read_csv(project["path"] / "data" / "split" / "test.csv")
+        in_task = test["class"].isin(spec["classes"]) & test["source"].isin(spec["sources"])
+        assert metrics["test"]["n"] == in_task.sum() >= len(spec["classes"])
         assert set(metrics["test"]["per_class"]) == set(spec["classes"])
         assert metrics["backbone"] == "none"
         assert (project["path"] / "models" / f"{task}.keras").is_file()
@@ -122,7 +150,7 @@ def test_repro_writes_every_tasks_metrics(project):
 
 def test_the_data_report_counts_classes_and_the_missing_covid_image(project):
     report = json.loads((project["path"] / "metrics" / "data.json").read_text())
-    assert report["total"] == 4 * PER_CLASS
+    assert report["total"] == 6 * PER_CLASS  # 4 classes of the tutorial's sources, 2 of NIH
     assert report["n_skipped"] == project["missing"] >= 1
     assert all(re.fullmatch(r"listed in metadata.csv line \d+, file missing", s["reason"])
                for s in report["skipped"])
@@ -147,7 +175,9 @@ def test_dag_chains_every_stage(project):
              for line in dot.splitlines() if "->" in line}
     assert {("merge", "split"), ("merge", "prepare"), ("prepare", "features"),
             ("features", "repeat"), ("merge", "external"), ("features", "confound"),
-            ("plots", "report"), ("confound", "report"), ("repeat", "report")} <= edges
+            ("plots", "report"), ("confound", "report"), ("repeat", "report"),
+            ("train@binary_mixed", "controls"), ("external", "controls"),
+            ("controls", "report")} <= edges
     for task in project["params"]["tasks"]:
         assert {("features", f"train@{task}"), ("split", f"train@{task}"),
                 (f"train@{task}", f"evaluate@{task}"), ("external", f"evaluate@{task}"),
@@ -173,6 +203,22 @@ def test_every_task_is_scored_on_each_external_set(project):
     assert "metrics/external/covid_views/four.json" in dvc(path, "metrics", "show")
 
 
+def test_every_task_is_scored_per_source_and_age_with_the_adult_false_alarm_rate(project):
+    path = project["path"]
+    mixed = json.loads((path / "metrics" / "binary_mixed.json").read_text())["test"]["by_source"]
+    assert set(mixed["groups"]) == {"normal/kermany/child", "normal/nih/adult",
+                                    "covid/covid-chestxray/adult"}
+    assert mixed["adult_false_alarm_n"] == 1 and mixed["adult_false_alarm"] in (0.0, 1.0)
+    tutorial = json.loads((path / "metrics" / "binary.json").read_text())["test"]["by_source"]
+    assert "normal/nih/adult" not in tutorial["groups"] and tutorial["adult_false_alarm"] is None
+    nih = json.loads((path / "metrics" / "external" / "nih_adults" / "binary.json").read_text())
+    assert nih["by_source"]["adult_false_alarm_n"] == 4  # the 2 + 2 adults the manifest lacks
+    repeat = json.loads((path / "metrics" / "repeat.json").read_text())["binary_mixed"]
+    alarm = repeat["head"]["test"]["by_source"]["adult_false_alarm"]
+    assert len(alarm["values"]) == 2
+    assert "binary_mixed.head.test.by_source.adult_false_alarm.mean" in dvc(path, "metrics", "show")
+
+
 def test_repeat_reports_the_head_and_the_reference_over_splits(project):
     repeat = json.loads((project["path"] / "metrics" / "repeat.json").read_text())
     seed = project["params"]["seed"]
@@ -196,7 +242,7 @@ def test_the_confound_check_probes_the_source_and_counts_covid_calls(project):
     confound = json.loads((project["path"] / "metrics" / "confound.json").read_text())
     assert confound["other_source"] == "covid_other"
     assert confound["non_covid"]["n"] == 3 * PER_CLASS + 5
-    assert confound["non_covid"]["n_other_source"] == 5
+    assert confound["non_covid"]["n_positive"] == 5
     for task in project["params"]["tasks"]:
         assert confound["models"][task]["other_source"]["n"] == 5
     assert len(confound["summary"]) == 1 + len(project["params"]["tasks"])
@@ -219,6 +265,20 @@ class Page(HTMLParser):
         self.text.append(data)
 
 
+def test_the_shortcut_controls_run_on_the_tiny_config(project):
+    controls = json.loads((project["path"] / "metrics" / "controls.json").read_text())
+    assert controls["task"] == "binary_mixed" and set(controls["probe"]) == {
+        "full", "lungs_hidden", "lungs_only"}
+    for probe in controls["probe"].values():
+        assert probe["n"] == 3 and 0 <= probe["accuracy"] <= 1  # 1 normal per source, 1 covid
+        assert probe["covid_recall"] in (0.0, 1.0)
+    age = controls["age_probe"]
+    assert age["source"] == "nih" and age["n"] == 2 + 2 * PER_CLASS and age["n_positive"] == 2
+    assert 0 <= controls["gradcam_lung_share"]["all"] <= 1
+    assert set(controls["gradcam_lung_share"]["groups"]) == {
+        "normal/kermany/child", "normal/nih/adult", "covid/covid-chestxray/adult"}
+
+
 def test_the_report_is_one_offline_page_with_every_table_and_plot(project):
     page = Page()
     page.feed((project["path"] / "report" / "index.html").read_text())
@@ -228,11 +288,14 @@ def test_the_report_is_one_offline_page_with_every_table_and_plot(project):
         assert img["src"].startswith("data:image/png;base64,")  # nothing to fetch
         Image.open(io.BytesIO(base64.b64decode(img["src"].split(",", 1)[1]))).verify()
     assert {img["alt"] for img in page.images} >= {f"{t} gradcam" for t in tasks}
-    # data, confound, and per task: test, per class, repeated splits, external sets
-    assert page.tables == 2 + 4 * len(tasks)
+    # data, confound, controls (2), and per task: test, per class, repeated splits, external
+    # sets, by source and the adult false alarms
+    assert page.tables == 4 + 6 * len(tasks)
     text = " ".join(page.text)
     confound = json.loads((project["path"] / "metrics" / "confound.json").read_text())
+    controls = json.loads((project["path"] / "metrics" / "controls.json").read_text())
     assert confound["summary"][0] in text and "95% CI (Wilson)" in text
+    assert controls["summary"][0] in text and "normal/nih/adult" in text
 
 
 def test_plots_show_renders_curves_confusion_matrices_and_pngs(project, tmp_path):
@@ -335,7 +398,7 @@ def test_metrics_params_and_plots_diff_between_two_commits(project, tmp_path):
     assert "tasks.binary.lr" in params and "0.01" in params
     metrics = dvc(path, "metrics", "diff", "HEAD~1", "HEAD")
     assert "metrics/binary.json" in metrics and "test.loss" in metrics
-    assert "metrics/three.json" not in metrics  # only the binary task re-ran
+    assert "metrics/four.json" not in metrics  # only the binary task re-ran
     dvc(path, "plots", "diff", "HEAD~1", "HEAD", "-o", str(tmp_path))
     page = (tmp_path / "index.html").read_text()
     assert '"rev": "HEAD~1"' in page and '"rev": "HEAD"' in page

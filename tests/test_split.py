@@ -14,8 +14,10 @@ def manifest(patients_per_class=12, images_per_patient=(1, 2, 3)):
         for p in range(patients_per_class):
             patient = f"{cls}-p{p}"
             for i in range(images_per_patient[p % len(images_per_patient)]):
-                rows.append({"path": f"{patient}-{i}", "class": cls, "patient": patient})
-        rows.append({"path": f"{cls}-p0-x", "class": classes[(c + 1) % 4], "patient": f"{cls}-p0"})
+                rows.append({"path": f"{patient}-{i}", "class": cls, "patient": patient,
+                             "source": "kermany"})
+        rows.append({"path": f"{cls}-p0-x", "class": classes[(c + 1) % 4], "patient": f"{cls}-p0",
+                     "source": "kermany"})
     return pd.DataFrame(rows)
 
 
@@ -61,7 +63,7 @@ def test_a_class_too_small_for_the_test_set_is_a_clear_error():
 
 
 def test_when_whole_patients_cannot_make_the_count_the_error_says_so():
-    rows = pd.DataFrame([{"path": f"{c}{i}", "class": c, "patient": f"{c}-big"}
+    rows = pd.DataFrame([{"path": f"{c}{i}", "class": c, "patient": f"{c}-big", "source": "kermany"}
                          for c in ("normal", "covid") for i in range(6)])
     with pytest.raises(PipelineError, match="cannot make 2 test images of class 'covid'"):
         split(rows, test_per_class=2, val_fraction=0.2, seed=1)
@@ -83,3 +85,18 @@ def test_a_test_size_that_is_not_a_positive_whole_number_is_a_clear_error(per_cl
 def test_too_few_images_left_for_the_validation_folds_is_a_clear_error():
     with pytest.raises(PipelineError, match="too few for 5 validation folds"):
         split(manifest(patients_per_class=2), test_per_class=1, val_fraction=0.2, seed=1)
+
+
+def test_a_source_split_separately_leaves_the_others_split_as_it_was():
+    """NIH joins the manifest; the tutorial's sources keep their train, val and test rows."""
+    before = split(manifest(), test_per_class=5, val_fraction=0.2, seed=1)
+    nih = pd.DataFrame([{"path": f"nih-{cls}-{i}", "class": cls, "patient": f"nih:{cls}{i}",
+                         "source": "nih"} for cls in ("normal", "pneumonia_other")
+                        for i in range(12)])
+    after = split(pd.concat([manifest(), nih], ignore_index=True), test_per_class=5,
+                  val_fraction=0.2, seed=1, separately=["nih"])
+    for name, rows in after.items():
+        pd.testing.assert_frame_equal(rows[rows["source"] != "nih"], before[name])
+    assert after["test"].query("source == 'nih'")["class"].value_counts().to_dict() == {
+        "normal": 5, "pneumonia_other": 5}
+    assert not set(after["test"]["patient"]) & set(after["train"]["patient"])

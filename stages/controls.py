@@ -1,0 +1,118 @@
+"""controls: where in the image, and from which shortcut, can COVID-19 be read?
+
+On `controls.task`'s split, the reference model (logistic regression on standardised,
+average-pooled frozen VGG16 features; covidxray/scoring.py) is trained on the training images
+and scored on the test images three times:
+- full: the images as they are;
+- lungs_hidden: the central lung field blacked out in training and test (Maguolo & Nanni 2021);
+  what it still gets right it reads from outside the lungs;
+- lungs_only: the lung field cropped and resized: no borders, text or markers.
+Then:
+- age probe: a linear probe, whole patients per fold, telling the children of the external set
+  `controls.children` from the manifest's adults of the same source (NIH);
+- Grad-CAM: the share of the task's trained model's heatmap inside the lung field, per class,
+  source and age group of the test images.
+
+Writes metrics/controls.json, with the findings in plain words under `summary`.
+"""
+
+import numpy as np
+import pandas as pd
+
+from covidxray.bank import build_features_model, plain_features
+from covidxray.common import (EXTERNAL, FEATURES, MANIFEST, METRICS, MODELS, cli, load_params,
+                              number, prepared_images, read_arrays, read_split, task_params,
+                              trained_record, whole_number, write_json)
+from covidxray.controls import (hide_lungs, linear_probe, lung_mass, lungs_only,
+                                probe_scores)
+from covidxray.gradcam import gradcam
+from covidxray.model import load_classifier, probabilities
+from covidxray.training import seed_everything
+
+
+def image_probes(params, spec, margin, train, test):
+    """The reference model's test scores on the full images, and with the lungs hidden or
+    alone; the altered images go through the backbone here (the bank holds the full ones)."""
+    plain = read_arrays(FEATURES, "features")["plain"]
+    extractor = build_features_model(params["backbone"], params["image_size"])
+    batch = params["bank"]["batch_size"]
+    images = {name: prepared_images(rows) for name, rows in (("train", train), ("test", test))}
+    result = {"full": probe_scores(plain[train["image"].to_numpy()], train,
+                                   plain[test["image"].to_numpy()], test, spec["classes"])}
+    for name, alter in (("lungs_hidden", hide_lungs), ("lungs_only", lungs_only)):
+        train_features, test_features = (plain_features(extractor, alter(images[part], margin),
+                                                        batch) for part in ("train", "test"))
+        result[name] = probe_scores(train_features, train, test_features, test, spec["classes"])
+    return result
+
+
+def age_probe(params, children, folds):
+    """Children of an external set against the manifest's adults of the same source."""
+    rows = pd.read_csv(EXTERNAL / f"{children}.csv")
+    source = rows["source"].iloc[0]
+    manifest = pd.read_csv(MANIFEST)
+    adults = manifest[(manifest["source"] == source) & (manifest["age_group"] == "adult")]
+    extractor = build_features_model(params["backbone"], params["image_size"])
+    child_features = plain_features(extractor, read_arrays(EXTERNAL / f"{children}.npz",
+                                                           "external")["images"],
+                                     params["bank"]["batch_size"])
+    adult_features = read_arrays(FEATURES, "features")["plain"][adults.index.to_numpy()]
+    return {"source": source, **linear_probe(
+        np.concatenate([child_features, adult_features]),
+        np.r_[np.ones(len(rows), bool), np.zeros(len(adults), bool)],
+        np.r_[rows["patient"].to_numpy(), adults["patient"].to_numpy()], folds, params["seed"])}
+
+
+def lung_shares(task, spec, test, margin):
+    """Mean share of the Grad-CAM mass inside the lung field, overall and per test group."""
+    trained_record(task)
+    model = load_classifier(MODELS / f"{task}.keras")
+    images = prepared_images(test)
+    predicted = probabilities(model, images, spec["batch_size"]).argmax(axis=1)
+    shares = pd.Series(lung_mass(gradcam(model, images, predicted), images.shape[1], margin),
+                       index=test.index, dtype=float)
+    groups = test["class"] + "/" + test["source"] + "/" + test["age_group"]
+    return {"all": float(shares.mean()),
+            "groups": {g: float(v) for g, v in shares.groupby(groups).mean().items()}}
+
+
+def summary(result):
+    probes = result["probe"]
+    lines = [f"{name}: the reference model gets {p['accuracy']:.2f} of {p['n']} test images right"
+             + (f", finds {p['covid_recall']:.2f} of COVID-19" if p["covid_recall"] is not None
+                else "")
+             + (f" and calls {p['adult_false_alarm']:.2f} of adults without it COVID-19"
+                if p["adult_false_alarm"] is not None else "") + "."
+             for name, p in probes.items()]
+    age = result["age_probe"]
+    if age and age["auc"] is not None:
+        lines.append(f"Age probe: a linear probe tells children from adults of {age['source']}"
+                     f" (one hospital) with AUC {age['auc']:.2f}.")
+    lines.append(f"Grad-CAM: {result['gradcam_lung_share']['all']:.2f} of the heatmaps' mass lies"
+                 " in the lung field, which is"
+                 f" {(1 - 2 * result['margin']) ** 2:.2f} of the image.")
+    return lines
+
+
+def main():
+    params = load_params()
+    seed_everything(params["seed"])  # backbone.weights `none` draws its weights
+    spec = params["controls"]
+    task = spec["task"]
+    task_spec = task_params(params, task)
+    margin = number(spec["margin"], "controls.margin", 0, 0.5, "in [0, 0.5)")
+    folds = whole_number(spec["folds"], "controls.folds", 2)
+    train, test = read_split("train", task_spec), read_split("test", task_spec)
+    result = {"task": task, "margin": margin,
+              "probe": image_probes(params, task_spec, margin, train, test),
+              "age_probe": age_probe(params, spec["children"], folds) if spec.get("children")
+              else None,
+              "gradcam_lung_share": lung_shares(task, task_spec, test, margin)}
+    result["summary"] = summary(result)
+    write_json(METRICS / "controls.json", result)
+    for line in result["summary"]:
+        print(f"controls: {line}")
+
+
+if __name__ == "__main__":
+    cli(main)()
