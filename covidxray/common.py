@@ -173,17 +173,21 @@ def whole_number(value, key, minimum):
     return value
 
 
+def is_number(value):
+    """An int or a float, and not a bool (which Python counts as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def number(value, key, low, high, allowed):
     """A params.yaml number within `allowed`, a phrase such as "in [0, 1)", checked by the caller's
     bounds: low <= value (< high when given)."""
-    if (not isinstance(value, (int, float)) or isinstance(value, bool) or value < low
-            or (high is not None and value >= high)):
+    if not is_number(value) or value < low or (high is not None and value >= high):
         raise PipelineError(f"params.yaml: {key} must be a number {allowed}, got {value!r}")
     return float(value)
 
 
 def positive_number(value, key):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+    if not is_number(value) or not value > 0:
         raise PipelineError(f"params.yaml: {key} must be a number > 0, got {value!r}")
     return float(value)
 

@@ -15,7 +15,7 @@ from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from covidxray.scoring import by_source, reference_model
+from covidxray.scoring import by_source, reference_model, scores
 
 
 def lung_box(size, margin):
@@ -45,12 +45,10 @@ def probe_scores(train_features, train, test_features, test, classes):
     accuracy, COVID-19 recall and the adult false-alarm rate (by_source)."""
     model = reference_model(train_features, train["label"].to_numpy())
     probs = model.predict_proba(test_features)
-    predicted = probs.argmax(axis=1)
-    labels = test["label"].to_numpy()
-    covid = classes.index("covid") if "covid" in classes else None
-    return {"n": len(test), "accuracy": float((predicted == labels).mean()),
-            "covid_recall": None if covid is None else float((predicted[labels == covid]
-                                                              == covid).mean()),
+    tested = scores(test["label"].to_numpy(), probs, classes)
+    return {"n": tested["n"], "accuracy": tested["accuracy"],
+            "covid_recall": tested["per_class"]["covid"]["recall"] if "covid" in classes
+            else None,
             "adult_false_alarm": by_source(test, probs, classes)["adult_false_alarm"]}
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from covidxray.common import MANIFEST, PipelineError, whole_number
+from covidxray.common import MANIFEST, SPLITS, PipelineError, is_number, whole_number
 
 
 def pick_test_patients(manifest, per_class, seed):
@@ -51,8 +51,7 @@ def pick_val_rows(rest, fraction, seed):
     The fold is one of round(1 / fraction) folds, so its share is 1/k nearest to fraction
     (0.2 -> 1/5, 0.3 -> 1/3), and patient groups make it approximate.
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
-            or not 0 < fraction <= 0.5:
+    if not is_number(fraction) or not 0 < fraction <= 0.5:
         raise PipelineError(f"params.yaml: split.val_fraction must be a number in (0, 0.5],"
                             f" got {fraction!r}")
     k = round(1 / fraction)
@@ -79,7 +78,7 @@ def split(manifest, test_per_class, val_fraction, seed, separately=()):
     blocks = [manifest[~alone], *(manifest[manifest["source"] == s] for s in separately)]
     parts = [split_block(block, test_per_class, val_fraction, seed)
              for block in blocks if len(block)]
-    return {name: pd.concat([part[name] for part in parts]) for name in ("train", "val", "test")}
+    return {name: pd.concat([part[name] for part in parts]) for name in SPLITS}
 
 
 def split_block(manifest, test_per_class, val_fraction, seed):

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from covidxray.bank import build_features_model, plain_features
-from covidxray.common import (EXTERNAL, FEATURES, MANIFEST, METRICS, MODELS, cli, load_params,
-                              number, prepared_images, read_arrays, read_split, task_params,
+from covidxray.common import (EXTERNAL, FEATURES, MANIFEST, METRICS, MODELS, cli,
+                              fine_tune_params, load_params, number, prepared_images, read_arrays, read_split, task_params,
                               trained_record, whole_number, write_json)
 from covidxray.controls import (hide_lungs, linear_probe, lung_mass, lungs_only,
                                 probe_scores)
@@ -30,12 +30,9 @@ from covidxray.model import load_classifier, probabilities
 from covidxray.training import seed_everything
 
 
-def image_probes(params, spec, margin, train, test):
-    """The reference model's test scores on the full images, and with the lungs hidden or
-    alone; the altered images go through the backbone here (the bank holds the full ones)."""
-    plain = read_arrays(FEATURES, "features")["plain"]
-    extractor = build_features_model(params["backbone"], params["image_size"])
-    batch = params["bank"]["batch_size"]
+def image_probes(extractor, plain, batch, spec, margin, train, test):
+    """The reference model's test scores on the full images (the bank's plain features), and
+    with the lungs hidden or alone, whose features `extractor` computes here."""
     images = {name: prepared_images(rows) for name, rows in (("train", train), ("test", test))}
     result = {"full": probe_scores(plain[train["image"].to_numpy()], train,
                                    plain[test["image"].to_numpy()], test, spec["classes"])}
@@ -46,21 +43,18 @@ def image_probes(params, spec, margin, train, test):
     return result
 
 
-def age_probe(params, children, folds):
+def age_probe(extractor, plain, batch, children, folds, seed):
     """Children of an external set against the manifest's adults of the same source."""
     rows = pd.read_csv(EXTERNAL / f"{children}.csv")
     source = rows["source"].iloc[0]
     manifest = pd.read_csv(MANIFEST)
     adults = manifest[(manifest["source"] == source) & (manifest["age_group"] == "adult")]
-    extractor = build_features_model(params["backbone"], params["image_size"])
-    child_features = plain_features(extractor, read_arrays(EXTERNAL / f"{children}.npz",
-                                                           "external")["images"],
-                                     params["bank"]["batch_size"])
-    adult_features = read_arrays(FEATURES, "features")["plain"][adults.index.to_numpy()]
+    child_features = plain_features(
+        extractor, read_arrays(EXTERNAL / f"{children}.npz", "external")["images"], batch)
     return {"source": source, **linear_probe(
-        np.concatenate([child_features, adult_features]),
+        np.concatenate([child_features, plain[adults.index.to_numpy()]]),
         np.r_[np.ones(len(rows), bool), np.zeros(len(adults), bool)],
-        np.r_[rows["patient"].to_numpy(), adults["patient"].to_numpy()], folds, params["seed"])}
+        np.r_[rows["patient"].to_numpy(), adults["patient"].to_numpy()], folds, seed)}
 
 
 def lung_shares(task, spec, test, margin):
@@ -103,10 +97,14 @@ def main():
     margin = number(spec["margin"], "controls.margin", 0, 0.5, "in [0, 0.5)")
     folds = whole_number(spec["folds"], "controls.folds", 2)
     train, test = read_split("train", task_spec), read_split("test", task_spec)
+    plain, batch = read_arrays(FEATURES, "features")["plain"], params["bank"]["batch_size"]
+    # what the bank's plain view holds (block4_pool when VGG16's block5 is fine-tuned)
+    extractor = build_features_model(params["backbone"], params["image_size"],
+                                     fine_tune_params(params)["blocks"])
     result = {"task": task, "margin": margin,
-              "probe": image_probes(params, task_spec, margin, train, test),
-              "age_probe": age_probe(params, spec["children"], folds) if spec.get("children")
-              else None,
+              "probe": image_probes(extractor, plain, batch, task_spec, margin, train, test),
+              "age_probe": age_probe(extractor, plain, batch, spec["children"], folds,
+                                     params["seed"]) if spec.get("children") else None,
               "gradcam_lung_share": lung_shares(task, task_spec, test, margin)}
     result["summary"] = summary(result)
     write_json(METRICS / "controls.json", result)
