@@ -262,6 +262,15 @@ def read_recipe(params, task):
     return recipe
 
 
+def external_rows(params, name, key):
+    """The rows of external set `name`, which params key `key` names (the external stage's
+    data/external/<name>.csv); refused when no such set is under `external`."""
+    if name not in (params.get("external") or {}):
+        raise PipelineError(f"params.yaml: {key} names {name!r}, which is not a set under"
+                            " `external`")
+    return pd.read_csv(EXTERNAL / f"{name}.csv")
+
+
 def read_json(path):
     return json.loads(Path(path).read_text())
 

@@ -24,8 +24,8 @@ from covidxray.bank import build_features_model, plain_features
 from covidxray.controls import linear_probe
 from covidxray.training import seed_everything
 from covidxray.common import (EXTERNAL, EXTERNAL_METRICS, FEATURES, MANIFEST, METRICS,
-                              PipelineError, cli, fine_tune_params, load_params, read_arrays,
-                              whole_number, write_json)
+                              PipelineError, cli, external_rows, fine_tune_params, load_params,
+                              read_arrays, whole_number, write_json)
 
 KERMANY = "kermany"
 
@@ -46,10 +46,7 @@ def model_calls(task, other):
 
 def other_source_features(params, name):
     """The backbone's features of an external set's images, and its rows."""
-    if name not in (params.get("external") or {}):
-        raise PipelineError(f"params.yaml: confound.other_source names {name!r}, which is not"
-                            " a set under `external`")
-    rows = pd.read_csv(EXTERNAL / f"{name}.csv")
+    rows = external_rows(params, name, "confound.other_source")
     if (rows["class"] == "covid").any() or (rows["source"] == KERMANY).any():
         raise PipelineError(f"params.yaml: confound.other_source set {name!r} must hold no"
                             " COVID-19 images and none from the Kermany source")

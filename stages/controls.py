@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from covidxray.bank import build_features_model, plain_features
-from covidxray.common import (EXTERNAL, FEATURES, MANIFEST, METRICS, MODELS, cli,
-                              fine_tune_params, load_params, number, prepared_images, read_arrays, read_split, task_params,
+from covidxray.common import (EXTERNAL, FEATURES, MANIFEST, METRICS, MODELS, PipelineError, cli,
+                              external_rows, fine_tune_params, load_params, number,
+                              prepared_images, read_arrays, read_split, task_params,
                               trained_record, whole_number, write_json)
 from covidxray.controls import (hide_lungs, linear_probe, lung_mass, lungs_only,
                                 probe_scores)
@@ -43,9 +44,19 @@ def image_probes(extractor, plain, batch, spec, margin, train, test):
     return result
 
 
-def age_probe(extractor, plain, batch, children, folds, seed):
-    """Children of an external set against the manifest's adults of the same source."""
-    rows = pd.read_csv(EXTERNAL / f"{children}.csv")
+def children_rows(params, name):
+    """The rows of the external set `name`, checked to be children of one source."""
+    rows = external_rows(params, name, "controls.children")
+    if not len(rows) or rows["source"].nunique() != 1 or (rows["age_group"] != "child").any():
+        raise PipelineError(f"params.yaml: controls.children set {name!r} must hold children of"
+                            f" one source; it holds {len(rows)} image(s) of age groups"
+                            f" {sorted(set(rows['age_group']))} from {sorted(set(rows['source']))}")
+    return rows
+
+
+def age_probe(extractor, plain, batch, children, rows, folds, seed):
+    """Children (`rows` of external set `children`) against the manifest's adults of their
+    source."""
     source = rows["source"].iloc[0]
     manifest = pd.read_csv(MANIFEST)
     adults = manifest[(manifest["source"] == source) & (manifest["age_group"] == "adult")]
@@ -96,6 +107,7 @@ def main():
     task_spec = task_params(params, task)
     margin = number(spec["margin"], "controls.margin", 0, 0.5, "in [0, 0.5)")
     folds = whole_number(spec["folds"], "controls.folds", 2)
+    children = children_rows(params, spec["children"]) if spec.get("children") else None
     train, test = read_split("train", task_spec), read_split("test", task_spec)
     plain, batch = read_arrays(FEATURES, "features")["plain"], params["bank"]["batch_size"]
     # what the bank's plain view holds (block4_pool when VGG16's block5 is fine-tuned)
@@ -103,8 +115,8 @@ def main():
                                      fine_tune_params(params)["blocks"])
     result = {"task": task, "margin": margin,
               "probe": image_probes(extractor, plain, batch, task_spec, margin, train, test),
-              "age_probe": age_probe(extractor, plain, batch, spec["children"], folds,
-                                     params["seed"]) if spec.get("children") else None,
+              "age_probe": age_probe(extractor, plain, batch, spec["children"], children, folds,
+                                     params["seed"]) if children is not None else None,
               "gradcam_lung_share": lung_shares(task, task_spec, test, margin)}
     result["summary"] = summary(result)
     write_json(METRICS / "controls.json", result)

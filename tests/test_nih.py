@@ -1,5 +1,6 @@
 """NIH ChestX-ray14, the third source: its three layouts, its bad rows, and the per-source scores."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from covidxray import controls
 from covidxray.common import PipelineError
 from covidxray.scoring import by_source
 from covidxray.sources import nih_candidates
+from stages.controls import children_rows
 from tests.conftest import NIH_HEADER, nih_row, write_image
 
 FINDINGS = {"No Finding": "normal", "Pneumonia": "pneumonia_other"}
@@ -135,3 +137,21 @@ def test_the_probe_scores_report_covid_recall_and_adult_false_alarms():
                                    ["normal", "covid"])
     assert result["n"] == 20 and result["accuracy"] > 0.9 and result["covid_recall"] > 0.9
     assert result["adult_false_alarm"] < 0.1
+
+
+@pytest.mark.parametrize("sets, rows, message", [
+    ({}, None, "controls.children names 'kids', which is not a set under `external`"),
+    ({"kids": {}}, "a.png,normal,nih:1,nih,adult\n",
+     "controls.children set 'kids' must hold children of one source; it holds 1 image(s) of"
+     " age groups ['adult'] from ['nih']"),
+    ({"kids": {}}, "", "controls.children set 'kids' must hold children of one source; it holds"
+                       " 0 image(s)"),
+])
+def test_the_age_probes_children_must_be_an_external_set_of_one_sources_children(
+        tmp_path, monkeypatch, sets, rows, message):
+    monkeypatch.chdir(tmp_path)
+    if rows is not None:
+        Path("data/external").mkdir(parents=True)
+        Path("data/external/kids.csv").write_text("path,class,patient,source,age_group\n" + rows)
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        children_rows({"external": sets}, "kids")
