@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from PIL import Image
+from skimage import exposure
 
 CLASSES = ("normal", "bacterial", "viral", "covid", "pneumonia_other")  # the last: NIH, untyped
 SOURCES = ("kermany", "covid-chestxray", "nih")  # the manifest's `source` values
@@ -38,7 +39,7 @@ TASK_PLOTS = ("history", "confusion", "roc", "gallery", "gradcam")  # plots/<tas
 AUGMENT_KEYS = ("rotation_degrees", "shift", "shear_degrees", "zoom", "channel_shift",
                 "horizontal_flip", "vertical_flip", "fill_mode")
 HEAD_CHOICES = {"pooling": ("flatten", "average", "average_max"),
-                "class_weight": ("none", "balanced")}
+                "class_weight": ("none", "balanced", "balanced_by_source")}
 HEAD_FLAGS = ("normalize", "restore_best")
 HEAD_LAYERS = ("pooling", "normalize", "units", "dropout", "l2")  # build_head's arguments
 
@@ -195,7 +196,8 @@ def positive_number(value, key):
 def head_params(params):
     """The `head` section, checked: every key present, with an allowed value."""
     head = params.get("head") or {}
-    missing = [k for k in (*HEAD_CHOICES, *HEAD_FLAGS, "units", "dropout", "l2") if k not in head]
+    missing = [k for k in (*HEAD_CHOICES, *HEAD_FLAGS, "units", "dropout", "l2", "variance_floor")
+               if k not in head]
     if missing:
         raise PipelineError(f"params.yaml: head is missing {', '.join(missing)}")
     for key, choices in HEAD_CHOICES.items():
@@ -207,7 +209,9 @@ def head_params(params):
             raise PipelineError(f"params.yaml: head.{key} must be true or false, got {head[key]!r}")
     return {**head, "units": whole_number(head["units"], "head.units", 0),
             "dropout": number(head["dropout"], "head.dropout", 0, 1, "in [0, 1)"),
-            "l2": number(head["l2"], "head.l2", 0, None, ">= 0")}
+            "l2": number(head["l2"], "head.l2", 0, None, ">= 0"),
+            "variance_floor": number(head["variance_floor"], "head.variance_floor", 0, None,
+                                     ">= 0")}
 
 
 def fine_tune_params(params):
@@ -409,11 +413,35 @@ def _to_rgb(img):
     return img.convert("RGB")
 
 
-def load_images(paths, size):
-    """Stack images as uint8 arrays of size x size x 3, squashed like the tutorial's loader."""
+def preprocess_params(params):
+    """The `preprocess` section, checked: `crop`, the share of each side cut off before resizing,
+    and `clahe`, the clip limit of adaptive histogram equalisation after it (0: off)."""
+    section = params.get("preprocess") or {}
+    return {"crop": number(section.get("crop", 0.0), "preprocess.crop", 0, 0.5, "in [0, 0.5)"),
+            "clahe": number(section.get("clahe", 0.0), "preprocess.clahe", 0, 1, "in [0, 1)")}
+
+
+def cropped(img, crop):
+    """The PIL image less `crop` of its width and height on each side."""
+    if not crop:
+        return img
+    w, h = img.size
+    dx, dy = round(w * crop), round(h * crop)
+    return img.crop((dx, dy, w - dx, h - dy))
+
+
+def load_images(paths, size, crop=0.0, clahe=0.0):
+    """Stack images as uint8 arrays of size x size x 3, squashed like the tutorial's loader,
+    after cutting `crop` off each side; with `clahe`, the grey levels are then equalised by
+    CLAHE at that clip limit (skimage's, on the resized image, so its tiles see the same anatomy
+    whatever the source's resolution)."""
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
-        out[i] = np.asarray(open_rgb(path).resize((size, size), Image.Resampling.BILINEAR))
+        img = cropped(open_rgb(path), crop).resize((size, size), Image.Resampling.BILINEAR)
+        if clahe:
+            grey = exposure.equalize_adapthist(np.asarray(img.convert("L")), clip_limit=clahe)
+            img = Image.fromarray(np.round(grey * 255).astype(np.uint8)).convert("RGB")
+        out[i] = np.asarray(img)
     return out
 
 

@@ -207,16 +207,25 @@ def build_head(n_classes, feature_shape, pooling="flatten", normalize=False, uni
     return keras.Sequential(layers, name="head")
 
 
-def adapt_head(head, features, batch_size=256):
-    """Set the head's Normalization layer, if any, to the pooled training features' statistics."""
+def adapt_head(head, features, variance_floor=0.0, batch_size=256):
+    """Set the head's Normalization layer, if any, to the pooled training features' statistics.
+
+    A feature that is (nearly) zero on every training image has a variance near Keras's floor of
+    1e-7, and one image that lights it becomes thousands of standard deviations: `variance_floor`
+    raises each variance to at least that share of the features' mean variance.
+    """
     layers = {layer.name: layer for layer in head.layers}
     if "normalize" not in layers:
         return
-    pool = head.layers[0]
+    pool, norm = head.layers[0], layers["normalize"]
     flat = features.reshape(-1, *features.shape[-3:])
     pooled = np.concatenate([keras.ops.convert_to_numpy(pool(flat[i:i + batch_size]))
                              for i in range(0, len(flat), batch_size)])
-    layers["normalize"].adapt(pooled)
+    norm.adapt(pooled)
+    if variance_floor:
+        variance = keras.ops.convert_to_numpy(norm.adapt_variance)
+        norm.adapt_variance.assign(np.maximum(variance, variance_floor * variance.mean()))
+        norm.finalize_state()
 
 
 def probability_layer(head):

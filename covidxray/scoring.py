@@ -124,7 +124,9 @@ def summary(results):
                                                       for r in results]) for key in CLASS_KEYS}
                                    for cls in classes},
                      "by_source": source_summary([r["test"]["by_source"] for r in results])},
-            "val": {key: spread([r["val"][key] for r in results]) for key in ("accuracy", "loss")}}
+            "val": {**{key: spread([r["val"][key] for r in results])
+                       for key in ("accuracy", "loss")},
+                    "by_source": source_summary([r["val"]["by_source"] for r in results])}}
 
 
 def source_summary(results):

@@ -63,9 +63,10 @@ class BankBatches(keras.utils.PyDataset):
     often, and each epoch's order depends only on (seed, epoch): reruns give the same batches.
     """
 
-    def __init__(self, bank, labels, batch_size, seed):
+    def __init__(self, bank, labels, batch_size, seed, weights=None):
         super().__init__()
         self.bank, self.labels, self.batch_size, self.seed = bank, labels, batch_size, seed
+        self.weights = weights
         views, n = bank.shape[:2]
         rng = np.random.default_rng(seed)
         self.view_order = np.stack([rng.permutation(views) for _ in range(n)])
@@ -82,7 +83,8 @@ class BankBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         images = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         views = self.view_order[images, self.epoch % len(self.bank)]
-        return self.bank[views, images], self.labels[images]
+        batch = self.bank[views, images], self.labels[images]
+        return batch if self.weights is None else (*batch, self.weights[images])
 
 
 def targets(rows, n_classes):
@@ -97,44 +99,50 @@ def training_views(features, rows, plain_view):
     return np.concatenate([bank, features["plain"][None, index]]) if plain_view else bank
 
 
-def bank_inputs(features, train, val, n_classes, batch_size, seed, plain_view=False):
+def bank_inputs(features, train, val, n_classes, batch_size, seed, plain_view=False,
+                weighting="none"):
     """fit() arguments for training the head alone on the features stage's outputs."""
     bank = training_views(features, train, plain_view)
-    return {"x": BankBatches(bank, targets(train, n_classes), batch_size, seed),
+    weights = sample_weights(train, n_classes, weighting)
+    return {"x": BankBatches(bank, targets(train, n_classes), batch_size, seed, weights),
             "validation_data": (features["plain"][val["image"].to_numpy()],
                                 targets(val, n_classes))}
 
 
-def shuffled_batches(images, labels, batch_size, seed):
+def shuffled_batches(images, labels, batch_size, seed, weights=None):
     """Decoded images for per-epoch augmentation: tf.data on TensorFlow, plain arrays elsewhere."""
     if keras.backend.backend() != "tensorflow":
-        return {"x": images, "y": labels, "batch_size": batch_size, "shuffle": True}
+        return {"x": images, "y": labels, "sample_weight": weights, "batch_size": batch_size,
+                "shuffle": True}
     import tensorflow as tf
 
-    data = tf.data.Dataset.from_tensor_slices((images, labels))
+    data = tf.data.Dataset.from_tensor_slices(
+        (images, labels) if weights is None else (images, labels, weights))
     data = data.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     # the dataset reshuffles itself each epoch; Keras's own shuffle does not apply to it
     return {"x": data.batch(batch_size).prefetch(tf.data.AUTOTUNE), "shuffle": False}
 
 
-def image_inputs(train, val, n_classes, batch_size, seed):
+def image_inputs(train, val, n_classes, batch_size, seed, weighting="none"):
     """fit() arguments for per-epoch augmentation of the decoded images."""
     return {**shuffled_batches(prepared_images(train), targets(train, n_classes), batch_size,
-                               seed),
+                               seed, sample_weights(train, n_classes, weighting)),
             "validation_data": (prepared_images(val), targets(val, n_classes))}
 
 
-def balanced_weights(labels, n_classes):
-    """Class weights n / (k * count), so each class adds the same to the loss."""
-    counts = np.bincount(labels.astype(int), minlength=n_classes)
-    return {i: len(labels) / (n_classes * c) for i, c in enumerate(counts) if c}
+def sample_weights(rows, n_classes, weighting):
+    """Each training row's loss weight per head.class_weight, or None (`none`).
 
-
-def class_weights(train, n_classes, head):
-    """fit()'s class_weight per head.class_weight: balanced weights of the training rows, or None."""
-    if head["class_weight"] != "balanced":
+    balanced: n / (k * rows of its class), so each of the k classes adds the same to the loss.
+    balanced_by_source: also split evenly between the sources of a class (Kermany children and
+    NIH adults among the normals), as batches drawn evenly from every source would be.
+    """
+    if weighting == "none":
         return None
-    return balanced_weights(targets(train, n_classes), n_classes)
+    by_source = weighting == "balanced_by_source"
+    sources = rows.groupby("label")["source"].transform("nunique") if by_source else 1
+    size = rows.groupby(["label", "source"] if by_source else "label")["label"].transform("size")
+    return (len(rows) / (n_classes * sources * size)).to_numpy("float32")
 
 
 class BestEpoch(keras.callbacks.EarlyStopping):
@@ -144,8 +152,7 @@ class BestEpoch(keras.callbacks.EarlyStopping):
         super().__init__(monitor="val_loss", patience=epochs, restore_best_weights=True)
 
 
-def fit(model, inputs, spec, n_classes, class_weight=None, restore_best=False, callbacks=(),
-        verbose=None):
+def fit(model, inputs, spec, n_classes, restore_best=False, callbacks=(), verbose=None):
     """Compile with the task's loss and learning rate (spec), then train for its epochs.
 
     Returns the 1-based epoch whose weights the model ends with: with restore_best the one of
@@ -162,7 +169,7 @@ def fit(model, inputs, spec, n_classes, class_weight=None, restore_best=False, c
     )
     best = [BestEpoch(spec["epochs"])] if restore_best else []
     model.fit(**inputs, validation_batch_size=spec["batch_size"], epochs=spec["epochs"],
-              class_weight=class_weight, callbacks=[*callbacks, *best],
+              callbacks=[*callbacks, *best],
               verbose=(2 if not sys.stdout.isatty() else 1) if verbose is None else verbose)
     return best[0].best_epoch + 1 if best else spec["epochs"]
 
@@ -192,16 +199,15 @@ def fit_on_bank(head, features, train, val, recipe, top=None, callbacks=(), verb
     spec, hp, plain_view = recipe["task"], recipe["head"], recipe["plain_view"]
     n_classes, batch, seed = len(spec["classes"]), spec["batch_size"], recipe["seed"]
     head_features = frozen_top(top, features, batch) if top is not None else features
-    adapt_head(head, training_views(head_features, train, plain_view))
-    settings = {"class_weight": class_weights(train, n_classes, hp),
-                "restore_best": hp["restore_best"],
-                "callbacks": callbacks, "verbose": verbose}
+    adapt_head(head, training_views(head_features, train, plain_view), hp["variance_floor"])
+    settings = {"restore_best": hp["restore_best"], "callbacks": callbacks, "verbose": verbose}
+    batches = {"plain_view": plain_view, "weighting": hp["class_weight"]}
     kept = {"head": fit(head, bank_inputs(head_features, train, val, n_classes, batch, seed,
-                                          plain_view), spec, n_classes, **settings)}
+                                          **batches), spec, n_classes, **settings)}
     if top is None:
         return head, kept
     model = keras.Sequential([top, head])
     tune = {**spec, **{key: recipe["fine_tune"][key] for key in ("lr", "epochs")}}
     kept["fine_tune"] = fit(model, bank_inputs(features, train, val, n_classes, batch, seed,
-                                               plain_view), tune, n_classes, **settings)
+                                               **batches), tune, n_classes, **settings)
     return model, kept

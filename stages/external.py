@@ -19,8 +19,8 @@ import shutil
 import pandas as pd
 
 from covidxray.common import (CLASSES, EXTERNAL, MANIFEST, METRICS, MIN_SIZE, PipelineError, cli,
-                              load_images, load_params, whole_number, write_arrays, write_json,
-                              write_table)
+                              load_images, load_params, preprocess_params, whole_number,
+                              write_arrays, write_json, write_table)
 from covidxray.sources import covid_candidates, describe, kermany_candidates, nih_candidates
 
 COLUMNS = ["path", "class", "patient", "source", "age_group"]
@@ -84,6 +84,7 @@ def read_set(name, spec, manifest):
 def main():
     params = load_params()
     size = whole_number(params["image_size"], "image_size", MIN_SIZE)
+    preprocess = preprocess_params(params)  # as prepare's, so the sets look like the training data
     manifest = pd.read_csv(MANIFEST)
     shutil.rmtree(EXTERNAL, ignore_errors=True)  # a set dropped from params leaves no files
     EXTERNAL.mkdir(parents=True)
@@ -91,7 +92,7 @@ def main():
     for name, spec in (params.get("external") or {}).items():
         rows, skipped = read_set(name, spec, manifest)
         write_table(rows, EXTERNAL / f"{name}.csv")
-        write_arrays(EXTERNAL / f"{name}.npz", images=load_images(rows["path"], size))
+        write_arrays(EXTERNAL / f"{name}.npz", images=load_images(rows["path"], size, **preprocess))
         report[name] = {"n": len(rows), "classes": rows["class"].value_counts().to_dict(),
                         "n_skipped": len(skipped), "skipped": skipped}
         print(f"external: {name}: {len(rows)} images {report[name]['classes']},"

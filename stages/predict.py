@@ -3,8 +3,9 @@
     python -m stages.predict --task TASK [--model FILE] [--csv FILE] [--gradcam DIR]
                              [--batch-size N] PATH...
 
-A PATH is an image file or a folder, searched recursively for image files. Images are decoded
-and resized exactly as for training. Exit status: 0 when every image was predicted, 1 when
+A PATH is an image file or a folder, searched recursively for image files. Images are decoded,
+cropped, resized and equalised exactly as the model's training images were (the `preprocess`
+in models/TASK.json). Exit status: 0 when every image was predicted, 1 when
 some could not be (or none were found), 2 on bad usage.
 """
 
@@ -19,8 +20,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from covidxray import gradcam
-from covidxray.common import (MODELS, PipelineError, cli, load_images, load_params, open_rgb,
-                              read_json, replacing, task_params, write_table)
+from covidxray.common import (MODELS, PipelineError, cli, cropped, load_images, load_params,
+                              open_rgb, preprocess_params, read_json, replacing, task_params,
+                              write_table)
 from covidxray.model import load_classifier, probabilities
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
@@ -58,14 +60,19 @@ def image_size(model, path):
 
 
 def load(args):
-    """The model, its image size and class names, checked against each other."""
-    classes = task_params(load_params(), args.task)["classes"]
+    """The model, its class names and how to decode images for it (load_images' size, crop and
+    clahe), checked against each other."""
+    params = load_params()
+    classes = task_params(params, args.task)["classes"]
     path = args.model or MODELS / f"{args.task}.keras"
     if not path.is_file():
         raise PipelineError(f"no such model file {path}"
                             + ("" if args.model else "; train it with `dvc repro`"))
     record = path.with_suffix(".json")  # train's record of the model, when beside it
-    trained = read_json(record)["classes"] if record.is_file() else classes
+    # the model's own record says how its training images were preprocessed, params.yaml may not
+    record = read_json(record) if record.is_file() else {}
+    trained = record.get("classes", classes)
+    preprocess = record.get("preprocess") or preprocess_params(params)
     if trained != classes:
         raise PipelineError(f"{record}: the model was trained on classes {trained}, params.yaml"
                             f" tasks.{args.task}.classes are {classes}; retrain it")
@@ -81,7 +88,7 @@ def load(args):
         except OSError as err:
             raise PipelineError(f"--gradcam {args.gradcam}: cannot create the folder ({err})") \
                 from err
-    return model, size, classes
+    return model, classes, {"size": size, **preprocess}
 
 
 def find_images(paths):
@@ -97,20 +104,20 @@ def find_images(paths):
     return found
 
 
-def decode(paths, size):
+def decode(paths, decoding):
     """The images that decode, by position in paths, and the error of each that does not."""
     images, errors = {}, {}
     for i, path in enumerate(paths):
         try:
-            images[i] = load_images([path], size)[0]
+            images[i] = load_images([path], **decoding)[0]
         except PipelineError as err:
             errors[i] = str(err)
     return images, errors
 
 
-def classify(model, classes, paths, size):
+def classify(model, classes, paths, decoding):
     """One record per path, in order, and (image, predicted class index) per decoded image."""
-    images, errors = decode(paths, size)
+    images, errors = decode(paths, decoding)
     records = [{"path": str(path)} for path in paths]
     for i, error in errors.items():
         records[i]["error"] = error
@@ -123,8 +130,9 @@ def classify(model, classes, paths, size):
     return records, {i: (images[i], p.argmax()) for i, p in zip(images, probs)}
 
 
-def write_overlays(model, folder, paths, predicted, first_number):
-    """<n>_<stem>.png per predicted image: the Grad-CAM of its class over the full image.
+def write_overlays(model, folder, paths, predicted, first_number, crop):
+    """<n>_<stem>.png per predicted image: the Grad-CAM of its class over the image at full
+    resolution (less the `crop` the model's images had).
 
     n is the image's line number in the output, so equal stems never clash.
     """
@@ -132,7 +140,7 @@ def write_overlays(model, folder, paths, predicted, first_number):
     maps = gradcam.gradcam(model, np.stack(images), list(classes))
     for i, heatmap in zip(predicted, maps):
         path = paths[i]
-        blended = gradcam.overlay(np.asarray(open_rgb(path)), heatmap)
+        blended = gradcam.overlay(np.asarray(cropped(open_rgb(path), crop)), heatmap)
         with replacing(folder / f"{first_number + i:04d}_{path.stem}.png") as partial:
             Image.fromarray(blended).save(partial)
 
@@ -147,16 +155,17 @@ def write_csv(path, records, classes):
         raise PipelineError(f"--csv {path}: cannot write ({err})") from err
 
 
-def run(args, model, size, classes, paths):
+def run(args, model, classes, decoding, paths):
     """Predict batch by batch, printing each batch's records as soon as it is done."""
     records = []
     with tqdm(total=len(paths), unit="image", disable=len(paths) <= QUIET_UP_TO,
               file=sys.stderr) as progress:
         for start in range(0, len(paths), args.batch_size):
             batch = paths[start:start + args.batch_size]
-            batch_records, predicted = classify(model, classes, batch, size)
+            batch_records, predicted = classify(model, classes, batch, decoding)
             if args.gradcam and predicted:
-                write_overlays(model, args.gradcam, batch, predicted, start + 1)
+                write_overlays(model, args.gradcam, batch, predicted, start + 1,
+                               decoding["crop"])
             for record in batch_records:
                 print(json.dumps(record), flush=True)
             records += batch_records
@@ -167,7 +176,7 @@ def run(args, model, size, classes, paths):
 def main(argv=None):
     args = arguments(argv)
     try:
-        model, size, classes = load(args)
+        model, classes, decoding = load(args)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -175,7 +184,7 @@ def main(argv=None):
     if not paths:
         raise PipelineError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in"
                             f" {', '.join(map(str, args.paths))}")
-    records = run(args, model, size, classes, paths)
+    records = run(args, model, classes, decoding, paths)
     if args.csv:
         write_csv(args.csv, records, classes)
     failed = sum("error" in r for r in records)

@@ -2,13 +2,15 @@
 
 The Kaggle images are up to 2500 px a side; decoding them every epoch cost more than the model.
 Writes data/prepared/images.npz holding `images`, uint8 of N x size x size x 3, in the row order
-of the manifest. It does not depend on the split, so a new split (or `repeat`) decodes nothing.
+of the manifest, after `preprocess` (the border crop and CLAHE, when set). It does not depend
+on the split, so a new split (or `repeat`) decodes nothing.
 """
 
 import pandas as pd
 
 from covidxray.common import (MANIFEST, MIN_SIZE, PREPARED_IMAGES, PipelineError, cli,
-                              load_images, load_params, sha256, whole_number, write_arrays)
+                              load_images, load_params, preprocess_params, sha256, whole_number,
+                              write_arrays)
 
 
 def check_unchanged(manifest):
@@ -29,9 +31,11 @@ def main():
     size = whole_number(params["image_size"], "image_size", MIN_SIZE)
     manifest = pd.read_csv(MANIFEST)
     check_unchanged(manifest)
-    images = load_images(manifest["path"], size)
+    preprocess = preprocess_params(params)
+    images = load_images(manifest["path"], size, **preprocess)
     write_arrays(PREPARED_IMAGES, images=images)
-    print(f"prepare: {len(images)} images at {size}x{size}")
+    print(f"prepare: {len(images)} images at {size}x{size}, crop {preprocess['crop']},"
+          f" CLAHE {preprocess['clahe'] or 'off'}")
 
 
 if __name__ == "__main__":

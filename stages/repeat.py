@@ -30,8 +30,10 @@ def split_scores(predict, parts, spec, seed):
     classes = spec["classes"]
     val, test = (task_rows(parts[name], spec, f"split seed {seed}, {name}")
                  for name in ("val", "test"))
-    test_probs = predict(test)
-    return {"val": val_scores(val["label"].to_numpy(), predict(val), classes),
+    val_probs, test_probs = predict(val), predict(test)
+    # per source on validation too: mitigations of the source shortcut are chosen there
+    return {"val": {**val_scores(val["label"].to_numpy(), val_probs, classes),
+                    "by_source": by_source(val, val_probs, classes)},
             "test": {**scores(test["label"].to_numpy(), test_probs, classes),
                      "by_source": by_source(test, test_probs, classes)}}
 

@@ -4,7 +4,7 @@ The head trains on the bank of the features stage: each epoch shows it one store
 training image, cycling through `bank.views` augmented views and, with `bank.plain_view`, the
 unaugmented one. With neither, every epoch augments the decoded images afresh and runs them
 through VGG16 (the tutorial's way, many times slower on a CPU). Writes models/<task>.keras (the whole classifier, raw RGB in),
-models/<task>.json (backbone, head, epochs kept, device, time) and the training history
+models/<task>.json (preprocessing, backbone, head, epochs kept, device) and the training history
 through DVCLive under metrics/train/<task>/.
 """
 
@@ -13,13 +13,13 @@ import time
 from dvclive import Live
 
 from covidxray.common import (FEATURES, HEAD_LAYERS, METRICS, MODELS, cli, load_params,
-                              manifest_digest, prepared_images, read_arrays, read_recipe,
-                              read_split, split_digest, task_argument, write_json)
+                              manifest_digest, prepared_images, preprocess_params, read_arrays,
+                              read_recipe, read_split, split_digest, task_argument, write_json)
 from covidxray.model import (adapt_head, build_backbone, build_classifier, build_extractor,
                              build_head, build_trainer, fingerprint, save_model, top_blocks,
                              weights_file)
-from covidxray.training import (LiveHistory, class_weights, device, fit, fit_on_bank,
-                                image_inputs, seed_everything, through)
+from covidxray.training import (LiveHistory, device, fit, fit_on_bank, image_inputs,
+                                seed_everything, through)
 
 
 def fit_per_epoch(extractor, head, recipe, train, val, callbacks):
@@ -27,10 +27,11 @@ def fit_per_epoch(extractor, head, recipe, train, val, callbacks):
     spec, hp = recipe["task"], recipe["head"]
     n = len(spec["classes"])
     if hp["normalize"]:  # standardise with the plain training images' features, as on the bank
-        adapt_head(head, through(extractor, prepared_images(train), spec["batch_size"])[None])
-    inputs = image_inputs(train, val, n, spec["batch_size"], recipe["seed"])
+        adapt_head(head, through(extractor, prepared_images(train), spec["batch_size"])[None],
+                   hp["variance_floor"])
+    inputs = image_inputs(train, val, n, spec["batch_size"], recipe["seed"], hp["class_weight"])
     return {"head": fit(build_trainer(extractor, head, recipe["augment"]), inputs, spec, n,
-                        class_weights(train, n, hp), hp["restore_best"], callbacks)}
+                        hp["restore_best"], callbacks)}
 
 
 def main(task):
@@ -77,6 +78,7 @@ def main(task):
             "precision": params["backbone"]["precision"],
             "trainable_blocks": blocks,
         },
+        "preprocess": preprocess_params(params),  # which predict applies to new images
         "head": recipe["head"],
         "bank_views": recipe["views"],
         "plain_view": recipe["plain_view"],

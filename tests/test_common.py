@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from covidxray import common
 from covidxray.common import PipelineError, load_images, open_rgb, read_split, task_params
@@ -42,6 +43,34 @@ def test_load_images_squashes_to_a_uint8_batch(tmp_path):
     paths = [write_image(tmp_path / f"{i}.png", seed=i, size=(60 + i, 30)) for i in range(3)]
     batch = load_images(paths, 16)
     assert batch.shape == (3, 16, 16, 3) and batch.dtype == np.uint8
+
+
+def test_the_crop_cuts_each_side_before_resizing(tmp_path):
+    pixels = np.full((100, 100), 255, np.uint8)
+    pixels[10:90, 10:90] = 60  # a white frame, 10% of each side, round a grey field
+    path = tmp_path / "framed.png"
+    Image.fromarray(pixels).save(path)
+    assert load_images([path], 20).max() == 255
+    assert np.all(load_images([path], 20, crop=0.1) == 60)
+
+
+def test_clahe_spreads_a_faint_image_over_the_grey_levels_and_stays_grey(tmp_path):
+    ramp = np.tile(np.linspace(100, 140, 64).astype(np.uint8), (64, 1))
+    path = tmp_path / "faint.png"
+    Image.fromarray(np.stack([ramp, ramp, ramp + 5], axis=2)).save(path)  # a faint tint too
+    plain, equalised = load_images([path], 64), load_images([path], 64, clahe=0.02)
+    assert np.ptp(equalised) > 2 * np.ptp(plain[..., 0])
+    assert np.array_equal(equalised[..., 0], equalised[..., 2])
+    assert np.array_equal(equalised, load_images([path], 64, clahe=0.02))  # deterministic
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"crop": 0.5}, "preprocess.crop must be a number in [0, 0.5), got 0.5"),
+    ({"clahe": "yes"}, "preprocess.clahe must be a number in [0, 1), got 'yes'"),
+])
+def test_preprocess_params_name_the_bad_key(section, message):
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        common.preprocess_params({"preprocess": section})
 
 
 def test_task_params_rejects_unknown_tasks_classes_and_sources():

@@ -33,7 +33,7 @@ def params(**changes):
     ("head__units", -1, "head.units must be a whole number >= 0, got -1"),
     ("head__dropout", 1.0, r"head.dropout must be a number in \[0, 1\), got 1.0"),
     ("head__l2", -0.1, "head.l2 must be a number >= 0, got -0.1"),
-    ("head__class_weight", "auto", "head.class_weight must be one of none, balanced"),
+    ("head__class_weight", "auto", "head.class_weight must be one of none, balanced, balanced_by_source"),
     ("head__restore_best", None, "head.restore_best must be true or false, got None"),
 ])
 def test_a_bad_head_param_is_one_clear_error(key, value, message):
@@ -127,10 +127,41 @@ def test_adapt_standardises_the_pooled_training_features():
     np.testing.assert_allclose(normalised.std(axis=0), 1, atol=1e-3)
 
 
-def test_balanced_class_weights_make_each_class_weigh_the_same():
-    weights = training.balanced_weights(np.array([0, 0, 0, 1]), 2)
-    assert weights == pytest.approx({0: 4 / 6, 1: 2.0})
-    assert 3 * weights[0] == pytest.approx(1 * weights[1])
+def test_the_variance_floor_keeps_a_feature_dark_in_training_from_exploding():
+    rng = np.random.default_rng(0)
+    views = rng.normal(300, 50, size=(1, 40, 1, 1, 4)).astype("float32")
+    views[..., 3] = 0.0  # zero on every training image, as some ReLU features are
+    lit = np.array([[300, 300, 300, 5.0]], "float32")
+    scaled = {}
+    for floor in (0.0, 0.01):
+        head = model.build_head(2, (1, 1, 4), pooling="average", normalize=True, units=0)
+        model.adapt_head(head, views, variance_floor=floor)
+        scaled[floor] = keras.ops.convert_to_numpy(head.get_layer("normalize")(lit))[0]
+    assert scaled[0.0][3] > 1000  # Keras's own floor: 5 / sqrt(1e-7)
+    assert scaled[0.01][3] == pytest.approx(5 / np.sqrt(0.01 * 3 * 50 ** 2 / 4), rel=0.1)
+    np.testing.assert_allclose(scaled[0.01][:3], scaled[0.0][:3], rtol=1e-5)  # the rest as before
+
+
+def test_balanced_weights_make_each_class_and_each_source_of_a_class_weigh_the_same():
+    rows = pd.DataFrame({"label": [0, 0, 0, 0, 1, 1],
+                         "source": ["kermany"] * 3 + ["nih", "covid-chestxray", "covid-chestxray"]})
+    assert training.sample_weights(rows, 2, "none") is None
+    balanced = training.sample_weights(rows, 2, "balanced")
+    np.testing.assert_allclose(balanced, [6 / 8] * 4 + [6 / 4] * 2)
+    by_source = training.sample_weights(rows, 2, "balanced_by_source")
+    totals = pd.Series(by_source).groupby([rows["label"], rows["source"]]).sum()
+    # normals: kermany (3 rows) and nih (1 row) each carry half; covid carries as much as normal
+    assert totals[0, "kermany"] == pytest.approx(totals[0, "nih"])
+    assert totals[0].sum() == pytest.approx(totals[1].sum()) == pytest.approx(3.0)
+    assert by_source.sum() == pytest.approx(balanced.sum())
+
+
+def test_bank_batches_carry_the_weights_of_their_rows():
+    bank = np.arange(6, dtype="float32").reshape(1, 6, 1)
+    weights = np.arange(6, dtype="float32") * 10
+    x, y, w = training.BankBatches(bank, np.arange(6), 4, seed=0, weights=weights)[0]
+    np.testing.assert_array_equal(w, x[:, 0] * 10)
+    np.testing.assert_array_equal(y, x[:, 0])
 
 
 class History(keras.callbacks.Callback):
@@ -175,7 +206,8 @@ def test_fine_tuning_trains_block5_only_and_the_classifier_matches_bank_then_top
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in backbone.layers}
     head = model.build_head(2, top.output_shape[1:], pooling="average", normalize=True, units=0)
     recipe = {"task": {"classes": ["normal", "covid"], "lr": 1e-3, "epochs": 2, "batch_size": 4},
-              "head": {"class_weight": "balanced", "restore_best": False}, "plain_view": True,
+              "head": {"class_weight": "balanced", "restore_best": False, "variance_floor": 0.0},
+              "plain_view": True,
               "fine_tune": {"blocks": 1, "lr": 1e-2, "epochs": 2}, "seed": 0}
     trained, kept = training.fit_on_bank(head, features, rows, rows, recipe, top, verbose=0)
     assert kept == {"head": 2, "fine_tune": 2}
