@@ -1,11 +1,15 @@
 """The selection table: every experiment's validation scores over the repeated splits.
 
     python -m bench.selection [--rev COMMIT]    # markdown table on stdout, best first
+    python -m bench.selection --shortcut TASK   # the source shortcut on TASK's validation
 
 Reads `dvc exp show --csv` (the experiments on HEAD, or on COMMIT) and ranks candidates by the mean over the tasks of their validation accuracy,
 averaged over `repeat`'s splits, with the mean validation loss as the tie-break. Only
 validation scores are shown: the test split is looked at once, after the choice. The reference
 row is the logistic regression that `repeat` fits beside every head.
+
+With --shortcut, candidates are ranked for a source-aware task by its validation COVID-19 recall
+less its adult false-alarm rate (the share of validation adults without COVID-19 called COVID-19).
 """
 
 import argparse
@@ -49,29 +53,62 @@ def score(row, model, task, key, stats=("mean", "sd")):
                  for s in stats)
 
 
-def ranked(table):
+def tasks_in(table):
+    """The tasks of params.yaml that the experiments scored (older commits had fewer)."""
+    return [t for t in TASKS if f"{t}.head.val.accuracy.mean" in table.columns]
+
+
+def ranked(table, tasks):
     rows = []
     for _, row in table.iterrows():
-        cells = {task: score(row, "head", task, "accuracy") for task in TASKS}
-        losses = [score(row, "head", task, "loss", ("mean",))[0] for task in TASKS]
+        cells = {task: score(row, "head", task, "accuracy") for task in tasks}
+        losses = [score(row, "head", task, "loss", ("mean",))[0] for task in tasks]
         if any(pd.isna(mean) for mean, _ in cells.values()):
             continue  # failed, still queued, or from before repeat scored validation
         rows.append({"name": row["name"], "params": changed_params(table, row), "cells": cells,
-                     "accuracy": sum(m for m, _ in cells.values()) / len(TASKS),
-                     "loss": sum(losses) / len(TASKS)})
+                     "accuracy": sum(m for m, _ in cells.values()) / len(tasks),
+                     "loss": sum(losses) / len(tasks)})
     return sorted(rows, key=lambda r: (-r["accuracy"], r["loss"]))
 
 
-def markdown(rows, reference):
+def shortcut_scores(row, model, task):
+    """Validation accuracy, COVID-19 recall (over the covid groups) and adult false alarms."""
+    prefix = f"{task}.{model}.val.by_source."
+    recall = [c for c in row.index if c.startswith(prefix + "groups.covid/")
+              and c.endswith(".recall.mean")]
+    return {"accuracy": score(row, model, task, "accuracy"),
+            "recall": (pd.to_numeric(row[recall]).mean() if recall else float("nan"),),
+            "alarm": score(row, model, task, "by_source.adult_false_alarm")}
+
+
+def shortcut_ranked(table, task):
+    rows = [{"name": row["name"], "params": changed_params(table, row),
+             **shortcut_scores(row, "head", task)} for _, row in table.iterrows()]
+    rows = [r for r in rows if not pd.isna(r["alarm"][0]) and not pd.isna(r["recall"][0])]
+    return sorted(rows, key=lambda r: r["alarm"][0] - r["recall"][0])
+
+
+def shortcut_markdown(rows, reference, task):
+    def cells(r):
+        return (f"{r['accuracy'][0]:.3f} ± {r['accuracy'][1]:.3f} | {r['recall'][0]:.2f} |"
+                f" {r['alarm'][0]:.2f} ± {r['alarm'][1]:.2f} | {r['recall'][0] - r['alarm'][0]:.2f}")
+    lines = [f"| candidate | params changed from the base commit | {task} val accuracy | COVID-19"
+             " recall | adult false alarms | recall less false alarms |", "| --- " * 6 + "|"]
+    lines += [f"| {r['name']} | {r['params'] or '(the base)'} | {cells(r)} |" for r in rows]
+    lines.append(f"| reference | logistic regression on the base's features | {cells(reference)} |")
+    return "\n".join(lines)
+
+
+def markdown(rows, reference, tasks):
     lines = ["| candidate | params changed from the base commit | "
-             + " | ".join(f"{t} val accuracy" for t in TASKS) + " | mean val accuracy | mean val"
-             " loss |", "| --- " * (4 + len(TASKS)) + "|"]
+             + " | ".join(f"{t} val accuracy" for t in tasks) + " | mean val accuracy | mean val"
+             " loss |", "| --- " * (4 + len(tasks)) + "|"]
     for r in rows:
         cells = " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in r["cells"].values())
         lines.append(f"| {r['name']} | {r['params'] or '(the base)'} | {cells}"
                      f" | {r['accuracy']:.3f} | {r['loss']:.3f} |")
     cells = " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in reference.values())
-    mean = sum(m for m, _ in reference.values()) / len(TASKS)
+    mean = sum(m for m, _ in reference.values()) / len(tasks)
     lines.append(f"| reference | logistic regression, C=1, standardised average-pooled features"
                  f" | {cells} | {mean:.3f} | |")
     return "\n".join(lines)
@@ -84,9 +121,18 @@ TASKS = list(load_params()["tasks"])
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", help="the commit the experiments ran on (default HEAD)")
-    table = experiments(parser.parse_args().rev)
+    parser.add_argument("--shortcut", metavar="TASK", choices=TASKS,
+                        help="rank by TASK's COVID-19 recall less its adult false alarms")
+    args = parser.parse_args()
+    table = experiments(args.rev)
     base = table[table["typ"] == "baseline"].iloc[0]
-    print(markdown(ranked(table), {t: score(base, "reference", t, "accuracy") for t in TASKS}))
+    if args.shortcut:
+        print(shortcut_markdown(shortcut_ranked(table, args.shortcut),
+                                shortcut_scores(base, "reference", args.shortcut), args.shortcut))
+        return
+    tasks = tasks_in(table)
+    print(markdown(ranked(table, tasks), {t: score(base, "reference", t, "accuracy")
+                                          for t in tasks}, tasks))
 
 
 if __name__ == "__main__":

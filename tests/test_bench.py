@@ -63,14 +63,40 @@ def test_selection_ranks_by_mean_validation_accuracy_and_names_changed_params():
                           f"{task}.{model}.val.loss.mean": accuracy and 1 - accuracy}
         return cells
 
-    extra = [0.8] * (len(selection.TASKS) - 3)  # the tasks after the tutorial's three
-    table = pd.DataFrame([row("base", "baseline", [0.9, 0.8, 0.7, *extra]),
-                          row("better", "branch_commit", [0.9, 0.9, 0.8, *extra], lr=0.01),
-                          row("queued", "branch_commit", [None] * len(selection.TASKS))])
-    ranked = selection.ranked(table)
+    # an older commit's experiments, which scored only the tutorial's three tasks
+    table = pd.DataFrame([row("base", "baseline", [0.9, 0.8, 0.7]),
+                          row("better", "branch_commit", [0.9, 0.9, 0.8], lr=0.01),
+                          row("queued", "branch_commit", [None] * 3)])
+    tasks = selection.tasks_in(table)
+    assert tasks == ["binary", "three", "four"]
+    ranked = selection.ranked(table, tasks)
     assert [r["name"] for r in ranked] == ["better", "base"]  # the unfinished one is left out
     assert ranked[0]["params"] == "tasks.binary.lr=0.01" and ranked[1]["params"] == ""
-    assert ranked[0]["accuracy"] == pytest.approx((2.6 + sum(extra)) / len(selection.TASKS))
-    page = selection.markdown(ranked, {t: (0.5, 0.1) for t in selection.TASKS})
+    assert ranked[0]["accuracy"] == pytest.approx(2.6 / 3)
+    page = selection.markdown(ranked, {t: (0.5, 0.1) for t in tasks}, tasks)
     assert page.splitlines()[2].startswith("| better | tasks.binary.lr=0.01 | 0.900 ± 0.010")
     assert page.splitlines()[-1].startswith("| reference |")
+
+
+def test_the_shortcut_table_ranks_by_covid_recall_less_adult_false_alarms():
+    import pandas as pd
+
+    from bench import selection
+
+    def row(name, typ, recall, alarm, crop=0.0):
+        prefix = "binary_mixed.head.val."
+        return {"name": name, "typ": typ, "preprocess.crop": crop,
+                f"{prefix}accuracy.mean": 0.8, f"{prefix}accuracy.sd": 0.1,
+                f"{prefix}by_source.groups.covid/covid-chestxray/adult.recall.mean": recall,
+                f"{prefix}by_source.groups.normal/nih/adult.recall.mean": 1 - alarm,
+                f"{prefix}by_source.adult_false_alarm.mean": alarm,
+                f"{prefix}by_source.adult_false_alarm.sd": 0.05}
+
+    table = pd.DataFrame([row("base", "baseline", 0.8, 0.3),
+                          row("cropped", "branch_commit", 0.75, 0.1, crop=0.1),  # 0.65
+                          row("recall-only", "branch_commit", 0.95, 0.5)])      # 0.45
+    ranked = selection.shortcut_ranked(table, "binary_mixed")
+    assert [r["name"] for r in ranked] == ["cropped", "base", "recall-only"]
+    page = selection.shortcut_markdown(ranked, ranked[1], "binary_mixed").splitlines()
+    assert page[2] == ("| cropped | preprocess.crop=0.1 | 0.800 ± 0.100 | 0.75 | 0.10 ± 0.05 |"
+                       " 0.65 |")

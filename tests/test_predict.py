@@ -17,6 +17,7 @@ from covidxray.common import HEAD_LAYERS, head_params, load_images, load_params
 from tests.conftest import ROOT, write_awkward_files, write_image
 
 SIZE = 32
+PREPROCESSED = {"crop": 0.2, "clahe": 0.02}  # a model trained on cropped, equalised images
 CLASSES = {"binary": ["normal", "covid"], "three": ["normal", "bacterial", "covid"]}
 # every format and mode the sources use; scan.dat is a PNG, named explicitly on the command line
 GOOD = {"a_gray.png": "L", "b_rgb.png": "RGB", "c.bmp": "RGB", "d.tif": "I;16",
@@ -41,6 +42,9 @@ def project(tmp_path_factory):
     # as train would record a model trained with the binary classes in the other order
     shutil.copy(root / "models" / "binary.keras", root / "models" / "swapped.keras")
     (root / "models" / "swapped.json").write_text(json.dumps({"classes": ["covid", "normal"]}))
+    shutil.copy(root / "models" / "binary.keras", root / "models" / "cropped.keras")
+    (root / "models" / "cropped.json").write_text(json.dumps(
+        {"classes": CLASSES["binary"], "preprocess": PREPROCESSED}))
     for seed, (name, mode) in enumerate(GOOD.items()):
         write_image(root / "images/good" / name, seed, mode)
     write_image(root / "images/scan.png", 99, "RGB").rename(root / "images/scan.dat")
@@ -86,6 +90,23 @@ def test_good_images_get_the_models_probabilities_of_the_tasks_classes(project, 
         assert got.sum() == pytest.approx(1, abs=1e-5)
         assert record["prediction"] == CLASSES[task][probs.argmax()]
     assert "100%" in run.stderr and "9/9" in run.stderr  # the progress bar, on stderr only
+
+
+def test_images_are_preprocessed_as_the_models_record_says_not_as_params_yaml(project):
+    """params.yaml says no crop and no CLAHE; the model's record says both."""
+    run = predict(project, "--task", "binary", "--model", "models/cropped.keras",
+                  "--gradcam", "cropped_cams", "images/good/b_rgb.png")
+    assert run.returncode == 0, run.stderr
+    model = m.load_classifier(project / "models" / "cropped.keras")
+    image = project / "images/good/b_rgb.png"
+    got = list(records(run)[0]["probabilities"].values())
+    np.testing.assert_allclose(got, m.probabilities(
+        model, load_images([image], SIZE, **PREPROCESSED), 1)[0], atol=1.5e-6)
+    assert not np.allclose(got, m.probabilities(model, load_images([image], SIZE), 1)[0],
+                           atol=1e-4)
+    width, height = Image.open(image).size  # the overlay covers what the model saw
+    assert Image.open(project / "cropped_cams/0001_b_rgb.png").size == \
+        (width - 2 * round(0.2 * width), height - 2 * round(0.2 * height))
 
 
 def test_unreadable_and_missing_files_get_error_records_and_the_rest_still_run(mixed):
