@@ -77,7 +77,7 @@ def shortcut_scores(row, model, task):
     recall = [c for c in row.index if c.startswith(prefix + "groups.covid/")
               and c.endswith(".recall.mean")]
     return {"accuracy": score(row, model, task, "accuracy"),
-            "recall": (pd.to_numeric(row[recall]).mean() if recall else float("nan"),),
+            "recall": (pd.to_numeric(row[recall], errors="coerce").mean() if recall else float("nan"),),
             "alarm": score(row, model, task, "by_source.adult_false_alarm")}
 
 

@@ -19,7 +19,7 @@ import shutil
 import pandas as pd
 
 from covidxray.common import (CLASSES, EXTERNAL, MANIFEST, METRICS, MIN_SIZE, PipelineError, cli,
-                              load_images, load_params, preprocess_params, whole_number,
+                              cores, load_images, load_params, preprocess_params, whole_number,
                               write_arrays, write_json, write_table)
 from covidxray.sources import covid_candidates, describe, kermany_candidates, nih_candidates
 
@@ -92,7 +92,8 @@ def main():
     for name, spec in (params.get("external") or {}).items():
         rows, skipped = read_set(name, spec, manifest)
         write_table(rows, EXTERNAL / f"{name}.csv")
-        write_arrays(EXTERNAL / f"{name}.npz", images=load_images(rows["path"], size, **preprocess))
+        images = load_images(rows["path"], size, **preprocess, workers=cores())
+        write_arrays(EXTERNAL / f"{name}.npz", images=images)
         report[name] = {"n": len(rows), "classes": rows["class"].value_counts().to_dict(),
                         "n_skipped": len(skipped), "skipped": skipped}
         print(f"external: {name}: {len(rows)} images {report[name]['classes']},"

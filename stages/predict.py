@@ -70,9 +70,9 @@ def load(args):
                             + ("" if args.model else "; train it with `dvc repro`"))
     record = path.with_suffix(".json")  # train's record of the model, when beside it
     # the model's own record says how its training images were preprocessed, params.yaml may not
-    record = read_json(record) if record.is_file() else {}
-    trained = record.get("classes", classes)
-    preprocess = record.get("preprocess") or preprocess_params(params)
+    made = read_json(record) if record.is_file() else {}
+    trained = made.get("classes", classes)
+    preprocess = made.get("preprocess") or preprocess_params(params)
     if trained != classes:
         raise PipelineError(f"{record}: the model was trained on classes {trained}, params.yaml"
                             f" tasks.{args.task}.classes are {classes}; retrain it")

@@ -6,9 +6,11 @@ of the manifest, after `preprocess` (the border crop and CLAHE, when set). It do
 on the split, so a new split (or `repeat`) decodes nothing.
 """
 
+import time
+
 import pandas as pd
 
-from covidxray.common import (MANIFEST, MIN_SIZE, PREPARED_IMAGES, PipelineError, cli,
+from covidxray.common import (MANIFEST, MIN_SIZE, PREPARED_IMAGES, PipelineError, cli, cores,
                               load_images, load_params, preprocess_params, sha256, whole_number,
                               write_arrays)
 
@@ -32,10 +34,12 @@ def main():
     manifest = pd.read_csv(MANIFEST)
     check_unchanged(manifest)
     preprocess = preprocess_params(params)
-    images = load_images(manifest["path"], size, **preprocess)
+    started = time.perf_counter()
+    images = load_images(manifest["path"], size, **preprocess, workers=cores())
     write_arrays(PREPARED_IMAGES, images=images)
     print(f"prepare: {len(images)} images at {size}x{size}, crop {preprocess['crop']},"
-          f" CLAHE {preprocess['clahe'] or 'off'}")
+          f" CLAHE {preprocess['clahe'] or 'off'}, decoded on {cores()} core(s) in"
+          f" {time.perf_counter() - started:.1f} s")
 
 
 if __name__ == "__main__":

