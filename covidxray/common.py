@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import yaml
 from PIL import Image
-from skimage import exposure
 
 CLASSES = ("normal", "bacterial", "viral", "covid", "pneumonia_other")  # the last: NIH, untyped
 SOURCES = ("kermany", "covid-chestxray", "nih")  # the manifest's `source` values
@@ -195,24 +194,42 @@ def positive_number(value, key):
     return float(value)
 
 
-def head_params(params):
-    """The `head` section, checked: every key present, with an allowed value."""
+HEAD_KEYS = (*HEAD_CHOICES, *HEAD_FLAGS, "units", "dropout", "l2", "variance_floor")
+
+
+def head_params(params, task=None):
+    """The `head` section, checked: every key present, with an allowed value. With `task`, its
+    `tasks.<task>.head` replaces those of the keys it names (checked as that task's)."""
     head = params.get("head") or {}
-    missing = [k for k in (*HEAD_CHOICES, *HEAD_FLAGS, "units", "dropout", "l2", "variance_floor")
-               if k not in head]
+    missing = [k for k in HEAD_KEYS if k not in head]
     if missing:
         raise PipelineError(f"params.yaml: head is missing {', '.join(missing)}")
+    head = checked_head(head, "head")
+    overrides = ((params.get("tasks") or {}).get(task) or {}).get("head") if task else None
+    if overrides is None:
+        return head
+    where = f"tasks.{task}.head"
+    unknown = [k for k in overrides or {} if k not in HEAD_KEYS] if isinstance(overrides, dict) \
+        else [overrides]
+    if unknown or not overrides:
+        raise PipelineError(f"params.yaml: {where} must map keys of head ({', '.join(HEAD_KEYS)})"
+                            f" to values; got {unknown or overrides!r}")
+    return checked_head({**head, **overrides}, where)
+
+
+def checked_head(head, where):
     for key, choices in HEAD_CHOICES.items():
         if head[key] not in choices:
-            raise PipelineError(f"params.yaml: head.{key} must be one of {', '.join(choices)},"
+            raise PipelineError(f"params.yaml: {where}.{key} must be one of {', '.join(choices)},"
                                 f" got {head[key]!r}")
     for key in HEAD_FLAGS:
         if not isinstance(head[key], bool):
-            raise PipelineError(f"params.yaml: head.{key} must be true or false, got {head[key]!r}")
-    return {**head, "units": whole_number(head["units"], "head.units", 0),
-            "dropout": number(head["dropout"], "head.dropout", 0, 1, "in [0, 1)"),
-            "l2": number(head["l2"], "head.l2", 0, None, ">= 0"),
-            "variance_floor": number(head["variance_floor"], "head.variance_floor", 0, None,
+            raise PipelineError(f"params.yaml: {where}.{key} must be true or false,"
+                                f" got {head[key]!r}")
+    return {**head, "units": whole_number(head["units"], f"{where}.units", 0),
+            "dropout": number(head["dropout"], f"{where}.dropout", 0, 1, "in [0, 1)"),
+            "l2": number(head["l2"], f"{where}.l2", 0, None, ">= 0"),
+            "variance_floor": number(head["variance_floor"], f"{where}.variance_floor", 0, None,
                                      ">= 0")}
 
 
@@ -254,7 +271,7 @@ def read_recipe(params, task):
     whole_number(spec.get("epochs"), f"tasks.{task}.epochs", 1)
     whole_number(spec.get("batch_size"), f"tasks.{task}.batch_size", 1)
     positive_number(spec.get("lr"), f"tasks.{task}.lr")
-    recipe = {"task": spec, "head": head_params(params),
+    recipe = {"task": spec, "head": head_params(params, task),
               "fine_tune": fine_tune_params(params), "seed": params["seed"],
               "views": whole_number(params["bank"]["views"], "bank.views", 0),
               "plain_view": params["bank"].get("plain_view"), "augment": augment_params(params)}
@@ -439,6 +456,8 @@ def decoded(path, size, crop=0.0, clahe=0.0):
     the source's resolution)."""
     img = cropped(open_rgb(path), crop).resize((size, size), Image.Resampling.BILINEAR)
     if clahe:
+        from skimage import exposure  # here: the GPU check's machine has no scikit-image
+
         grey = exposure.equalize_adapthist(np.asarray(img.convert("L")), clip_limit=clahe)
         img = Image.fromarray(np.round(grey * 255).astype(np.uint8)).convert("RGB")
     return np.asarray(img)

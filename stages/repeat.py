@@ -18,6 +18,7 @@ import pandas as pd
 
 from covidxray.common import (FEATURES, HEAD_LAYERS, MANIFEST, METRICS, cli, load_params,
                               read_arrays, read_recipe, task_rows, whole_number, write_json)
+from covidxray.distribution import distributed, distribution_param
 from covidxray.model import build_backbone, build_head, head_probabilities, top_blocks
 from covidxray.scoring import by_source, reference_model, scores, spread, summary, val_scores
 from covidxray.splitting import split
@@ -80,18 +81,11 @@ def top_and_plain(params, bank, blocks):
     return top, through(top, bank["plain"], params["bank"]["batch_size"])
 
 
-def main():
-    params = load_params()
-    splits = whole_number(params["repeat"]["splits"], "repeat.splits", 1)
-    recipes = {task: read_recipe(params, task) for task in params["tasks"]}
-    if not recipes[next(iter(recipes))]["bank"]:
-        return skip(params)
-    manifest, bank = pd.read_csv(MANIFEST), read_arrays(FEATURES, "features")
+def run_splits(params, recipes, manifest, bank, seeds):
+    """Each task's head and reference scores on each seed's split: {task: {model: [scores]}}."""
     top, plain = top_and_plain(params, bank, recipes[next(iter(recipes))]["fine_tune"]["blocks"])
     start = top.get_weights() if top is not None else None
-    seeds = [params["seed"] + i for i in range(splits)]
     runs = {task: {"head": [], "reference": []} for task in recipes}
-    started = time.perf_counter()
     for i, seed in enumerate(seeds, start=1):
         parts = split(manifest, params["split"]["test_per_class"], params["split"]["val_fraction"],
                       seed, params["split"].get("separately", ()))
@@ -104,7 +98,23 @@ def main():
         line = ", ".join(f"{task} {r['head'][-1]['val']['accuracy']:.2f}"
                          f" (reference {r['reference'][-1]['val']['accuracy']:.2f})"
                          for task, r in runs.items())
-        print(f"repeat: split {i}/{splits} (seed {seed}): val accuracy {line}")
+        print(f"repeat: split {i}/{len(seeds)} (seed {seed}): val accuracy {line}")
+    return runs
+
+
+def main():
+    params = load_params()
+    splits = whole_number(params["repeat"]["splits"], "repeat.splits", 1)
+    recipes = {task: read_recipe(params, task) for task in params["tasks"]}
+    setting = distribution_param(params)
+    if not recipes[next(iter(recipes))]["bank"]:
+        return skip(params)
+    manifest, bank = pd.read_csv(MANIFEST), read_arrays(FEATURES, "features")
+    seeds = [params["seed"] + i for i in range(splits)]
+    started = time.perf_counter()
+    with distributed(setting) as where:  # the models are made inside, as the strategy needs
+        print(f"repeat: {splits} splits, training on {where}")
+        runs = run_splits(params, recipes, manifest, bank, seeds)
     write_json(METRICS / "repeat.json", {
         task: {"splits": splits, "seeds": seeds,
                **{model: summary(results) for model, results in r.items()}}

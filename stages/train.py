@@ -15,6 +15,7 @@ from dvclive import Live
 from covidxray.common import (FEATURES, HEAD_LAYERS, METRICS, MODELS, cli, load_params,
                               manifest_digest, prepared_images, preprocess_params, read_arrays,
                               read_recipe, read_split, split_digest, task_argument, write_json)
+from covidxray.distribution import distributed, distribution_param
 from covidxray.model import (adapt_head, build_backbone, build_classifier, build_extractor,
                              build_head, build_trainer, fingerprint, save_model, top_blocks,
                              weights_file)
@@ -34,13 +35,10 @@ def fit_per_epoch(extractor, head, recipe, train, val, callbacks):
                         hp["restore_best"], callbacks)}
 
 
-def main(task):
-    params = load_params()
-    recipe = read_recipe(params, task)
+def fit_classifier(params, recipe, task, train, val, spread):
+    """Build the classifier and train its head (and blocks); returns it, the backbone's
+    fingerprint before training and the epochs kept."""
     classes, blocks = recipe["task"]["classes"], recipe["fine_tune"]["blocks"]
-    seed_everything(recipe["seed"])
-    train, val = (read_split(name, recipe["task"]) for name in ("train", "val"))
-
     weights = params["backbone"]["weights"]
     backbone = build_backbone(weights, params["image_size"], params["backbone"]["precision"])
     started_from = fingerprint(backbone)  # before any block is fine-tuned
@@ -48,25 +46,37 @@ def main(task):
     head = build_head(len(classes), extractor.output_shape[1:],
                       **{key: recipe["head"][key] for key in HEAD_LAYERS})
     classifier = build_classifier(extractor, head)
-    where = device()
     mode = (f"bank of {recipe['views']} augmented view(s)"
             f"{' and the plain view' if recipe['plain_view'] else ''}" if recipe["bank"]
             else "per-epoch augmentation")
     print(f"train {task}: {len(train)} train / {len(val)} val images, classes {classes},"
-          f" backbone {weights} ({blocks} block(s) trained), {mode}, on {where}")
-
-    started = time.perf_counter()
+          f" backbone {weights} ({blocks} block(s) trained), {mode}, on {device()}, {spread}")
     with Live(str(METRICS / "train" / task), dvcyaml=None, save_dvc_exp=False) as live:
         callbacks = [LiveHistory(live)]
         if recipe["bank"]:
             top = top_blocks(backbone, blocks) if blocks else None
             _, kept = fit_on_bank(head, read_arrays(FEATURES, "features"), train, val, recipe, top,
-                                   callbacks)
+                                  callbacks)
         else:
             kept = fit_per_epoch(extractor, head, recipe, train, val, callbacks)
+    return classifier, started_from, kept
+
+
+def main(task):
+    params = load_params()
+    recipe = read_recipe(params, task)
+    classes, blocks = recipe["task"]["classes"], recipe["fine_tune"]["blocks"]
+    setting, preprocess = distribution_param(params), preprocess_params(params)
+    seed_everything(recipe["seed"])
+    train, val = (read_split(name, recipe["task"]) for name in ("train", "val"))
+
+    started = time.perf_counter()
+    with distributed(setting) as spread:
+        classifier, started_from, kept = fit_classifier(params, recipe, task, train, val, spread)
     seconds = time.perf_counter() - started
 
     save_model(classifier, MODELS / f"{task}.keras")
+    weights = params["backbone"]["weights"]
     path = weights_file(weights)
     write_json(MODELS / f"{task}.json", {
         "task": task,
@@ -78,11 +88,12 @@ def main(task):
             "precision": params["backbone"]["precision"],
             "trainable_blocks": blocks,
         },
-        "preprocess": preprocess_params(params),  # which predict applies to new images
+        "preprocess": preprocess,  # which predict applies to new images
         "head": recipe["head"],
         "bank_views": recipe["views"],
         "plain_view": recipe["plain_view"],
-        "device": where,
+        "device": device(),
+        "distribution": spread,
         "train_images": len(train),
         "val_images": len(val),
         "epochs": recipe["task"]["epochs"],

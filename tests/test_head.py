@@ -55,6 +55,27 @@ def test_a_bad_task_param_is_one_clear_error(key, value, message):
         common.read_recipe(values, task)
 
 
+def test_a_task_can_change_keys_of_the_head_for_itself_only():
+    values = params()
+    values["tasks"]["binary"]["head"] = {"variance_floor": 0.01, "l2": 0.1}
+    changed = common.read_recipe(values, "binary")["head"]
+    assert changed == {**common.head_params(values), "variance_floor": 0.01, "l2": 0.1}
+    assert common.read_recipe(values, "three")["head"] == common.head_params(values)
+
+
+@pytest.mark.parametrize("head, message", [
+    ({"variance_floor": -1}, r"tasks.binary.head.variance_floor must be a number >= 0, got -1"),
+    ({"units": 64, "depth": 2}, r"tasks.binary.head must map keys of head \(pooling, .*\) to"
+                                r" values; got \['depth'\]"),
+    ("strong", r"tasks.binary.head must map keys of head .* got \['strong'\]"),
+])
+def test_a_bad_task_head_is_named_as_the_tasks(head, message):
+    values = params()
+    values["tasks"]["binary"]["head"] = head
+    with pytest.raises(PipelineError, match=f"^params.yaml: {message}"):
+        common.read_recipe(values, "binary")
+
+
 @pytest.mark.parametrize("change, message", [
     ({"backbone__trainable_blocks": 5}, "backbone.trainable_blocks must be 0 .frozen. to 4"),
     ({"backbone__trainable_blocks": 1, "backbone__fine_tune_lr": 0},

@@ -217,6 +217,8 @@ def test_every_task_is_scored_per_source_and_age_with_the_adult_false_alarm_rate
     repeat = json.loads((path / "metrics" / "repeat.json").read_text())["binary_mixed"]
     alarm = repeat["head"]["test"]["by_source"]["adult_false_alarm"]
     assert len(alarm["values"]) == 2
+    val = repeat["head"]["val"]["by_source"]  # what mitigations are chosen by
+    assert len(val["adult_false_alarm"]["values"]) == 2 and "normal/nih/adult" in val["groups"]
     assert "binary_mixed.head.test.by_source.adult_false_alarm.mean" in dvc(path, "metrics", "show")
 
 
