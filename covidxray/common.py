@@ -12,6 +12,7 @@ import time
 import warnings
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -484,10 +485,14 @@ def load_images(paths, size, crop=0.0, clahe=0.0, workers=1):
     # spawn: a forked child would inherit the watchdog thread's state and any held locks
     pool = ProcessPoolExecutor(min(workers, len(paths)), mp_context=get_context("spawn"),
                                initializer=_quiet_worker)
+    done = 0
     try:
         chunk = max(1, min(32, len(paths) // (4 * workers)))
-        for i, pixels in enumerate(pool.map(decode, paths, chunksize=chunk)):
-            out[i] = pixels
+        for done, pixels in enumerate(pool.map(decode, paths, chunksize=chunk), start=1):
+            out[done - 1] = pixels
+    except BrokenProcessPool as err:  # a worker was killed (say for memory): no file to name
+        raise PipelineError(f"a process decoding images died ({err}) at or after"
+                            f" {paths[done]}") from err
     finally:
         pool.shutdown(cancel_futures=True)
     return out
