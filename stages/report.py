@@ -122,10 +122,10 @@ def describe_head(trained):
     prep = trained["preprocess"]
     images = ", ".join([f"{prep['crop']:.0%} of each side cropped"] * bool(prep["crop"])
                        + [f"CLAHE {prep['clahe']}"] * bool(prep["clahe"]))
+    floor = f" (variance floor {head['variance_floor']})" if head["variance_floor"] else ""
+    scaling = f"standardised{floor}, " if head["normalize"] else ""
     return ((f"images: {images}; " if images else "")
-            + f"{head['pooling']} pooling, {'standardised' if head['normalize'] else ''}"
-            + (f" (variance floor {head['variance_floor']})" if head["variance_floor"] else "")
-            + f"{', ' if head['normalize'] else ''}{layers},"
+            + f"{head['pooling']} pooling, {scaling}{layers},"
             f" dropout {head['dropout']}, L2 {head['l2']}, class weights {head['class_weight']},"
             f" epochs kept {trained['epochs_kept']}"
             + (f", VGG16's last {blocks} block(s) fine-tuned" if blocks else ""))
