@@ -76,8 +76,8 @@ def shortcut_scores(row, model, task):
     prefix = f"{task}.{model}.val.by_source."
     recall = [c for c in row.index if c.startswith(prefix + "groups.covid/")
               and c.endswith(".recall.mean")]
-    return {"accuracy": score(row, model, task, "accuracy"),
-            "recall": (pd.to_numeric(row[recall], errors="coerce").mean() if recall else float("nan"),),
+    recall = pd.to_numeric(row[recall], errors="coerce").mean() if recall else float("nan")
+    return {"accuracy": score(row, model, task, "accuracy"), "recall": (recall,),
             "alarm": score(row, model, task, "by_source.adult_false_alarm")}
 
 

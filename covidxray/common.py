@@ -210,8 +210,8 @@ def head_params(params, task=None):
     if overrides is None:
         return head
     where = f"tasks.{task}.head"
-    unknown = [k for k in overrides or {} if k not in HEAD_KEYS] if isinstance(overrides, dict) \
-        else [overrides]
+    unknown = ([k for k in overrides if k not in HEAD_KEYS] if isinstance(overrides, dict)
+               else [overrides])
     if unknown or not overrides:
         raise PipelineError(f"params.yaml: {where} must map keys of head ({', '.join(HEAD_KEYS)})"
                             f" to values; got {unknown or overrides!r}")

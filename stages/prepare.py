@@ -33,12 +33,12 @@ def main():
     size = whole_number(params["image_size"], "image_size", MIN_SIZE)
     manifest = pd.read_csv(MANIFEST)
     check_unchanged(manifest)
-    preprocess = preprocess_params(params)
+    preprocess, workers = preprocess_params(params), cores()
     started = time.perf_counter()
-    images = load_images(manifest["path"], size, **preprocess, workers=cores())
+    images = load_images(manifest["path"], size, **preprocess, workers=workers)
     write_arrays(PREPARED_IMAGES, images=images)
     print(f"prepare: {len(images)} images at {size}x{size}, crop {preprocess['crop']},"
-          f" CLAHE {preprocess['clahe'] or 'off'}, decoded on {cores()} core(s) in"
+          f" CLAHE {preprocess['clahe'] or 'off'}, decoded on {workers} core(s) in"
           f" {time.perf_counter() - started:.1f} s")
 
 
