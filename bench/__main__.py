@@ -14,35 +14,16 @@ writes it with the machine and date to bench/RESULTS.md (bench/RESULTS-quick.md 
 import argparse
 import datetime
 import json
-import os
-import platform
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from importlib.metadata import version
 from pathlib import Path
 
 import yaml
 
-from bench.workspace import ROOT, SOURCES, copy_repository, python_first_env
-
-
-def timed(args, cwd, log):
-    """Run a command; its wall seconds, peak memory (MiB, whole process tree) and output."""
-    started = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(args, cwd=cwd, env=python_first_env(), stdout=out,
-                                stderr=subprocess.STDOUT)
-        # wait4's ru_maxrss covers the child and every descendant it waited for
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    output = Path(log).read_text()
-    if os.waitstatus_to_exitcode(status):
-        sys.exit(f"error: {' '.join(args)} failed; its output is in {log}:\n{output[-2000:]}")
-    return {"seconds": wall, "peak_mib": usage.ru_maxrss / 1024, "output": output}
+from bench.workspace import ROOT, SOURCES, copy_repository, machine, timed
 
 
 def last_json(output):
@@ -54,18 +35,6 @@ def stage_names(project, tasks):
     stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
     return [f"{name}@{task}" if "foreach" in stage else name
             for name, stage in stages.items() for task in (tasks if "foreach" in stage else [0])]
-
-
-def machine():
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
-    gpu = shutil.which("nvidia-smi") and subprocess.run(
-        ["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip()
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu or "none",
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
-            "python": platform.python_version(),
-            "packages": {p: version(p) for p in ("tensorflow", "keras", "tf_keras", "dvc")}}
 
 
 def prepare_copy(project, quick):

@@ -15,12 +15,14 @@ import argparse
 import time
 
 import keras
+import numpy as np
 import pandas as pd
 
 from covidxray.bank import augmented_views, build_features_model, plain_features
 from covidxray.common import (HEAD_LAYERS, augment_params, head_params, load_params,
-                              prepared_images, read_split, task_params)
+                              read_split, task_params)
 from covidxray.model import adapt_head, augmenter, build_head, head_probabilities
+from covidxray.shards import prepared_images
 from covidxray.training import BankBatches, fit, seed_everything, targets
 
 
@@ -30,8 +32,8 @@ def head_accuracy(spec, hp, seed, bank, train, val_features, val, test_features,
     seed_everything(seed)
     head = build_head(n, bank.shape[2:], **{key: hp[key] for key in HEAD_LAYERS})
     adapt_head(head, bank)
-    fit(head, {"x": BankBatches(bank, targets(train, n), spec["batch_size"], seed)}, spec, n,
-        verbose=0)
+    fit(head, {"x": BankBatches(bank, np.arange(len(train)), targets(train, n),
+                                spec["batch_size"], seed)}, spec, n, verbose=0)
     return {split: float((head_probabilities(head, x, spec["batch_size"]).argmax(axis=1)
                           == rows["label"]).mean())
             for split, x, rows in (("val", val_features, val), ("test", test_features, test))}

@@ -18,8 +18,8 @@ import keras
 import numpy as np
 
 from covidxray.bank import plain_features
-from covidxray.common import PREPARED_IMAGES, read_arrays
 from covidxray.model import build_backbone, build_extractor
+from covidxray.shards import prepared_images
 
 WHEELS = Path(".whl")
 WEIGHTS = Path(".device/vgg16_hed_fp16.weights.h5")
@@ -67,7 +67,7 @@ def feature_error(size, images):
 def main():
     download_wheels()
     print(f"{WHEELS}: {len(list(WHEELS.glob('*.whl')))} wheels")
-    images = read_arrays(PREPARED_IMAGES, "prepare")["images"][:32]
+    images = prepared_images()[:32]
     half_weights(images.shape[1])
     print(f"{WEIGHTS}: {WEIGHTS.stat().st_size / 2**20:.1f} MiB, features"
           f" {feature_error(images.shape[1], images):.1e} from hed's (relative L2)")

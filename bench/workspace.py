@@ -1,9 +1,13 @@
-"""A throwaway copy of this repository, for the benchmark and the end-to-end tests."""
+"""A throwaway copy of this repository, for the benchmarks and the end-to-end tests, and how
+the benchmarks time a command and name the machine."""
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
+import time
+from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,3 +27,42 @@ def copy_repository(target, root=ROOT):
 def python_first_env():
     """os.environ with this Python's folder first on PATH, so a stage's `python` is this one."""
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+# Linux starts a new process's peak memory at its parent's, across fork and exec: a command
+# forked from a benchmark holding 200 MiB would never report less. A bare Python forks it
+# instead and writes the command's own peak (KiB, with every descendant it waited for).
+PEAK = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def timed(args, cwd, log):
+    """Run a command; its wall seconds, peak memory (MiB, whole process tree) and output."""
+    peak = Path(f"{log}.peak")
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        done = subprocess.run([sys.executable, "-c", PEAK, str(peak), *map(str, args)], cwd=cwd,
+                              env=python_first_env(), stdout=out, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - started
+    output = Path(log).read_text()
+    if done.returncode:
+        sys.exit(f"error: {' '.join(args)} failed; its output is in {log}:\n{output[-2000:]}")
+    return {"seconds": wall, "peak_mib": int(peak.read_text()) / 1024, "output": output}
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    gpu = shutil.which("nvidia-smi") and subprocess.run(
+        ["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu or "none",
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+            "python": platform.python_version(),
+            "packages": {p: version(p) for p in ("tensorflow", "keras", "tf_keras", "dvc")}}

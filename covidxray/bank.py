@@ -6,29 +6,31 @@ the bank holds the output of the last frozen block instead (bank_layer), so fine
 blocks after it never runs the earlier ones again.
 """
 
-import keras
 import numpy as np
 
 from covidxray.model import bank_layer, build_backbone, build_extractor
 
 
-def augmented_views(extractor, augment, images, views, batch_size):
-    """views x N x feature shape: each view a fresh random augmentation of every image."""
-    out = np.empty((views, len(images), *extractor.output_shape[1:]), dtype=np.float32)
-    starts = range(0, len(images), batch_size)
-    progress = keras.utils.Progbar(views * len(starts), unit_name="batch")
-    for view in range(views):
-        for start in starts:
-            batch = images[start:start + batch_size].astype(np.float32)
-            out[view, start:start + batch_size] = extractor.predict_on_batch(
-                augment(batch, training=True))
+def feature_batches(extractor, images, batch_size, augment=None, progress=None):
+    """Yield the extractor's features of images (an array or Shards), a batch at a time, read
+    as they are needed; with `augment`, of a fresh random augmentation of each batch."""
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].astype(np.float32)
+        yield extractor.predict_on_batch(augment(batch, training=True) if augment else batch)
+        if progress is not None:
             progress.add(1)
-    return out
+
+
+def augmented_views(extractor, augment, images, views, batch_size):
+    """views x N x feature shape in memory: each view a fresh random augmentation of every
+    image, as the features stage writes them view after view."""
+    return np.stack([np.concatenate(list(feature_batches(extractor, images, batch_size, augment)))
+                     for _ in range(views)]).astype(np.float32)
 
 
 def plain_features(extractor, images, batch_size):
-    features = extractor.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
-    return features.astype(np.float32)  # from bfloat16 under mixed precision, which npz lacks
+    """N x feature shape in float32 (from bfloat16 under mixed precision)."""
+    return np.concatenate(list(feature_batches(extractor, images, batch_size))).astype(np.float32)
 
 
 def build_features_model(backbone, image_size, trainable_blocks=0):

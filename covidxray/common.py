@@ -28,8 +28,8 @@ RAW = Path("data/raw")
 MANIFEST = Path("data/merged/manifest.csv")
 SPLIT_DIR = Path("data/split")
 SPLITS = ("train", "val", "test")
-PREPARED_IMAGES = Path("data/prepared/images.npz")  # every manifest image, decoded, in its order
-FEATURES = Path("data/features/features.npz")  # their backbone features and augmentation bank
+PREPARED_IMAGES = Path("data/prepared/images")  # every manifest image, decoded, in its order
+FEATURES = Path("data/features")  # their backbone features: plain/ and the bank's view-NN/
 EXTERNAL = Path("data/external")  # the extra evaluation sets, decoded (stages/external.py)
 MODELS = Path("models")
 METRICS = Path("metrics")
@@ -168,6 +168,10 @@ def task_params(params, task):
     return spec
 
 
+def shard_size(params):
+    return whole_number(params.get("shard_size", 1024), "shard_size", 1)
+
+
 def whole_number(value, key, minimum):
     """A params.yaml value that must be an integer >= minimum; `key` names it in the error."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
@@ -218,11 +222,17 @@ def head_params(params, task=None):
     return checked_head({**head, **overrides}, where)
 
 
+def choice(value, key, choices):
+    """A params.yaml value that must be one of `choices`; `key` names it in the error."""
+    if value not in choices:
+        raise PipelineError(f"params.yaml: {key} must be one of {', '.join(choices)},"
+                            f" got {value!r}")
+    return value
+
+
 def checked_head(head, where):
     for key, choices in HEAD_CHOICES.items():
-        if head[key] not in choices:
-            raise PipelineError(f"params.yaml: {where}.{key} must be one of {', '.join(choices)},"
-                                f" got {head[key]!r}")
+        choice(head[key], f"{where}.{key}", choices)
     for key in HEAD_FLAGS:
         if not isinstance(head[key], bool):
             raise PipelineError(f"params.yaml: {where}.{key} must be true or false,"
@@ -275,7 +285,8 @@ def read_recipe(params, task):
     recipe = {"task": spec, "head": head_params(params, task),
               "fine_tune": fine_tune_params(params), "seed": params["seed"],
               "views": whole_number(params["bank"]["views"], "bank.views", 0),
-              "plain_view": params["bank"].get("plain_view"), "augment": augment_params(params)}
+              "plain_view": params["bank"].get("plain_view"), "augment": augment_params(params),
+              "shard_size": shard_size(params)}
     if not isinstance(recipe["plain_view"], bool):
         raise PipelineError("params.yaml: bank.plain_view must be true or false,"
                             f" got {recipe['plain_view']!r}")
@@ -472,16 +483,14 @@ def _quiet_worker():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to report, once
 
 
-def load_images(paths, size, crop=0.0, clahe=0.0, workers=1):
-    """Stack the `decoded` images of paths, N x size x size x 3, decoding on `workers` processes
-    in chunks; the result is the same byte for byte whatever the number of workers."""
+def decode_all(paths, size, crop=0.0, clahe=0.0, workers=1):
+    """Yield the `decoded` image of each path, in order, decoding on `workers` processes in
+    chunks; the images are the same byte for byte whatever the number of workers."""
     paths = list(paths)
-    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     decode = functools.partial(decoded, size=size, crop=crop, clahe=clahe)
     if workers < 2 or len(paths) < 2:
-        for i, path in enumerate(paths):
-            out[i] = decode(path)
-        return out
+        yield from map(decode, paths)
+        return
     # spawn: a forked child would inherit the watchdog thread's state and any held locks
     pool = ProcessPoolExecutor(min(workers, len(paths)), mp_context=get_context("spawn"),
                                initializer=_quiet_worker)
@@ -489,12 +498,20 @@ def load_images(paths, size, crop=0.0, clahe=0.0, workers=1):
     try:
         chunk = max(1, min(32, len(paths) // (4 * workers)))
         for done, pixels in enumerate(pool.map(decode, paths, chunksize=chunk), start=1):
-            out[done - 1] = pixels
+            yield pixels
     except BrokenProcessPool as err:  # a worker was killed (say for memory): no file to name
         raise PipelineError(f"a process decoding images died ({err}) at or after"
                             f" {paths[done]}") from err
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+def load_images(paths, size, crop=0.0, clahe=0.0, workers=1):
+    """The `decoded` images of paths stacked, N x size x size x 3 (see decode_all)."""
+    paths = list(paths)
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for i, pixels in enumerate(decode_all(paths, size, crop, clahe, workers)):
+        out[i] = pixels
     return out
 
 
@@ -510,12 +527,3 @@ def read_arrays(path, stage):
     recorded = arrays.pop("manifest_sha256", None)
     made_from_manifest(path, None if recorded is None else str(recorded), stage)
     return arrays
-
-
-def prepared_images(rows):
-    """The decoded images of manifest rows (a split's, from read_split); no source is touched."""
-    images = read_arrays(PREPARED_IMAGES, "prepare")["images"]
-    if len(images) <= rows["image"].to_numpy().max(initial=-1):
-        raise PipelineError(f"{PREPARED_IMAGES}: fewer images than {MANIFEST};"
-                            " run `dvc repro` to rebuild it")
-    return images[rows["image"].to_numpy()]

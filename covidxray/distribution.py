@@ -12,17 +12,13 @@ import contextlib
 
 import keras
 
-from covidxray.common import PipelineError
+from covidxray.common import choice
 
 SETTINGS = ("auto", "none", "data_parallel")
 
 
 def distribution_param(params):
-    setting = params.get("distribution", "auto")
-    if setting not in SETTINGS:
-        raise PipelineError(f"params.yaml: distribution must be one of {', '.join(SETTINGS)},"
-                            f" got {setting!r}")
-    return setting
+    return choice(params.get("distribution", "auto"), "distribution", SETTINGS)
 
 
 def devices(setting):

@@ -207,8 +207,10 @@ def build_head(n_classes, feature_shape, pooling="flatten", normalize=False, uni
     return keras.Sequential(layers, name="head")
 
 
-def adapt_head(head, features, variance_floor=0.0, batch_size=256):
-    """Set the head's Normalization layer, if any, to the pooled training features' statistics.
+def adapt_head(head, views, variance_floor=0.0, rows=None, batch_size=256):
+    """Set the head's Normalization layer, if any, to the statistics of the pooled training
+    features: those of `rows` (default all) in each of `views` (arrays or Shards of features),
+    read and pooled a batch at a time, which Keras's adapt merges.
 
     A feature that is (nearly) zero on every training image has a variance near Keras's floor of
     1e-7, and one image that lights it becomes thousands of standard deviations: `variance_floor`
@@ -218,10 +220,10 @@ def adapt_head(head, features, variance_floor=0.0, batch_size=256):
     if "normalize" not in layers:
         return
     pool, norm = head.layers[0], layers["normalize"]
-    flat = features.reshape(-1, *features.shape[-3:])
-    pooled = np.concatenate([keras.ops.convert_to_numpy(pool(flat[i:i + batch_size]))
-                             for i in range(0, len(flat), batch_size)])
-    norm.adapt(pooled)
+    rows = np.arange(len(views[0])) if rows is None else np.asarray(rows)
+    norm.adapt(keras.ops.convert_to_numpy(pool(view[rows[start:start + batch_size]]
+                                                .astype(np.float32)))
+               for view in views for start in range(0, len(rows), batch_size))
     if variance_floor:
         variance = keras.ops.convert_to_numpy(norm.adapt_variance)
         norm.adapt_variance.assign(np.maximum(variance, variance_floor * variance.mean()))

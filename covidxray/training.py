@@ -6,13 +6,15 @@ pipeline's own model is.
 
 import math
 import sys
+import tempfile
+from pathlib import Path
 
 import keras
 import numpy as np
 from dvclive.utils import standardize_metric_name
 
-from covidxray.common import prepared_images
 from covidxray.model import adapt_head
+from covidxray.shards import prepared_images, read_features, view_name, write_shards
 
 
 def seed_everything(seed):
@@ -56,20 +58,33 @@ class LiveHistory(keras.callbacks.Callback):
         self.live.next_step()
 
 
+def gather(views, view_of, rows):
+    """float32 rows: views[view_of[i]][rows[i]] for each i, each view read once."""
+    out = None
+    for view in np.unique(view_of):
+        pick = view_of == view
+        part = views[view][rows[pick]]
+        if out is None:
+            out = np.empty((len(rows), *part.shape[1:]), np.float32)
+        out[pick] = part
+    return out
+
+
 class BankBatches(keras.utils.PyDataset):
     """Batches from the augmentation bank: per epoch, one view of every image, reshuffled.
 
-    Each image walks through its views in its own random order, so every view is used equally
-    often, and each epoch's order depends only on (seed, epoch): reruns give the same batches.
+    views: a sequence of arrays or Shards over all manifest images, one per view; rows: the
+    training images' manifest rows. Only a batch's rows are read. Each image walks through its
+    views in its own random order, so every view is used equally often, and each epoch's order
+    depends only on (seed, epoch): reruns give the same batches.
     """
 
-    def __init__(self, bank, labels, batch_size, seed, weights=None):
+    def __init__(self, views, rows, labels, batch_size, seed, weights=None):
         super().__init__()
-        self.bank, self.labels, self.batch_size, self.seed = bank, labels, batch_size, seed
-        self.weights = weights
-        views, n = bank.shape[:2]
+        self.views, self.rows, self.labels = views, np.asarray(rows), labels
+        self.batch_size, self.seed, self.weights = batch_size, seed, weights
         rng = np.random.default_rng(seed)
-        self.view_order = np.stack([rng.permutation(views) for _ in range(n)])
+        self.view_order = np.stack([rng.permutation(len(views)) for _ in range(len(rows))])
         self.epoch = -1
         self.on_epoch_begin()
 
@@ -82,9 +97,26 @@ class BankBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         images = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        views = self.view_order[images, self.epoch % len(self.bank)]
-        batch = self.bank[views, images], self.labels[images]
+        views = self.view_order[images, self.epoch % len(self.views)]
+        batch = gather(self.views, views, self.rows[images]), self.labels[images]
         return batch if self.weights is None else (*batch, self.weights[images])
+
+
+class RowBatches(keras.utils.PyDataset):
+    """An array's (or Shards') rows in order, a batch at a time, with their labels if given:
+    validation data and predictions that never hold more than a batch."""
+
+    def __init__(self, array, rows, batch_size, labels=None):
+        super().__init__()
+        self.array, self.rows, self.labels, self.batch_size = array, rows, labels, batch_size
+
+    def __len__(self):
+        return math.ceil(len(self.rows) / self.batch_size)
+
+    def __getitem__(self, index):
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        x = self.array[self.rows[part]].astype(np.float32)
+        return x if self.labels is None else (x, self.labels[part])
 
 
 def targets(rows, n_classes):
@@ -92,21 +124,19 @@ def targets(rows, n_classes):
     return rows["label"].to_numpy("float32" if n_classes == 2 else "int32")
 
 
-def training_views(features, rows, plain_view):
-    """views x N x feature shape of the rows' bank; the unaugmented view joins it if asked."""
-    index = rows["image"].to_numpy()
-    bank = features["bank"][:, index]
-    return np.concatenate([bank, features["plain"][None, index]]) if plain_view else bank
+def training_views(features, plain_view):
+    """The bank's views (arrays or Shards over all images); the unaugmented one joins if asked."""
+    return [*features["bank"], features["plain"]] if plain_view else list(features["bank"])
 
 
 def bank_inputs(features, train, val, n_classes, batch_size, seed, plain_view=False,
                 weighting="none"):
     """fit() arguments for training the head alone on the features stage's outputs."""
-    bank = training_views(features, train, plain_view)
     weights = sample_weights(train, n_classes, weighting)
-    return {"x": BankBatches(bank, targets(train, n_classes), batch_size, seed, weights),
-            "validation_data": (features["plain"][val["image"].to_numpy()],
-                                targets(val, n_classes))}
+    return {"x": BankBatches(training_views(features, plain_view), train["image"].to_numpy(),
+                             targets(train, n_classes), batch_size, seed, weights),
+            "validation_data": RowBatches(features["plain"], val["image"].to_numpy(), batch_size,
+                                          targets(val, n_classes))}
 
 
 def shuffled_batches(images, labels, batch_size, seed, weights=None):
@@ -178,12 +208,16 @@ def through(model, arrays, batch_size):
     return np.asarray(model.predict(arrays, batch_size=batch_size, verbose=0), np.float32)
 
 
-def frozen_top(top, features, batch_size):
-    """The bank and plain features carried through the (not yet trained) top blocks."""
-    plain = through(top, features["plain"], batch_size)
-    views = [through(top, view, batch_size) for view in features["bank"]]
-    return {"bank": np.stack(views) if views else np.empty((0, *plain.shape), np.float32),
-            "plain": plain}
+def carried(top, features, batch_size, shard_size, folder):
+    """The bank and plain features carried through the (not yet trained) top blocks, written
+    to folder as sharded arrays and read back lazily (read_features)."""
+    named = {"plain": features["plain"],
+             **{view_name(i): view for i, view in enumerate(features["bank"])}}
+    for name, array in named.items():
+        outputs = (through(top, array[start:start + batch_size], batch_size)
+                   for start in range(0, len(array), batch_size))
+        write_shards(folder / name, outputs, top.output_shape[1:], "float32", shard_size)
+    return read_features(folder)
 
 
 def fit_on_bank(head, features, train, val, recipe, top=None, callbacks=(), verbose=None):
@@ -198,12 +232,15 @@ def fit_on_bank(head, features, train, val, recipe, top=None, callbacks=(), verb
     """
     spec, hp, plain_view = recipe["task"], recipe["head"], recipe["plain_view"]
     n_classes, batch, seed = len(spec["classes"]), spec["batch_size"], recipe["seed"]
-    head_features = frozen_top(top, features, batch) if top is not None else features
-    adapt_head(head, training_views(head_features, train, plain_view), hp["variance_floor"])
     settings = {"restore_best": hp["restore_best"], "callbacks": callbacks, "verbose": verbose}
     batches = {"plain_view": plain_view, "weighting": hp["class_weight"]}
-    kept = {"head": fit(head, bank_inputs(head_features, train, val, n_classes, batch, seed,
-                                          **batches), spec, n_classes, **settings)}
+    with tempfile.TemporaryDirectory(prefix="carried-") as folder:
+        head_features = (carried(top, features, batch, recipe["shard_size"], Path(folder))
+                         if top is not None else features)
+        adapt_head(head, training_views(head_features, plain_view), hp["variance_floor"],
+                   train["image"].to_numpy())
+        kept = {"head": fit(head, bank_inputs(head_features, train, val, n_classes, batch, seed,
+                                              **batches), spec, n_classes, **settings)}
     if top is None:
         return head, kept
     model = keras.Sequential([top, head])

@@ -23,9 +23,10 @@ import pandas as pd
 from covidxray.bank import build_features_model, plain_features
 from covidxray.controls import linear_probe
 from covidxray.training import seed_everything
-from covidxray.common import (EXTERNAL, EXTERNAL_METRICS, FEATURES, MANIFEST, METRICS,
-                              PipelineError, cli, external_rows, fine_tune_params, load_params,
-                              read_arrays, whole_number, write_json)
+from covidxray.common import (EXTERNAL, EXTERNAL_METRICS, MANIFEST, METRICS, PipelineError, cli,
+                              external_rows, fine_tune_params, load_params, read_arrays,
+                              whole_number, write_json)
+from covidxray.shards import read_features
 
 KERMANY = "kermany"
 
@@ -95,7 +96,7 @@ def main():
     spec, seed = params["confound"], params["seed"]
     seed_everything(seed)  # backbone.weights `none` draws its weights
     folds = whole_number(spec["folds"], "confound.folds", 2)
-    manifest, features = pd.read_csv(MANIFEST), read_arrays(FEATURES, "features")["plain"]
+    manifest, features = pd.read_csv(MANIFEST), read_features()["plain"]
     # among the tutorial's two sources the source is the COVID-19 label: this probe mixes both
     tutorial = manifest["source"].isin([KERMANY, "covid-chestxray"]).to_numpy()
     result = {"manifest": linear_probe(features[tutorial],

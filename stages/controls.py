@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 
 from covidxray.bank import build_features_model, plain_features
-from covidxray.common import (EXTERNAL, FEATURES, MANIFEST, METRICS, MODELS, PipelineError, cli,
-                              external_rows, fine_tune_params, load_params, number,
-                              prepared_images, read_arrays, read_split, task_params,
-                              trained_record, whole_number, write_json)
+from covidxray.common import (EXTERNAL, MANIFEST, METRICS, MODELS, PipelineError, cli,
+                              external_rows, fine_tune_params, load_params, number, read_arrays,
+                              read_split, task_params, trained_record, whole_number, write_json)
 from covidxray.controls import (hide_lungs, linear_probe, lung_mass, lungs_only,
                                 probe_scores)
 from covidxray.gradcam import gradcam
 from covidxray.model import load_classifier, probabilities
+from covidxray.shards import prepared_images, read_features
 from covidxray.training import seed_everything
 
 
@@ -109,7 +109,7 @@ def main():
     folds = whole_number(spec["folds"], "controls.folds", 2)
     children = children_rows(params, spec["children"]) if spec.get("children") else None
     train, test = read_split("train", task_spec), read_split("test", task_spec)
-    plain, batch = read_arrays(FEATURES, "features")["plain"], params["bank"]["batch_size"]
+    plain, batch = read_features()["plain"], params["bank"]["batch_size"]
     # what the bank's plain view holds (block4_pool when VGG16's block5 is fine-tuned)
     extractor = build_features_model(params["backbone"], params["image_size"],
                                      fine_tune_params(params)["blocks"])

@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 
 from covidxray.common import (EXTERNAL, EXTERNAL_METRICS, METRICS, MODELS, cli, load_params,
-                              prepared_images, read_arrays, read_split, task_argument,
-                              task_params, trained_record, write_json, write_table)
+                              read_arrays, read_split, task_argument, task_params,
+                              trained_record, write_json, write_table)
 from covidxray.model import load_classifier, probabilities
 from covidxray.scoring import by_source, predictions_table, scores, val_scores
+from covidxray.shards import prepared_images
+from covidxray.training import RowBatches
 
 
 def external_scores(model, name, classes, batch):
@@ -56,8 +58,10 @@ def main(task):
     model = load_classifier(MODELS / f"{task}.keras")
 
     test, val = read_split("test", spec), read_split("val", spec)
-    test_probs = probabilities(model, prepared_images(test), batch)
-    val_probs = probabilities(model, prepared_images(val), batch)
+    images = prepared_images()  # read a batch at a time: the validation split grows with them
+    test_probs, val_probs = (probabilities(model, RowBatches(images, rows["image"].to_numpy(),
+                                                             batch), batch)
+                             for rows in (test, val))
     metrics = {
         "task": task,
         "classes": classes,

@@ -6,37 +6,47 @@ one forward pass per view instead of one per view and epoch. Every manifest imag
 views, not only the training split's, so that a new split (and each split of `repeat`) reuses
 them.
 
-Writes data/features/features.npz: `bank`, views x N x feature shape, and `plain`, N x feature
-shape (unaugmented), in the row order of the manifest.
+Writes data/features/: `view-00/`, `view-01/`, ... (one per augmented view) and `plain/`
+(unaugmented), each a sharded array (covidxray/shards.py) of N x feature shape in the row order
+of the manifest and in `bank.dtype`. Images are read, and features written, a batch and a shard
+at a time.
 """
 
 import time
 
 import keras
 
-from covidxray.bank import augmented_views, build_features_model, plain_features
-from covidxray.common import (FEATURES, PREPARED_IMAGES, augment_params, cli, fine_tune_params,
-                              load_params, read_arrays, whole_number, write_arrays)
+from covidxray.bank import build_features_model, feature_batches
+from covidxray.common import (FEATURES, augment_params, choice, cli, fine_tune_params,
+                              load_params, manifest_digest, shard_size, whole_number)
 from covidxray.model import augmenter
+from covidxray.shards import (BANK_DTYPES, prepared_images, replacing_folder, view_name,
+                              write_shards)
 
 
 def main():
     params = load_params()
     views = whole_number(params["bank"]["views"], "bank.views", 0)
     batch = whole_number(params["bank"]["batch_size"], "bank.batch_size", 1)
+    dtype = choice(params["bank"].get("dtype", "float32"), "bank.dtype", BANK_DTYPES)
     blocks = fine_tune_params(params)["blocks"]
     augment = augment_params(params)
     keras.utils.set_random_seed(params["seed"])  # then the backbone, then the augmentation draw
     extractor = build_features_model(params["backbone"], params["image_size"], blocks)
     augment = augmenter(augment)
-    images = read_arrays(PREPARED_IMAGES, "prepare")["images"]
+    images = prepared_images()
+    shape = extractor.output_shape[1:]
     print(f"features: {views} augmented view(s) and the plain view of {len(images)} images,"
-          f" {extractor.output_shape[1:]} each")
+          f" {shape} each, stored as {dtype}")
+    progress = keras.utils.Progbar((views + 1) * -(-len(images) // batch), unit_name="batch")
     started = time.perf_counter()
-    bank = augmented_views(extractor, augment, images, views, batch)
-    plain = plain_features(extractor, images, batch)
+    with replacing_folder(FEATURES) as folder:
+        passes = [(view_name(view), augment) for view in range(views)] + [("plain", None)]
+        for name, augmented in passes:
+            write_shards(folder / name,
+                         feature_batches(extractor, images, batch, augmented, progress),
+                         shape, dtype, shard_size(params), manifest_digest())
     seconds = time.perf_counter() - started
-    write_arrays(FEATURES, bank=bank, plain=plain)
     passes = (views + 1) * len(images)
     print(f"features: {passes} forward passes in {seconds:.0f} s ({passes / seconds:.1f} images/s)")
 

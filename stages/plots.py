@@ -15,11 +15,11 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from covidxray.common import (METRICS, MODELS, PLOTS, TASK_PLOTS, cli,  # noqa: E402
-                              load_params, prepared_images, read_split, replacing, task_params,
-                              trained_record)
+                              load_params, read_split, replacing, task_params, trained_record)
 from covidxray.gradcam import gradcam, overlay  # noqa: E402
 from covidxray.model import load_classifier  # noqa: E402
 from covidxray.scoring import scores  # noqa: E402
+from covidxray.shards import prepared_images  # noqa: E402
 
 
 def history(task, ax_acc, ax_loss):

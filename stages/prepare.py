@@ -1,9 +1,10 @@
 """prepare: decode and resize every manifest image once, so no later stage touches a source file.
 
 The Kaggle images are up to 2500 px a side; decoding them every epoch cost more than the model.
-Writes data/prepared/images.npz holding `images`, uint8 of N x size x size x 3, in the row order
-of the manifest, after `preprocess` (the border crop and CLAHE, when set). It does not depend
-on the split, so a new split (or `repeat`) decodes nothing.
+Writes data/prepared/images/, a sharded array (covidxray/shards.py) of uint8 size x size x 3
+images in the row order of the manifest, after `preprocess` (the border crop and CLAHE, when
+set), `shard_size` images a file: it holds one shard, not every image. It does not depend on the
+split, so a new split (or `repeat`) decodes nothing.
 """
 
 import time
@@ -11,8 +12,9 @@ import time
 import pandas as pd
 
 from covidxray.common import (MANIFEST, MIN_SIZE, PREPARED_IMAGES, PipelineError, cli, cores,
-                              load_images, load_params, preprocess_params, sha256, whole_number,
-                              write_arrays)
+                              decode_all, load_params, manifest_digest, preprocess_params, sha256,
+                              shard_size, whole_number)
+from covidxray.shards import replacing_folder, write_shards
 
 
 def check_unchanged(manifest):
@@ -35,9 +37,11 @@ def main():
     check_unchanged(manifest)
     preprocess, workers = preprocess_params(params), cores()
     started = time.perf_counter()
-    images = load_images(manifest["path"], size, **preprocess, workers=workers)
-    write_arrays(PREPARED_IMAGES, images=images)
-    print(f"prepare: {len(images)} images at {size}x{size}, crop {preprocess['crop']},"
+    with replacing_folder(PREPARED_IMAGES) as folder:
+        images = decode_all(manifest["path"], size, **preprocess, workers=workers)
+        n = write_shards(folder, (image[None] for image in images), (size, size, 3), "uint8",
+                         shard_size(params), manifest_digest())
+    print(f"prepare: {n} images at {size}x{size}, crop {preprocess['crop']},"
           f" CLAHE {preprocess['clahe'] or 'off'}, decoded on {workers} core(s) in"
           f" {time.perf_counter() - started:.1f} s")
 

@@ -14,15 +14,18 @@ of each validation and test metric over the splits, per class too.
 
 import time
 
+import numpy as np
 import pandas as pd
 
-from covidxray.common import (FEATURES, HEAD_LAYERS, MANIFEST, METRICS, cli, load_params,
-                              read_arrays, read_recipe, task_rows, whole_number, write_json)
+from covidxray.common import (HEAD_LAYERS, MANIFEST, METRICS, cli, load_params, read_recipe,
+                              task_rows, whole_number, write_json)
 from covidxray.distribution import distributed, distribution_param
 from covidxray.model import build_backbone, build_head, head_probabilities, top_blocks
-from covidxray.scoring import by_source, reference_model, scores, spread, summary, val_scores
+from covidxray.scoring import (by_source, pooled, reference_model, scores, spread, summary,
+                               val_scores)
+from covidxray.shards import read_features
 from covidxray.splitting import split
-from covidxray.training import fit_on_bank, seed_everything, through
+from covidxray.training import RowBatches, fit_on_bank, seed_everything, through
 
 
 def split_scores(predict, parts, spec, seed):
@@ -50,12 +53,14 @@ def head_scores(bank, parts, recipe, seed, top):
     model, _ = fit_on_bank(head, bank, train, val, {**recipe, "seed": seed}, top, verbose=0)
     batch = recipe["task"]["batch_size"]
     return split_scores(
-        lambda rows: head_probabilities(model, bank["plain"][rows["image"].to_numpy()], batch),
+        lambda rows: head_probabilities(
+            model, RowBatches(bank["plain"], rows["image"].to_numpy(), batch), batch),
         parts, recipe["task"], seed)
 
 
 def reference_scores(plain, parts, spec, seed):
-    """The logistic-regression reference, trained on one split's plain features; its scores."""
+    """The logistic-regression reference, trained on one split's (pooled) plain features; its
+    scores."""
     train = task_rows(parts["train"], spec, f"split seed {seed}, train")
     model = reference_model(plain[train["image"].to_numpy()], train["label"].to_numpy())
     return split_scores(lambda rows: model.predict_proba(plain[rows["image"].to_numpy()]),
@@ -70,20 +75,24 @@ def skip(params):
     print(f"repeat: {reason}")
 
 
-def top_and_plain(params, bank, blocks):
-    """The trainable top blocks (None when frozen) and the block5 features of the plain view,
-    which the reference model reads."""
-    if not blocks:
-        return None, bank["plain"]
-    backbone = build_backbone(params["backbone"]["weights"], params["image_size"],
-                              params["backbone"]["precision"])
-    top = top_blocks(backbone, blocks)
-    return top, through(top, bank["plain"], params["bank"]["batch_size"])
+def top_and_pooled(params, bank, blocks):
+    """The trainable top blocks (None when frozen) and every image's average-pooled block5
+    features of the plain view, which the reference model reads: 2 KiB an image, made a batch
+    at a time."""
+    top = None
+    if blocks:
+        top = top_blocks(build_backbone(params["backbone"]["weights"], params["image_size"],
+                                        params["backbone"]["precision"]), blocks)
+    plain, batch = bank["plain"], params["bank"]["batch_size"]
+    chunks = (plain[start:start + batch].astype(np.float32)
+              for start in range(0, len(plain), batch))
+    return top, np.concatenate([pooled(chunk if top is None else through(top, chunk, batch))
+                                for chunk in chunks])
 
 
 def run_splits(params, recipes, manifest, bank, seeds):
     """Each task's head and reference scores on each seed's split: {task: {model: [scores]}}."""
-    top, plain = top_and_plain(params, bank, recipes[next(iter(recipes))]["fine_tune"]["blocks"])
+    top, plain = top_and_pooled(params, bank, recipes[next(iter(recipes))]["fine_tune"]["blocks"])
     start = top.get_weights() if top is not None else None
     runs = {task: {"head": [], "reference": []} for task in recipes}
     for i, seed in enumerate(seeds, start=1):
@@ -109,7 +118,7 @@ def main():
     setting = distribution_param(params)
     if not recipes[next(iter(recipes))]["bank"]:
         return skip(params)
-    manifest, bank = pd.read_csv(MANIFEST), read_arrays(FEATURES, "features")
+    manifest, bank = pd.read_csv(MANIFEST), read_features()
     seeds = [params["seed"] + i for i in range(splits)]
     started = time.perf_counter()
     with distributed(setting) as where:  # the models are made inside, as the strategy needs

@@ -12,13 +12,14 @@ import time
 
 from dvclive import Live
 
-from covidxray.common import (FEATURES, HEAD_LAYERS, METRICS, MODELS, cli, load_params,
-                              manifest_digest, prepared_images, preprocess_params, read_arrays,
-                              read_recipe, read_split, split_digest, task_argument, write_json)
+from covidxray.common import (HEAD_LAYERS, METRICS, MODELS, cli, load_params, manifest_digest,
+                              preprocess_params, read_recipe, read_split, split_digest,
+                              task_argument, write_json)
 from covidxray.distribution import distributed, distribution_param
 from covidxray.model import (adapt_head, build_backbone, build_classifier, build_extractor,
                              build_head, build_trainer, fingerprint, save_model, top_blocks,
                              weights_file)
+from covidxray.shards import prepared_images, read_features
 from covidxray.training import (LiveHistory, device, fit, fit_on_bank, image_inputs,
                                 seed_everything, through)
 
@@ -28,7 +29,7 @@ def fit_per_epoch(extractor, head, recipe, train, val, callbacks):
     spec, hp = recipe["task"], recipe["head"]
     n = len(spec["classes"])
     if hp["normalize"]:  # standardise with the plain training images' features, as on the bank
-        adapt_head(head, through(extractor, prepared_images(train), spec["batch_size"])[None],
+        adapt_head(head, [through(extractor, prepared_images(train), spec["batch_size"])],
                    hp["variance_floor"])
     inputs = image_inputs(train, val, n, spec["batch_size"], recipe["seed"], hp["class_weight"])
     return {"head": fit(build_trainer(extractor, head, recipe["augment"]), inputs, spec, n,
@@ -55,8 +56,7 @@ def fit_classifier(params, recipe, task, train, val, spread):
         callbacks = [LiveHistory(live)]
         if recipe["bank"]:
             top = top_blocks(backbone, blocks) if blocks else None
-            _, kept = fit_on_bank(head, read_arrays(FEATURES, "features"), train, val, recipe, top,
-                                  callbacks)
+            _, kept = fit_on_bank(head, read_features(), train, val, recipe, top, callbacks)
         else:
             kept = fit_per_epoch(extractor, head, recipe, train, val, callbacks)
     return classifier, started_from, kept

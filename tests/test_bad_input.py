@@ -17,6 +17,7 @@ import pytest
 
 from covidxray import common, model
 from covidxray.common import MANIFEST, PipelineError
+from covidxray.shards import Shards
 from stages import external, features, merge, prepare, split, train
 from tests.conftest import METADATA_HEADER, ROOT, write_awkward_files, write_image, write_params
 
@@ -66,7 +67,7 @@ def test_prepare_decodes_every_awkward_image_and_names_each_file_it_cannot(sourc
         pd.DataFrame({"path": [path], "sha256": [digest]}).to_csv(MANIFEST, index=False)
         if is_data:
             prepare.main()
-            assert common.read_arrays(common.PREPARED_IMAGES, "prepare")["images"].shape[0] == 1
+            assert len(Shards(common.PREPARED_IMAGES, "prepare")) == 1
         else:
             with pytest.raises(PipelineError, match=rf"^awkward/{name}: "):
                 prepare.main()
@@ -112,7 +113,7 @@ def test_outputs_of_another_manifest_are_refused_with_the_stage_to_rerun(sources
     write_image(sources["covid"] / "images" / "covid-0.png", 998, mode="RGB")
     for stage in (merge, prepare, split):
         stage.main()
-    with pytest.raises(PipelineError, match=r"features.npz was made from another data/merged/"
+    with pytest.raises(PipelineError, match=r"data/features/plain was made from another data/merged/"
                                             r"manifest.csv .*; run `dvc repro features`"):
         train.main("binary")
     features.main()

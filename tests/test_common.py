@@ -133,20 +133,6 @@ def test_whole_number_params_name_the_key(value):
         common.whole_number(value, "bank.views", 0)
 
 
-def test_missing_or_short_prepared_arrays_say_to_rerun_the_pipeline(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    rows = pd.DataFrame({"image": [0, 2]})
-    with pytest.raises(PipelineError, match=r"data/prepared/images.npz: cannot read .*dvc repro"):
-        common.prepared_images(rows)
-    common.MANIFEST.parent.mkdir(parents=True)
-    common.MANIFEST.write_text("path\na\nb\n")
-    common.write_arrays(common.PREPARED_IMAGES,
-                        images=np.arange(2).reshape(2, 1, 1, 1).astype(np.uint8))
-    with pytest.raises(PipelineError, match=r"fewer images than data/merged/manifest.csv"):
-        common.prepared_images(rows)
-    assert common.prepared_images(rows.iloc[:1].assign(image=[1])).ravel().tolist() == [1]
-
-
 def test_a_tasks_rows_keep_their_manifest_row(tmp_path, monkeypatch):
     """The `image` column indexes the prepared images and features, which hold every image."""
     write_split_tables(tmp_path, monkeypatch,

@@ -180,7 +180,8 @@ def test_balanced_weights_make_each_class_and_each_source_of_a_class_weigh_the_s
 def test_bank_batches_carry_the_weights_of_their_rows():
     bank = np.arange(6, dtype="float32").reshape(1, 6, 1)
     weights = np.arange(6, dtype="float32") * 10
-    x, y, w = training.BankBatches(bank, np.arange(6), 4, seed=0, weights=weights)[0]
+    x, y, w = training.BankBatches(bank, np.arange(6), np.arange(6), 4, seed=0,
+                                   weights=weights)[0]
     np.testing.assert_array_equal(w, x[:, 0] * 10)
     np.testing.assert_array_equal(y, x[:, 0])
 
@@ -229,7 +230,8 @@ def test_fine_tuning_trains_block5_only_and_the_classifier_matches_bank_then_top
     recipe = {"task": {"classes": ["normal", "covid"], "lr": 1e-3, "epochs": 2, "batch_size": 4},
               "head": {"class_weight": "balanced", "restore_best": False, "variance_floor": 0.0},
               "plain_view": True,
-              "fine_tune": {"blocks": 1, "lr": 1e-2, "epochs": 2}, "seed": 0}
+              "fine_tune": {"blocks": 1, "lr": 1e-2, "epochs": 2}, "seed": 0,
+              "shard_size": 5}  # block5's features of the 12 images carried in 3 shards
     trained, kept = training.fit_on_bank(head, features, rows, rows, recipe, top, verbose=0)
     assert kept == {"head": 2, "fine_tune": 2}
     for layer in backbone.layers:
@@ -279,7 +281,7 @@ def test_a_classifier_with_every_head_option_saves_and_reloads(tmp_path):
     head = model.build_head(3, extractor.output_shape[1:], pooling="average_max", normalize=True,
                             units=8, dropout=0.3, l2=0.01)
     images = np.random.default_rng(0).integers(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
-    model.adapt_head(head, extractor.predict(images, verbose=0) + 1.0)
+    model.adapt_head(head, [extractor.predict(images, verbose=0) + 1.0])
     classifier = model.build_classifier(extractor, head)
     classifier.save(tmp_path / "m.keras")
     again = model.load_classifier(tmp_path / "m.keras")

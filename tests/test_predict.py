@@ -37,7 +37,7 @@ def project(tmp_path_factory):
     for task, classes in CLASSES.items():
         head = m.build_head(len(classes), extractor.output_shape[1:],
                             **{key: layers[key] for key in HEAD_LAYERS})
-        m.adapt_head(head, features)
+        m.adapt_head(head, [features])
         m.build_classifier(extractor, head).save(root / "models" / f"{task}.keras")
     # as train would record a model trained with the binary classes in the other order
     shutil.copy(root / "models" / "binary.keras", root / "models" / "swapped.keras")

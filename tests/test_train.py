@@ -20,7 +20,7 @@ def epochs_of(batches, epochs):
 
 
 def test_each_epoch_shows_every_image_once_and_cycles_through_its_views():
-    batches = BankBatches(bank(), np.arange(7) * 10, batch_size=3, seed=1)
+    batches = BankBatches(bank(), np.arange(7), np.arange(7) * 10, batch_size=3, seed=1)
     assert len(batches) == 3
     seen = epochs_of(batches, 3)
     for x, y in seen:
@@ -34,9 +34,9 @@ def test_each_epoch_shows_every_image_once_and_cycles_through_its_views():
 
 
 def test_batches_depend_only_on_the_seed():
-    first = epochs_of(BankBatches(bank(), np.arange(7), 3, seed=1), 2)
-    again = epochs_of(BankBatches(bank(), np.arange(7), 3, seed=1), 2)
-    other = epochs_of(BankBatches(bank(), np.arange(7), 3, seed=2), 2)
+    first = epochs_of(BankBatches(bank(), np.arange(7), np.arange(7), 3, seed=1), 2)
+    again = epochs_of(BankBatches(bank(), np.arange(7), np.arange(7), 3, seed=1), 2)
+    other = epochs_of(BankBatches(bank(), np.arange(7), np.arange(7), 3, seed=2), 2)
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(first, again))
     assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, other))
     assert not np.array_equal(first[0][0], first[1][0])  # reshuffled between epochs
@@ -44,7 +44,7 @@ def test_batches_depend_only_on_the_seed():
 
 def test_keras_fit_moves_the_bank_on_every_epoch():
     batches = BankBatches(np.random.default_rng(0).normal(size=(2, 8, 4)).astype("float32"),
-                          np.arange(8) % 2, batch_size=4, seed=0)
+                          np.arange(8), np.arange(8) % 2, batch_size=4, seed=0)
     fit(build_head(2, (4,)), {"x": batches}, {"lr": 1e-3, "epochs": 3, "batch_size": 4}, 2,
         verbose=0)
     assert batches.epoch >= 2  # on_epoch_begin ran for each epoch

@@ -1,0 +1,164 @@
+"""Sharded arrays: written a shard at a time, read a row or a range at a time, and refused with
+the file named when a shard is missing, cut short or not what the index says."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from covidxray import common
+from covidxray.common import PipelineError
+from covidxray.shards import (INDEX, Shards, ShardWriter, prepared_images, replacing_folder,
+                              write_shards)
+from covidxray.training import BankBatches, RowBatches
+from tests.conftest import write_params
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A folder with a manifest, which shards written for the pipeline are stamped with."""
+    monkeypatch.chdir(tmp_path)
+    common.MANIFEST.parent.mkdir(parents=True)
+    common.MANIFEST.write_text("path\na\nb\nc\nd\ne\nf\ng\n")
+    return tmp_path
+
+
+def written(folder, array, shard_size, batch=3, made_from=None):
+    """array written in batches of `batch` rows; read back as Shards."""
+    batches = (array[i:i + batch] for i in range(0, len(array), batch))
+    write_shards(folder, batches, array.shape[1:], array.dtype, shard_size, made_from)
+    return Shards(folder, "features")
+
+
+def test_rows_read_back_the_same_whatever_the_order_and_the_partial_last_shard(tmp_path):
+    array = np.random.default_rng(0).normal(size=(7, 2, 3)).astype(np.float32)
+    shards = written(tmp_path / "a", array, shard_size=3)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "00000.npy", "00001.npy", "00002.npy", INDEX]
+    assert np.load(tmp_path / "a" / "00002.npy").shape == (1, 2, 3)  # the partial last shard
+    assert shards.shape == (7, 2, 3) and len(shards) == 7 and shards.dtype == np.float32
+    np.testing.assert_array_equal(shards[:], array)
+    np.testing.assert_array_equal(shards[2:6], array[2:6])  # a range across two shards
+    for rows in ([6, 0, 3, 3, 2], [5, 4], np.array([1, 2, 3, 4]), [-1], []):
+        np.testing.assert_array_equal(shards[rows], array[rows])
+    mask = np.arange(7) % 3 == 0
+    np.testing.assert_array_equal(shards[mask], array[mask])
+    np.testing.assert_array_equal(shards[4], array[4])
+    with pytest.raises(IndexError):
+        shards[[7]]
+
+
+def test_a_shard_is_a_plain_npy_file_and_the_same_rows_give_the_same_bytes(tmp_path):
+    array = np.arange(10, dtype=np.uint8).reshape(5, 2)
+    written(tmp_path / "a", array, shard_size=2)
+    written(tmp_path / "b", array, shard_size=2, batch=5)  # other batches, same shards
+    for name in ("00000.npy", "00001.npy", "00002.npy", INDEX):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "00001.npy", mmap_mode="r"),
+                                  array[2:4])
+
+
+def test_float16_storage_casts_rows_and_reads_back_to_within_its_precision(tmp_path):
+    array = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    writer = ShardWriter(tmp_path / "h", (4,), "float16", 2)
+    writer.write(array)
+    writer.close()
+    shards = Shards(tmp_path / "h", "features")
+    assert shards.dtype == np.float16
+    np.testing.assert_allclose(shards[:], array, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match=r"rows of shape \(3,\), not \(4,\)"):
+        writer.write(np.zeros((1, 3)))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda path: path.unlink(), r"00001\.npy: not a readable shard"),
+    (lambda path: path.write_bytes(path.read_bytes()[:-5]), r"00001\.npy: .* bytes where its"
+                                                            r" header says .*cut short"),
+    (lambda path: path.write_bytes(b"not an npy file at all"), r"00001\.npy: not a readable shard"),
+    (lambda path: np.save(path, np.zeros((2, 3), np.float64)),
+     r"00001\.npy: holds float64 of shape \(2, 3\), where .*shards\.json says float32 of shape"
+     r" \(1, 3\)"),
+])
+def test_a_damaged_shard_is_named_with_the_way_to_restore_it(tmp_path, damage, message):
+    shards = written(tmp_path / "a", np.ones((5, 3), np.float32), shard_size=4)
+    damage(tmp_path / "a" / "00001.npy")
+    np.testing.assert_array_equal(shards[:4], 1)  # the intact shard still reads
+    with pytest.raises(PipelineError, match=message + r".*dvc checkout.*dvc repro features"):
+        shards[4]
+
+
+def test_shards_of_another_manifest_or_none_at_all_are_refused(project):
+    with pytest.raises(PipelineError, match=r"data/prepared/images/shards\.json: missing; run"
+                                            r" `dvc repro prepare`"):
+        prepared_images()
+    images = np.arange(7, dtype=np.uint8).reshape(7, 1, 1, 1)
+    with replacing_folder(common.PREPARED_IMAGES) as folder:
+        written(folder, images, 4, made_from=common.manifest_digest())
+    rows = pd.DataFrame({"image": [6, 1]})
+    assert prepared_images(rows).ravel().tolist() == [6, 1]
+    with pytest.raises(PipelineError, match=r"fewer images than data/merged/manifest.csv"):
+        prepared_images(pd.DataFrame({"image": [7]}))
+    common.MANIFEST.write_text("path\nother\n")
+    with pytest.raises(PipelineError, match=r"made from another .*manifest.csv.*dvc repro"
+                                            r" prepare"):
+        prepared_images()
+
+
+def test_a_stopped_writer_leaves_the_old_folder(tmp_path):
+    target = tmp_path / "out"
+    written(target, np.zeros((2, 1), np.float32), 4)
+    with pytest.raises(KeyboardInterrupt):
+        with replacing_folder(target) as folder:
+            (folder / "half").write_text("x")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in target.iterdir()) == ["00000.npy", INDEX]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no partial folder left
+
+
+def test_the_banks_batches_read_the_same_from_shards_as_from_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    views = rng.normal(size=(3, 9, 2)).astype(np.float32)
+    sharded = [written(tmp_path / f"v{v}", views[v], shard_size=4) for v in range(3)]
+    rows, labels = np.array([8, 1, 4, 0, 6]), np.arange(5)
+    in_memory, lazy = (BankBatches(v, rows, labels, 2, seed=3) for v in (views, sharded))
+    for _ in range(3):
+        for k in range(len(in_memory)):
+            for a, b in zip(in_memory[k], lazy[k]):
+                np.testing.assert_array_equal(a, b)
+        in_memory.on_epoch_begin(), lazy.on_epoch_begin()
+    x, y = RowBatches(sharded[1], rows, 2, labels)[2]
+    np.testing.assert_array_equal(x, views[1][[6]])
+    np.testing.assert_array_equal(y, [4])
+    assert len(RowBatches(sharded[1], rows, 2)) == 3
+
+
+def test_prepare_and_features_write_shards_that_train_reads_in_float16_too(sources):
+    """24 images in shards of 5: the last holds 4. float16 features stay within their precision
+    of float32 ones, and a head trains on them."""
+    from stages import features, merge, prepare, split, train
+
+    tiny = {"image_size": 32, "shard_size": 5, "backbone": {"weights": "none"},
+            "tasks": {"binary": {"classes": ["normal", "covid"],
+                                 "sources": ["kermany", "covid-chestxray"], "epochs": 1,
+                                 "lr": 1e-3, "batch_size": 4}},
+            "split": {"test_per_class": 1, "val_fraction": 0.5}}
+    write_params(**tiny, bank={"views": 1, "dtype": "float32"})
+    for stage in (merge, prepare, split, features):
+        stage.main()
+    images = Shards(common.PREPARED_IMAGES, "prepare")
+    assert len(images) == 24 and len(list(common.PREPARED_IMAGES.glob("*.npy"))) == 5
+    assert np.load(common.PREPARED_IMAGES / "00004.npy").shape == (4, 32, 32, 3)
+    single = np.stack([common.decoded(p, 32) for p in pd.read_csv(common.MANIFEST)["path"]])
+    np.testing.assert_array_equal(images[:], single)  # decoded in parallel, then sharded
+    full = {name: Shards(common.FEATURES / name, "features")[:] for name in ("plain", "view-00")}
+    write_params(**tiny, bank={"views": 1, "dtype": "float16"})
+    features.main()
+    for name, array in full.items():
+        half = Shards(common.FEATURES / name, "features")
+        assert half.dtype == np.float16 and len(list((common.FEATURES / name).glob("*.npy"))) == 5
+        np.testing.assert_allclose(half[:], array, rtol=1e-3, atol=1e-3 * np.abs(array).max())
+    train.main("binary")
+    assert common.read_json(common.MODELS / "binary.json")["train_images"] > 0
+    write_params(**tiny, bank={"views": 1, "dtype": "float64"})
+    with pytest.raises(PipelineError, match=r"params.yaml: bank.dtype must be one of float32,"
+                                            r" float16, got 'float64'"):
+        features.main()
