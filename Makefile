@@ -22,7 +22,7 @@ $(BIN)/.installed: requirements.txt
 	touch $@
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -v -rs tests  # -rs: say why a test was skipped
+	$(BIN)/python -m pytest -v -rs --durations=15 tests  # -rs: why a test was skipped; the 15 slowest
 
 repro: setup
 	$(IN_VENV) $(BIN)/dvc repro

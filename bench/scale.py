@@ -175,6 +175,10 @@ def plot(table, path):
                 title="Time per stage")
     memory.set(xscale="log", xlabel="images", ylabel="peak resident MiB",
                title="Peak memory per stage", ylim=(0, None))
+    sizes = sorted(table["images"].unique())
+    for axes in (seconds, memory):
+        axes.set_xticks(sizes, [f"{n:,}" for n in sizes])
+        axes.minorticks_off()
     memory.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

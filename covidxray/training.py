@@ -119,6 +119,16 @@ class RowBatches(keras.utils.PyDataset):
         return x if self.labels is None else (x, self.labels[part])
 
 
+def batches_of(array, rows, batch_size, in_memory, labels=None):
+    """An array's (or Shards') rows for fit's validation or for predict: read into memory when
+    there are at most `in_memory` (a shard's worth, which a stage may hold anyway, and Keras
+    runs arrays faster), else a batch at a time (RowBatches). The same batches either way."""
+    if len(rows) > in_memory:
+        return RowBatches(array, rows, batch_size, labels)
+    x = array[rows].astype(np.float32)
+    return x if labels is None else (x, labels)
+
+
 def targets(rows, n_classes):
     """Labels as fit() wants them: float 0/1 for a sigmoid, class indices for a softmax."""
     return rows["label"].to_numpy("float32" if n_classes == 2 else "int32")
@@ -129,14 +139,14 @@ def training_views(features, plain_view):
     return [*features["bank"], features["plain"]] if plain_view else list(features["bank"])
 
 
-def bank_inputs(features, train, val, n_classes, batch_size, seed, plain_view=False,
+def bank_inputs(features, train, val, n_classes, batch_size, seed, in_memory, plain_view=False,
                 weighting="none"):
     """fit() arguments for training the head alone on the features stage's outputs."""
     weights = sample_weights(train, n_classes, weighting)
     return {"x": BankBatches(training_views(features, plain_view), train["image"].to_numpy(),
                              targets(train, n_classes), batch_size, seed, weights),
-            "validation_data": RowBatches(features["plain"], val["image"].to_numpy(), batch_size,
-                                          targets(val, n_classes))}
+            "validation_data": batches_of(features["plain"], val["image"].to_numpy(), batch_size,
+                                          in_memory, targets(val, n_classes))}
 
 
 def shuffled_batches(images, labels, batch_size, seed, weights=None):
@@ -233,7 +243,8 @@ def fit_on_bank(head, features, train, val, recipe, top=None, callbacks=(), verb
     spec, hp, plain_view = recipe["task"], recipe["head"], recipe["plain_view"]
     n_classes, batch, seed = len(spec["classes"]), spec["batch_size"], recipe["seed"]
     settings = {"restore_best": hp["restore_best"], "callbacks": callbacks, "verbose": verbose}
-    batches = {"plain_view": plain_view, "weighting": hp["class_weight"]}
+    batches = {"in_memory": recipe["shard_size"], "plain_view": plain_view,
+               "weighting": hp["class_weight"]}
     with tempfile.TemporaryDirectory(prefix="carried-") as folder:
         head_features = (carried(top, features, batch, recipe["shard_size"], Path(folder))
                          if top is not None else features)

@@ -25,7 +25,7 @@ from covidxray.scoring import (by_source, pooled, reference_model, scores, sprea
                                val_scores)
 from covidxray.shards import read_features
 from covidxray.splitting import split
-from covidxray.training import RowBatches, fit_on_bank, seed_everything, through
+from covidxray.training import batches_of, fit_on_bank, seed_everything, through
 
 
 def split_scores(predict, parts, spec, seed):
@@ -54,7 +54,8 @@ def head_scores(bank, parts, recipe, seed, top):
     batch = recipe["task"]["batch_size"]
     return split_scores(
         lambda rows: head_probabilities(
-            model, RowBatches(bank["plain"], rows["image"].to_numpy(), batch), batch),
+            model, batches_of(bank["plain"], rows["image"].to_numpy(), batch,
+                              recipe["shard_size"]), batch),
         parts, recipe["task"], seed)
 
 

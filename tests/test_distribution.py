@@ -32,7 +32,7 @@ rows = pd.DataFrame({"image": range(40), "label": (plain[:, 0, 0, 0] > 0).astype
                      "source": "kermany"})
 recipe = {"task": {"classes": ["normal", "covid"], "lr": 0.01, "epochs": 3, "batch_size": 10},
           "head": {"class_weight": "balanced", "restore_best": False, "variance_floor": 0.0},
-          "plain_view": True, "seed": 0}
+          "plain_view": True, "seed": 0, "shard_size": 1024}
 with distributed(setting) as where:
     training.seed_everything(0)
     head = model.build_head(2, (2, 2, 8), normalize=True, units=0, dropout=0.0, l2=0.01)

@@ -1,6 +1,7 @@
 """Sharded arrays: written a shard at a time, read a row or a range at a time, and refused with
 the file named when a shard is missing, cut short or not what the index says."""
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -162,3 +163,31 @@ def test_prepare_and_features_write_shards_that_train_reads_in_float16_too(sourc
     with pytest.raises(PipelineError, match=r"params.yaml: bank.dtype must be one of float32,"
                                             r" float16, got 'float64'"):
         features.main()
+
+
+def test_a_head_trains_the_same_with_validation_in_memory_or_read_a_batch_at_a_time(tmp_path):
+    """Up to a shard's worth of validation rows are read into memory, more a batch at a time
+    (RowBatches): the same batches, so the same weights and the same history."""
+    from covidxray import model, training
+
+    rng = np.random.default_rng(0)
+    plain = written(tmp_path / "plain", rng.normal(size=(30, 1, 1, 4)).astype(np.float32), 8)
+    rows = pd.DataFrame({"image": range(30), "label": (plain[:][:, 0, 0, 0] > 0).astype(int),
+                         "source": "kermany"})
+    runs = []
+    for in_memory in (1024, 0):
+        recipe = {"task": {"classes": ["normal", "covid"], "lr": 0.01, "epochs": 2,
+                           "batch_size": 4},
+                  "head": {"class_weight": "balanced", "restore_best": True,
+                           "variance_floor": 0.0},
+                  "plain_view": True, "seed": 0, "shard_size": in_memory}
+        training.seed_everything(0)
+        head = model.build_head(2, (1, 1, 4), normalize=True, units=0, dropout=0.0)
+        history = keras.callbacks.History()
+        training.fit_on_bank(head, {"bank": [], "plain": plain}, rows[:20], rows[20:], recipe,
+                             callbacks=[history], verbose=0)
+        runs.append((head.get_weights(), history.history["val_loss"]))
+    assert isinstance(training.batches_of(plain, np.arange(3), 2, 0), RowBatches)
+    for a, b in zip(runs[0][0], runs[1][0]):
+        np.testing.assert_array_equal(a, b)
+    assert runs[0][1] == runs[1][1]
