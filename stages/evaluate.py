@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 
 from covidxray.common import (EXTERNAL, EXTERNAL_METRICS, METRICS, MODELS, cli, load_params,
-                              read_arrays, read_split, shard_size, task_argument, task_params,
+                              read_arrays, read_split, task_argument, task_params,
                               trained_record, write_json, write_table)
 from covidxray.model import load_classifier, probabilities
 from covidxray.scoring import by_source, predictions_table, scores, val_scores
 from covidxray.shards import prepared_images
-from covidxray.training import batches_of
+from covidxray.training import RowBatches
 
 
 def external_scores(model, name, classes, batch):
@@ -58,10 +58,10 @@ def main(task):
     model = load_classifier(MODELS / f"{task}.keras")
 
     test, val = read_split("test", spec), read_split("val", spec)
-    images = prepared_images()  # the validation split grows with them: over a shard's worth,
-    test_probs, val_probs = (  # they are read a batch at a time
-        probabilities(model, batches_of(images, rows["image"].to_numpy(), batch,
-                                        shard_size(params)), batch) for rows in (test, val))
+    images = prepared_images()  # read a batch at a time: VGG16's float32 copies of a shard's
+    test_probs, val_probs = (    # images would be a gigabyte, and it runs no faster on arrays
+        probabilities(model, RowBatches(images, rows["image"].to_numpy(), batch), batch)
+        for rows in (test, val))
     metrics = {
         "task": task,
         "classes": classes,
