@@ -10,7 +10,6 @@ touched, read bytes only while they are held.
 """
 
 import contextlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from covidxray.common import (FEATURES, MANIFEST, PREPARED_IMAGES, PipelineError,
-                              made_from_manifest, read_json)
+                              made_from_manifest, read_json, write_json)
 
 INDEX = "shards.json"
 BANK_DTYPES = ("float32", "float16")  # bank.dtype: float16 halves the features' disk and memory
@@ -74,7 +73,7 @@ class ShardWriter:
         index = {"rows": self.rows, "row_shape": list(self.buffer.shape[1:]),
                  "dtype": self.buffer.dtype.name, "shard_size": self.shard_size,
                  "shards": self.shards, "manifest_sha256": self.made_from}
-        (self.folder / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        write_json(self.folder / INDEX, index)
 
 
 def write_shards(folder, batches, row_shape, dtype, shard_size, made_from=None):
@@ -178,13 +177,6 @@ def _open_checked(path, shape, dtype, stage):
         raise PipelineError(f"{path}: {size:,} bytes where its header says {expected:,}"
                             f" (cut short?); {rebuild}")
     return file, offset
-
-
-def batches(array, rows, batch_size):
-    """Yield array[rows] a batch at a time (rows: indices, in order)."""
-    rows = np.asarray(rows)
-    for start in range(0, len(rows), batch_size):
-        yield array[rows[start:start + batch_size]]
 
 
 def prepared_images(rows=None):
