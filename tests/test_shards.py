@@ -191,3 +191,15 @@ def test_a_head_trains_the_same_with_validation_in_memory_or_read_a_batch_at_a_t
     for a, b in zip(runs[0][0], runs[1][0]):
         np.testing.assert_array_equal(a, b)
     assert runs[0][1] == runs[1][1]
+
+
+@pytest.mark.parametrize("value", [0, 1.5, "1024"])
+def test_a_bad_shard_size_is_one_clear_error(sources, value):
+    from stages import merge, prepare
+
+    write_params(image_size=32, shard_size=value)
+    merge.main()
+    with pytest.raises(PipelineError, match=r"^params.yaml: shard_size must be a whole number"
+                                            r" >= 1, got"):
+        prepare.main()
+    assert not common.PREPARED_IMAGES.exists()
