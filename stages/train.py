@@ -8,6 +8,7 @@ models/<task>.json (preprocessing, backbone, head, epochs kept, device) and the 
 through DVCLive under metrics/train/<task>/.
 """
 
+import contextlib
 import time
 
 from dvclive import Live
@@ -15,7 +16,7 @@ from dvclive import Live
 from covidxray.common import (HEAD_LAYERS, METRICS, MODELS, cli, load_params, manifest_digest,
                               preprocess_params, read_recipe, read_split, split_digest,
                               task_argument, write_json)
-from covidxray.distribution import distributed, distribution_param
+from covidxray.distribution import chief, distributed, distribution_param
 from covidxray.model import (adapt_head, build_backbone, build_classifier, build_extractor,
                              build_head, build_trainer, fingerprint, save_model, top_blocks,
                              weights_file)
@@ -52,8 +53,11 @@ def fit_classifier(params, recipe, task, train, val, spread):
             else "per-epoch augmentation")
     print(f"train {task}: {len(train)} train / {len(val)} val images, classes {classes},"
           f" backbone {weights} ({blocks} block(s) trained), {mode}, on {device()}, {spread}")
-    with Live(str(METRICS / "train" / task), dvcyaml=None, save_dvc_exp=False) as live:
-        callbacks = [LiveHistory(live)]
+    # with several processes, process 0 alone logs and writes
+    log = (Live(str(METRICS / "train" / task), dvcyaml=None, save_dvc_exp=False) if chief()
+           else contextlib.nullcontext())
+    with log as live:
+        callbacks = [LiveHistory(live)] if live else []
         if recipe["bank"]:
             top = top_blocks(backbone, blocks) if blocks else None
             _, kept = fit_on_bank(head, read_features(), train, val, recipe, top, callbacks)
@@ -74,7 +78,9 @@ def main(task):
     with distributed(setting) as spread:
         classifier, started_from, kept = fit_classifier(params, recipe, task, train, val, spread)
     seconds = time.perf_counter() - started
-
+    if not chief():
+        print(f"train {task}: done; process 0 writes the model")
+        return
     save_model(classifier, MODELS / f"{task}.keras")
     weights = params["backbone"]["weights"]
     path = weights_file(weights)

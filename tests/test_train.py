@@ -1,7 +1,8 @@
+import keras
 import numpy as np
 
 from covidxray.model import build_head
-from covidxray.training import BankBatches, fit
+from covidxray.training import BankBatches, fit, shuffled_batches
 
 
 def bank(views=3, n=7):
@@ -48,3 +49,14 @@ def test_keras_fit_moves_the_bank_on_every_epoch():
     fit(build_head(2, (4,)), {"x": batches}, {"lr": 1e-3, "epochs": 3, "batch_size": 4}, 2,
         verbose=0)
     assert batches.epoch >= 2  # on_epoch_begin ran for each epoch
+
+
+def test_per_epoch_images_on_jax_come_as_the_banks_batches_with_their_weights(monkeypatch):
+    """Not tf.data: a PyDataset, so a JAX distribution can split it (training.EvenShare)."""
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    images = np.arange(7, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    batches = shuffled_batches(images, np.arange(7) * 10, 3, seed=1, weights=np.arange(7.0))["x"]
+    x, y, weights = (np.concatenate(part) for part in zip(*(batches[k] for k in range(3))))
+    assert sorted(x[:, 0, 0, 0]) == list(range(7))  # every image once, whole
+    np.testing.assert_array_equal(y, x[:, 0, 0, 0] * 10)
+    np.testing.assert_array_equal(weights, x[:, 0, 0, 0])
