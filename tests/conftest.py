@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,12 @@ def mirror():
     """The read-only mirror of the real datasets, or None where it is not beside the repo."""
     path = Path(os.environ.get("COVIDXRAY_MIRROR", ROOT.parent / "shared" / "datasets"))
     return path if (path / "covid-chestxray-dataset" / "metadata.csv").is_file() else None
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def write_image(path, seed=0, mode="L", size=(40, 32)):

@@ -22,7 +22,7 @@ import yaml
 from PIL import Image
 
 from bench.workspace import copy_repository, python_first_env
-from tests.conftest import mirror
+from tests.conftest import free_port, mirror
 
 PER_CLASS = 5
 EXTERNAL_PICKS = (("COVID-19", "AP"), ("COVID-19", "AP Supine"), ("SARS", "PA"),
@@ -336,12 +336,6 @@ def test_push_then_pull_through_the_default_folder_remote(project, tmp_path):
     round_trip(path, "storage")
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def serve(args, port, log):
     """Start a server logging to `log` and wait until it listens on 127.0.0.1:port."""
     with log.open("w") as out:
@@ -499,6 +493,35 @@ def test_the_tutorials_recipe_runs_on_the_same_split(project):
     assert result["test_n"] == 2  # the tiny split's test images of normal and covid
     assert result["epochs"] == 1 and 0 <= result["test_accuracy"] <= 1
     assert result["images_trained"] > 0
+
+
+def test_train_runs_in_two_processes_and_process_0_alone_writes(project, tmp_path):
+    """Keras's JAX DataParallel over two processes on 127.0.0.1, as on two hosts: each has its
+    own copy of the workspace and feeds half of every batch; process 0 writes the model."""
+    hosts = [tmp_path / f"host{i}" for i in range(2)]
+    for host in hosts:
+        shutil.copytree(project["path"], host, ignore=shutil.ignore_patterns("raw", "cache"))
+        shutil.rmtree(host / "metrics" / "train" / "binary")
+        for name in ("binary.keras", "binary.json"):
+            (host / "models" / name).unlink()
+    env = {**python_first_env(), "KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+           "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{free_port()}"}
+    workers = [subprocess.Popen([sys.executable, "-m", "stages.train", "binary"], cwd=host,
+                                env={**env, "KERAS_DISTRIBUTION_PROCESS_ID": str(i)},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i, host in enumerate(hosts)]
+    said = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (out, err) in zip(workers, said):
+        assert worker.returncode == 0, f"{out}\n{err[-3000:]}"
+    trained = json.loads((hosts[0] / "models" / "binary.json").read_text())
+    assert trained["distribution"] == "DataParallel over 2 devices in 2 processes"
+    assert trained["device"] == "jax:cpu" and (hosts[0] / "models" / "binary.keras").is_file()
+    logged = pd.read_csv(hosts[0] / "metrics" / "train" / "binary" / "plots" / "metrics" / "eval"
+                         / "loss.tsv", sep="\t")
+    assert len(logged) == project["params"]["tasks"]["binary"]["epochs"]
+    assert not (hosts[1] / "models" / "binary.json").exists()
+    assert not (hosts[1] / "metrics" / "train" / "binary").exists()
+    assert "process 0 writes the model" in said[1][0]
 
 
 def test_fine_tuning_block5_runs_on_the_tiny_config(project):
