@@ -22,7 +22,8 @@ $(BIN)/.installed: requirements.txt
 	touch $@
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -v -rs --durations=15 tests  # -rs: why a test was skipped; the 15 slowest
+	# -n 2: two workers, a test file each at a time; -rs: why a test was skipped; the 15 slowest
+	$(BIN)/python -m pytest -n 2 --dist loadfile -v -rs --durations=15 tests
 
 repro: setup
 	$(IN_VENV) $(BIN)/dvc repro

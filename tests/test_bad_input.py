@@ -165,8 +165,10 @@ def half_written(folder):
 def test_an_interrupted_stage_says_so_in_one_line_and_leaves_no_half_output(tmp_path, signum,
                                                                             said):
     (tmp_path / "slow.py").write_text(SLOW_STAGE)
+    # as from a terminal: pytest-xdist's workers ignore SIGINT, and children inherit that
     stage = subprocess.Popen([sys.executable, "-m", "slow"], cwd=tmp_path, env=ENV,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(lambda: half_written(tmp_path))
     stage.send_signal(signum)
     assert stage.wait(timeout=30) == 130
