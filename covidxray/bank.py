@@ -8,6 +8,7 @@ blocks after it never runs the earlier ones again.
 
 import numpy as np
 
+from covidxray.distribution import predict_on_batch
 from covidxray.model import bank_layer, build_backbone, build_extractor
 
 
@@ -16,7 +17,7 @@ def feature_batches(extractor, images, batch_size, augment=None, progress=None):
     as they are needed; with `augment`, of a fresh random augmentation of each batch."""
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].astype(np.float32)
-        yield extractor.predict_on_batch(augment(batch, training=True) if augment else batch)
+        yield predict_on_batch(extractor, augment(batch, training=True) if augment else batch)
         if progress is not None:
             progress.add(1)
 

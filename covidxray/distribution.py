@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from covidxray.common import PipelineError, choice
 
@@ -56,10 +57,10 @@ def chief():
     return process_share()[0] == 0
 
 
-def devices(setting):
+def devices(setting, processes=1):
     """The devices to spread batches over: accelerators, or with data_parallel (or several
     processes without accelerators) every device."""
-    backend, processes = keras.backend.backend(), process_share()[1]
+    backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
@@ -77,13 +78,17 @@ def devices(setting):
 
 
 @contextlib.contextmanager
-def distributed(setting):
-    """Build, compile and fit models inside this block; yields a line saying where they train."""
-    processes = process_share()[1]
+def distributed(setting, across_processes=True):
+    """Build, compile and fit models inside this block; yields a line saying where they train.
+
+    across_processes=False (the features pass): this process's devices only, and the
+    KERAS_DISTRIBUTION_* variables are not read; a process started alone computes everything.
+    """
+    processes = process_share()[1] if across_processes else 1
     if setting == "none" and processes > 1:
         raise PipelineError(f"distribution is none but {PROCESSES}={processes}: set it to auto"
                             " or data_parallel, or start one process")
-    chosen = devices(setting) if setting != "none" else []
+    chosen = devices(setting, processes) if setting != "none" else []
     if len(chosen) < 2:
         yield "one device"
         return
@@ -112,6 +117,21 @@ def batch_split():
     if spanning is None:
         return None
     return (*process_share(), spanning.device_mesh.devices.size)
+
+
+def padded(array, multiple):
+    """The array with rows of zeros after it, up to a multiple of `multiple` rows."""
+    rows = -(-len(array) // multiple) * multiple
+    return np.concatenate([array, np.zeros((rows - len(array), *array.shape[1:]), array.dtype)])
+
+
+def predict_on_batch(model, batch):
+    """model.predict_on_batch; under a Keras distribution in one process, spread over its
+    devices: the batch padded to divide evenly over them, the padding's outputs dropped."""
+    split = batch_split()
+    if split is None:
+        return model.predict_on_batch(batch)
+    return np.asarray(model.predict_on_batch(padded(batch, split[2])))[:len(batch)]
 
 
 @contextlib.contextmanager

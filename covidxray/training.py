@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from dvclive.utils import standardize_metric_name
 
-from covidxray.distribution import batch_split, undistributed
+from covidxray.distribution import batch_split, padded, undistributed
 from covidxray.model import adapt_head
 from covidxray.shards import prepared_images, read_features, view_name, write_shards
 
@@ -142,12 +142,11 @@ class EvenShare(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         x, y, *weights = self.batches[index]
-        padded = -(-len(y) // self.devices) * self.devices
-        parts = [x, y, (weights[0] if weights else np.ones(len(y), np.float32))
-                 * (padded / len(y))]
-        share = padded // self.processes
-        return tuple(np.concatenate([a, np.zeros((padded - len(a), *a.shape[1:]), a.dtype)])
-                     [self.index * share:(self.index + 1) * share] for a in parts)
+        rows = -(-len(y) // self.devices) * self.devices
+        parts = [x, y, (weights[0] if weights else np.ones(len(y), np.float32)) * (rows / len(y))]
+        share = rows // self.processes
+        return tuple(padded(a, self.devices)[self.index * share:(self.index + 1) * share]
+                     for a in parts)
 
 
 def shared(inputs, batch_size):

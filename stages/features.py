@@ -9,7 +9,8 @@ them.
 Writes data/features/: `view-00/`, `view-01/`, ... (one per augmented view) and `plain/`
 (unaugmented), each a sharded array (covidxray/shards.py) of N x feature shape in the row order
 of the manifest and in `bank.dtype`. Images are read, and features written, a batch and a shard
-at a time.
+at a time. With `distribution` set to spread over several devices, each batch is split between
+them (in this one process).
 """
 
 import time
@@ -19,9 +20,28 @@ import keras
 from covidxray.bank import build_features_model, feature_batches
 from covidxray.common import (FEATURES, augment_params, choice, cli, fine_tune_params,
                               load_params, manifest_digest, shard_size, whole_number)
+from covidxray.distribution import distributed, distribution_param
 from covidxray.model import augmenter
 from covidxray.shards import (BANK_DTYPES, prepared_images, replacing_folder, view_name,
                               write_shards)
+
+
+def write_bank(params, views, batch, dtype, blocks, augment):
+    """Every image's features, view after view: data/features/."""
+    extractor = build_features_model(params["backbone"], params["image_size"], blocks)
+    augment = augmenter(augment)
+    images = prepared_images()
+    shape = extractor.output_shape[1:]
+    print(f"features: {views} augmented view(s) and the plain view of {len(images)} images,"
+          f" {shape} each, stored as {dtype}")
+    progress = keras.utils.Progbar((views + 1) * -(-len(images) // batch), unit_name="batch")
+    with replacing_folder(FEATURES) as folder:
+        passes = [(view_name(view), augment) for view in range(views)] + [("plain", None)]
+        for name, augmented in passes:
+            write_shards(folder / name,
+                         feature_batches(extractor, images, batch, augmented, progress),
+                         shape, dtype, shard_size(params), manifest_digest())
+    return (views + 1) * len(images)
 
 
 def main():
@@ -30,26 +50,15 @@ def main():
     batch = whole_number(params["bank"]["batch_size"], "bank.batch_size", 1)
     dtype = choice(params["bank"].get("dtype", "float32"), "bank.dtype", BANK_DTYPES)
     blocks = fine_tune_params(params)["blocks"]
-    augment = augment_params(params)
+    augment, setting = augment_params(params), distribution_param(params)
     keras.utils.set_random_seed(params["seed"])  # then the backbone, then the augmentation draw
-    extractor = build_features_model(params["backbone"], params["image_size"], blocks)
-    augment = augmenter(augment)
-    images = prepared_images()
-    shape = extractor.output_shape[1:]
-    print(f"features: {views} augmented view(s) and the plain view of {len(images)} images,"
-          f" {shape} each, stored as {dtype}")
-    progress = keras.utils.Progbar((views + 1) * -(-len(images) // batch), unit_name="batch")
     started = time.perf_counter()
-    with replacing_folder(FEATURES) as folder:
-        passes = [(view_name(view), augment) for view in range(views)] + [("plain", None)]
-        for name, augmented in passes:
-            write_shards(folder / name,
-                         feature_batches(extractor, images, batch, augmented, progress),
-                         shape, dtype, shard_size(params), manifest_digest())
+    # one process: several would each compute every image; run it on one host, dvc push
+    with distributed(setting, across_processes=False) as where:
+        passes = write_bank(params, views, batch, dtype, blocks, augment)
     seconds = time.perf_counter() - started
-    passes = (views + 1) * len(images)
-    print(f"features: {passes} forward passes in {seconds:.0f} s ({passes / seconds:.1f} images/s)")
-
+    print(f"features: {passes} forward passes in {seconds:.0f} s ({passes / seconds:.1f}"
+          f" images/s) on {where}")
 
 if __name__ == "__main__":
     cli(main)()

@@ -275,6 +275,26 @@ def test_no_stage_module_imports_another_and_the_library_imports_no_stage():
             assert not wrong, f"{path.relative_to(ROOT)} imports stage module(s) {wrong}"
 
 
+def library_files(path, found=None):
+    """The covidxray modules a module imports, and those they import, as paths from ROOT."""
+    found = set() if found is None else found
+    for name in imported_modules(path):
+        module = ROOT / f"{name.replace('.', '/')}.py"
+        if name.startswith("covidxray.") and module.is_file() and module not in found:
+            found.add(module)
+            library_files(module, found)
+    return found
+
+
+def test_every_stage_depends_on_the_library_modules_it_runs():
+    """Else a change to one of them leaves the stage's outputs stale and dvc status clean."""
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        spec = stage.get("do", stage)
+        module = ROOT / f"{spec['cmd'].split()[2].replace('.', '/')}.py"
+        needed = {str(path.relative_to(ROOT)) for path in library_files(module)}
+        assert needed <= set(spec["deps"]), f"{name}: add {sorted(needed - set(spec['deps']))}"
+
+
 def test_a_classifier_with_every_head_option_saves_and_reloads(tmp_path):
     keras.utils.set_random_seed(0)
     extractor = model.build_extractor(model.build_backbone("none", SIZE))
