@@ -107,6 +107,42 @@ def test_an_unknown_distribution_is_a_clear_error():
         distribution_param({"distribution": "mirrored"})
 
 
+# The features pass over 5 images in batches of 4 (the last padded to split): VGG16 (random
+# weights, 32 pixels) on the plain images and on an augmented view.
+FEATURES = """
+import json, sys
+import keras
+import numpy as np
+
+from covidxray.bank import build_features_model, feature_batches
+from covidxray.common import augment_params, load_params
+from covidxray.distribution import distributed
+from covidxray.model import augmenter
+
+images = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3)).astype("uint8")
+keras.utils.set_random_seed(0)
+with distributed(sys.argv[1], across_processes=False) as where:
+    extractor = build_features_model({"weights": "none", "precision": "float32"}, 32)
+    augment = augmenter(augment_params(load_params()))
+    plain, view = (np.concatenate(list(feature_batches(extractor, images, 4, a)))
+                   for a in (None, augment))
+print(json.dumps({"where": where, "plain": plain.tolist(), "view": view.tolist()}))
+"""
+
+
+def test_jax_two_devices_compute_the_features_one_device_does():
+    runs = [subprocess.Popen([sys.executable, "-c", FEATURES, setting], cwd=ROOT,
+                             env={**os.environ, "KERAS_BACKEND": "jax", **env},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for setting, env in (("none", {}), ("data_parallel", {
+                "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}))]
+    one, two = [result(run) for run in runs]
+    assert (one["where"], two["where"]) == ("one device", "DataParallel over 2 devices")
+    for name in ("plain", "view"):
+        assert np.array(two[name]).shape == (5, 1, 1, 512)
+        assert np.allclose(two[name], one[name], rtol=1e-5, atol=1e-5)
+
+
 class Batches(keras.utils.PyDataset):
     def __len__(self):
         return 1
