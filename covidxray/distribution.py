@@ -93,7 +93,7 @@ def distributed(setting, across_processes=True):
         yield "one device"
         return
     if keras.backend.backend() == "jax":
-        # with several processes each feeds its own share of a batch (training.fit)
+        # with several processes each feeds its own share of a batch (training.EvenShare)
         keras.distribution.set_distribution(keras.distribution.DataParallel(
             devices=chosen, auto_shard_dataset=False))
         try:

@@ -142,11 +142,12 @@ class EvenShare(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         x, y, *weights = self.batches[index]
-        rows = -(-len(y) // self.devices) * self.devices
-        parts = [x, y, (weights[0] if weights else np.ones(len(y), np.float32)) * (rows / len(y))]
-        share = rows // self.processes
-        return tuple(padded(a, self.devices)[self.index * share:(self.index + 1) * share]
-                     for a in parts)
+        real = len(y)
+        x, y, weight = (padded(a, self.devices) for a in (
+            x, y, weights[0] if weights else np.ones(real, np.float32)))
+        weight = weight * (len(y) / real)
+        share = len(y) // self.processes
+        return tuple(a[self.index * share:(self.index + 1) * share] for a in (x, y, weight))
 
 
 def shared(inputs, batch_size):

@@ -60,5 +60,6 @@ def main():
     print(f"features: {passes} forward passes in {seconds:.0f} s ({passes / seconds:.1f}"
           f" images/s) on {where}")
 
+
 if __name__ == "__main__":
     cli(main)()

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from covidxray import distribution
 from covidxray.common import PipelineError
 from covidxray.distribution import distributed, distribution_param, process_share
 from covidxray.training import EvenShare
@@ -51,8 +52,8 @@ print(json.dumps({"where": where, "chief": chief(), "probs": probs.tolist()}))
 """
 
 
-def start(backend, setting, logical_cpus=1, **env):
-    return subprocess.Popen([sys.executable, "-c", TRAIN, setting, str(logical_cpus)], cwd=ROOT,
+def start(backend, setting, logical_cpus=1, script=TRAIN, **env):
+    return subprocess.Popen([sys.executable, "-c", script, setting, str(logical_cpus)], cwd=ROOT,
                             env={**os.environ, "KERAS_BACKEND": backend, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -131,11 +132,9 @@ print(json.dumps({"where": where, "plain": plain.tolist(), "view": view.tolist()
 
 
 def test_jax_two_devices_compute_the_features_one_device_does():
-    runs = [subprocess.Popen([sys.executable, "-c", FEATURES, setting], cwd=ROOT,
-                             env={**os.environ, "KERAS_BACKEND": "jax", **env},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for setting, env in (("none", {}), ("data_parallel", {
-                "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}))]
+    runs = [start("jax", "none", script=FEATURES),
+            start("jax", "data_parallel", script=FEATURES,
+                  XLA_FLAGS="--xla_force_host_platform_device_count=2")]
     one, two = [result(run) for run in runs]
     assert (one["where"], two["where"]) == ("one device", "DataParallel over 2 devices")
     for name in ("plain", "view"):
@@ -179,3 +178,12 @@ def test_bad_process_settings_are_clear_errors(processes, value, message):
     processes(value)
     with pytest.raises(PipelineError, match=re.escape(message)):
         process_share()
+
+
+def test_distribution_none_with_several_processes_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(distribution, "process_share", lambda: (0, 2))
+    with pytest.raises(PipelineError, match="distribution is none but"
+                                            " KERAS_DISTRIBUTION_NUM_PROCESSES=2: set it to auto"
+                                            " or data_parallel, or start one process"):
+        with distributed("none"):
+            pass
