@@ -96,7 +96,7 @@ def scale_params(project, per_class):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["merge"]["per_class"] = dict.fromkeys(("normal", "bacterial", "viral", "covid"),
                                                  per_class)
-    params["merge"]["nih"] = None
+    params["merge"]["nih"] = params["merge"]["hannover"] = None
     params["split"]["separately"] = []
     params["bank"].update(views=1, plain_view=True)
     params["repeat"]["splits"] = 1

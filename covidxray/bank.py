@@ -8,8 +8,9 @@ blocks after it never runs the earlier ones again.
 
 import numpy as np
 
+from covidxray.common import EXTERNAL, fine_tune_params, read_arrays
 from covidxray.distribution import predict_on_batch
-from covidxray.model import bank_layer, build_backbone, build_extractor
+from covidxray.model import bank_layer, blocks_of, build_extractor, vgg_backbone
 
 
 def feature_batches(extractor, images, batch_size, augment=None, progress=None):
@@ -36,5 +37,15 @@ def plain_features(extractor, images, batch_size):
 
 def build_features_model(backbone, image_size, trainable_blocks=0):
     """Raw images to what the bank stores, per the `backbone` params."""
-    vgg = build_backbone(backbone["weights"], image_size, backbone["precision"])
-    return build_extractor(vgg, bank_layer(trainable_blocks) if trainable_blocks else None)
+    vgg = vgg_backbone(backbone, image_size)
+    return build_extractor(vgg, bank_layer(trainable_blocks, blocks_of(vgg))
+                           if trainable_blocks else None)
+
+
+def external_features(params, name):
+    """The plain features of external set `name`'s images (data/external/<name>.npz) as the
+    bank stores them, per the params."""
+    images = read_arrays(EXTERNAL / f"{name}.npz", "external")["images"]
+    model = build_features_model(params["backbone"], params["image_size"],
+                                 fine_tune_params(params)["blocks"])
+    return plain_features(model, images, params["bank"]["batch_size"])

@@ -22,7 +22,7 @@ import yaml
 from PIL import Image
 
 CLASSES = ("normal", "bacterial", "viral", "covid", "pneumonia_other")  # the last: NIH, untyped
-SOURCES = ("kermany", "covid-chestxray", "nih")  # the manifest's `source` values
+SOURCES = ("kermany", "covid-chestxray", "nih", "hannover")  # the manifest's `source` values
 PARAMS_FILE = Path("params.yaml")
 RAW = Path("data/raw")
 MANIFEST = Path("data/merged/manifest.csv")
@@ -245,15 +245,19 @@ def checked_head(head, where):
 
 
 def fine_tune_params(params):
-    """backbone.trainable_blocks and, when blocks are trained, their learning rate and epochs."""
+    """backbone.feature_block, backbone.trainable_blocks and, when blocks are trained, their
+    learning rate and epochs."""
     backbone = params["backbone"]
+    top = backbone.get("feature_block", 5)
+    if top not in range(1, 6) or isinstance(top, bool):
+        raise PipelineError(f"params.yaml: backbone.feature_block must be 1 to 5, got {top!r}")
     blocks = backbone.get("trainable_blocks", 0)
-    if blocks not in range(5) or isinstance(blocks, bool):
-        raise PipelineError("params.yaml: backbone.trainable_blocks must be 0 (frozen) to 4,"
-                            f" got {blocks!r}")
+    if blocks not in range(top) or isinstance(blocks, bool):
+        raise PipelineError(f"params.yaml: backbone.trainable_blocks must be 0 (frozen) to"
+                            f" {top - 1} (below backbone.feature_block), got {blocks!r}")
     if not blocks:
-        return {"blocks": 0}
-    return {"blocks": blocks,
+        return {"blocks": 0, "feature_block": top}
+    return {"blocks": blocks, "feature_block": top,
             "lr": positive_number(backbone.get("fine_tune_lr"), "backbone.fine_tune_lr"),
             "epochs": whole_number(backbone.get("fine_tune_epochs"),
                                    "backbone.fine_tune_epochs", 1)}

@@ -1,7 +1,7 @@
 """Grad-CAM: where in an image the classifier found the evidence for a class.
 
-Heatmaps over VGG16's last convolutional block (block5_conv3), weighted by the gradient of the
-class's logit, and their overlay on the image. Backend-neutral (keras.ops) apart from the one
+Heatmaps over VGG16's last convolutional layer (block5_conv3, or that of backbone.feature_block),
+weighted by the gradient of the class's logit, and their overlay on the image. Backend-neutral (keras.ops) apart from the one
 gradient call, which needs TensorFlow or JAX.
 """
 
@@ -11,8 +11,6 @@ import numpy as np
 from PIL import Image
 
 from covidxray.common import PipelineError
-
-LAYER = "block5_conv3"  # VGG16's last conv layer; block5_pool follows it
 
 
 def autodiff_backend():
@@ -46,20 +44,25 @@ def _layer(model, name):
                             " built by covidxray.model") from err
 
 
+def last_conv(vgg):
+    """The backbone's last conv layer: block5_conv3, or that of the block it was cut after."""
+    return [layer for layer in vgg.layers if "_conv" in layer.name][-1]
+
+
 def split(classifier):
-    """The classifier as (image -> block5_conv3 activations, activations -> class logits).
+    """The classifier as (image -> last conv activations, activations -> class logits).
 
     The head ends in logits (the probability layer follows it): Grad-CAM follows the
     pre-softmax score. A sigmoid's single logit z becomes (-z, z), the logits of classes 0 and 1.
     """
     extractor, head = _layer(classifier, "features"), _layer(classifier, "head")
     vgg = _layer(extractor, "vgg16")
-    conv = keras.Model(vgg.inputs, _layer(vgg, LAYER).output)
+    conv = keras.Model(vgg.inputs, last_conv(vgg).output)
     image = keras.Input(extractor.input_shape[1:])
     to_conv = keras.Model(image, conv(_layer(extractor, "vgg16_preprocess")(image)))
 
     def logits(activations):
-        # block5_pool, in float32 whatever the backbone's dtype policy
+        # the block's pooling, in float32 whatever the backbone's dtype policy
         z = head(keras.ops.max_pool(activations, pool_size=2, strides=2))
         return keras.ops.concatenate([-z, z], axis=-1) if z.shape[-1] == 1 else z
 
@@ -73,7 +76,7 @@ def check(classifier):
 
 
 def gradcam(classifier, images, class_indices):
-    """Heatmaps (N x h x w float32 in [0, 1]) of each image's given class over block5_conv3."""
+    """Heatmaps (N x h x w float32 in [0, 1]) of each image's given class over the last conv layer."""
     to_conv, logits = split(classifier)
     activations = keras.ops.cast(to_conv(keras.ops.cast(images, "float32")), "float32")
     picked = keras.ops.expand_dims(keras.ops.convert_to_tensor(class_indices, "int32"), -1)

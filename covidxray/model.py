@@ -97,8 +97,10 @@ def load_hed(backbone, path):
                 )
 
 
-def build_backbone(weights, image_size, precision="float32"):
-    """Frozen VGG16 without its top, with weights per `backbone.weights`.
+def build_backbone(weights, image_size, precision="float32", feature_block=5):
+    """Frozen VGG16 without its top, with weights per `backbone.weights`, up to the pooling of
+    block `feature_block` (5: the whole of it; earlier blocks' features are less ImageNet's own
+    and may travel between hospitals better).
 
     `precision` is a Keras dtype policy for the backbone alone: mixed_bfloat16 doubles its
     throughput on CPUs with AVX-512 BF16 and on GPUs, while the head stays float32.
@@ -112,9 +114,20 @@ def build_backbone(weights, image_size, precision="float32"):
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)  # VGG16() takes no dtype; its layers use the global one
     try:
-        return _vgg16(weights, (image_size, image_size, 3))
+        vgg = _vgg16(weights, (image_size, image_size, 3))
+        if feature_block < len(VGG16_BLOCKS):
+            vgg = keras.Model(vgg.input, vgg.get_layer(f"block{feature_block}_pool").output,
+                              name="vgg16")
+            vgg.trainable = False
+        return vgg
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def vgg_backbone(backbone, image_size):
+    """build_backbone per the `backbone` params."""
+    return build_backbone(backbone["weights"], image_size, backbone["precision"],
+                          backbone.get("feature_block", len(VGG16_BLOCKS)))
 
 
 def _vgg16(weights, shape):
@@ -152,9 +165,14 @@ def fingerprint(model):
     return digest.hexdigest()
 
 
-def bank_layer(trainable_blocks):
+def bank_layer(trainable_blocks, feature_block=len(VGG16_BLOCKS)):
     """The VGG16 layer whose output the bank stores: the pooling before the first trained block."""
-    return f"block{len(VGG16_BLOCKS) - trainable_blocks}_pool"
+    return f"block{feature_block - trainable_blocks}_pool"
+
+
+def blocks_of(backbone):
+    """How many VGG16 blocks a (possibly cut) backbone holds: one pooling each."""
+    return sum(layer.name.endswith("_pool") for layer in backbone.layers)
 
 
 def build_extractor(backbone, until=None):
@@ -173,13 +191,21 @@ def top_blocks(backbone, trainable_blocks):
     Its layers are the backbone's own, so training it trains the saved classifier's VGG16.
     """
     names = [layer.name for layer in backbone.layers]
-    start = names.index(bank_layer(trainable_blocks)) + 1
+    start = names.index(bank_layer(trainable_blocks, blocks_of(backbone))) + 1
     x = inputs = keras.Input(backbone.layers[start - 1].output.shape[1:], name="bank")
     for layer in backbone.layers[start:]:
         x = layer(x)
     for layer in backbone.layers[start:]:
         layer.trainable = True  # the backbone itself stays frozen, so set each layer
     return keras.Model(inputs, x, name="top_blocks")
+
+
+def trainable_top(backbone, image_size, trainable_blocks):
+    """The top blocks that fine-tuning trains, fresh from the `backbone` params' weights, or
+    None when the backbone stays frozen."""
+    if not trainable_blocks:
+        return None
+    return top_blocks(vgg_backbone(backbone, image_size), trainable_blocks)
 
 
 def build_head(n_classes, feature_shape, pooling="flatten", normalize=False, units=256,

@@ -1,8 +1,8 @@
 """Readers of the sources in their upstream layouts: labelled candidate rows, decoded once.
 
-Kermany's chest-xray-pneumonia (children), ieee8023's covid-chestxray-dataset and NIH's
-ChestX-ray14 (adults and children). Each row carries its source and age group, for the
-per-source metrics.
+Kermany's chest-xray-pneumonia (children), ieee8023's covid-chestxray-dataset, NIH's
+ChestX-ray14 (adults and children) and Hannover Medical School's COVID-19 image repository
+(adults). Each row carries its source and age group, for the per-source metrics.
 
 merge builds the manifest from them, external builds the extra evaluation sets.
 """
@@ -22,6 +22,8 @@ NIH_COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "Vi
 NIH_LABELS = {"Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema",
               "Fibrosis", "Hernia", "Infiltration", "Mass", "No Finding", "Nodule",
               "Pleural_Thickening", "Pneumonia", "Pneumothorax"}  # ChestX-ray14's fifteen
+HANNOVER_COLUMNS = ("patient_id", "image_id", "projection")
+HANNOVER_VIEWS = ("ap", "pa")  # data.csv's projection, lower case upstream
 MAX_AGE = 120  # years; NIH lists a few patients older, mistakes upstream
 ADULT_AGE = 18
 # personN_bacteria_M.jpeg, personN_virus_M.jpeg; IM-NNNN-NNNN.jpeg, NORMAL2-IM-NNNN-NNNN.jpeg.
@@ -176,6 +178,31 @@ def nih_candidates(root, findings, ages, views, skipped):
         else:
             rows.append({"path": str(images[name]), "class": cls, "source": "nih",
                          "patient": f"nih:{record['Patient ID']}", "age_group": age_group(age)})
+    return rows
+
+
+def hannover_candidates(root, views, skipped):
+    """Rows of <root>/data.csv with png/<image_id>.png (Hannover Medical School's COVID-19 image
+    repository, every image COVID-19) whose projection, upper-cased, is one of `views`."""
+    rows, table = [], Path(root) / "data.csv"
+    for record in read_rows(table, HANNOVER_COLUMNS, skipped):
+        patient, name, projection = record["patient_id"], record["image_id"], record["projection"]
+        path = Path(root) / "png" / f"{name}.png"
+        if not patient or not name or Path(name).name != name:
+            skipped.append({"path": f"{table}:{record['line']}",
+                            "reason": "no patient_id" if not patient else
+                            f"image_id {name!r} is not a file name in png/"})
+        elif projection.lower() not in HANNOVER_VIEWS:
+            skipped.append({"path": f"{table}:{record['line']}",
+                            "reason": f"projection {projection!r} is not ap or pa"})
+        elif projection.upper() not in views:
+            continue  # another view: not a candidate, by the params
+        elif not (path.is_file() or path.is_symlink()):  # a broken link is for the decoder
+            skipped.append({"path": str(path), "reason": f"listed in data.csv line"
+                                                         f" {record['line']}, file missing"})
+        else:  # age is redacted upstream; every patient is an adult, says the provenance
+            rows.append({"path": str(path), "class": "covid", "patient": f"hannover:{patient}",
+                         "source": "hannover", "age_group": "adult"})
     return rows
 
 

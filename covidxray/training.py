@@ -13,8 +13,9 @@ import keras
 import numpy as np
 from dvclive.utils import standardize_metric_name
 
+from covidxray.common import HEAD_LAYERS
 from covidxray.distribution import batch_split, padded, undistributed
-from covidxray.model import adapt_head
+from covidxray.model import adapt_head, build_head, head_probabilities
 from covidxray.shards import prepared_images, read_features, view_name, write_shards
 
 
@@ -305,3 +306,20 @@ def fit_on_bank(head, features, train, val, recipe, top=None, callbacks=(), verb
     kept["fine_tune"] = fit(model, bank_inputs(features, train, val, n_classes, batch, seed,
                                                **batches), tune, n_classes, **settings)
     return model, kept
+
+
+def head_on_bank(bank, train, val, recipe, seed, top=None):
+    """A fresh head (and `top`'s blocks) trained on the bank for one split's rows, as train
+    trains one, seeded with `seed`: the model from bank features to logits."""
+    seed_everything(seed)
+    shape = top.output_shape[1:] if top is not None else bank["plain"].shape[1:]
+    head = build_head(len(recipe["task"]["classes"]), shape,
+                      **{key: recipe["head"][key] for key in HEAD_LAYERS})
+    return fit_on_bank(head, bank, train, val, {**recipe, "seed": seed}, top, verbose=0)[0]
+
+
+def bank_probabilities(model, plain, rows, recipe):
+    """Class probabilities of a model of bank features (head_on_bank) on rows' plain view."""
+    batch = recipe["task"]["batch_size"]
+    return head_probabilities(model, batches_of(plain, rows["image"].to_numpy(), batch,
+                                                recipe["shard_size"]), batch)

@@ -1,10 +1,11 @@
-"""Make the three source datasets available under data/raw/, in their upstream layouts.
+"""Make the four source datasets available under data/raw/, in their upstream layouts.
 
 covid-chestxray-dataset (COVID-19), chest-xray-pneumonia (Kermany: normal and pneumonia, all
-children) and nih-chestxray14 (NIH ChestX-ray14: adults and children, normal and pneumonia).
-From a local mirror folder when there is one (default ../shared/datasets, or the folder named
-by COVIDXRAY_MIRROR), copied, never written into; otherwise downloaded from upstream, except
-NIH's (45 GB in full), which the user fetches by hand when there is no mirror. Copies,
+children), nih-chestxray14 (NIH ChestX-ray14: adults and children, normal and pneumonia) and
+hannover-covid-19 (Hannover Medical School: adults with COVID-19). From a local mirror folder
+when there is one (default ../shared/datasets, or the folder named by COVIDXRAY_MIRROR), copied,
+never written into; otherwise downloaded from upstream, except NIH's (45 GB in full) and
+Hannover's, which the user fetches by hand when there is no mirror. Copies,
 not links, because DVC tracks data/raw (`make setup` runs `dvc add`), so that experiments in
 temporary workspaces get the data from DVC's cache. Safe to run again: a source already in
 place is left alone.
@@ -23,16 +24,19 @@ RAW = Path("data/raw")
 COVID = "covid-chestxray-dataset"
 KERMANY = "chest-xray-pneumonia"
 NIH = "nih-chestxray14"
+HANNOVER = "hannover-covid-19"
 COVID_COMMIT = "4e47ad09d49db15d004c974e268bbbd3b7e10699"  # 2020-03-18, the tutorial's snapshot
 COVID_URL = f"https://github.com/ieee8023/{COVID}/archive/{COVID_COMMIT}.zip"
 KAGGLE_DATASET = "paultimothymooney/chest-xray-pneumonia"
 NIH_URL = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
+HANNOVER_URL = "https://github.com/ml-workgroup/covid-19-image-repository"  # doi 10.25835/0090041
 # files a source must have one of, to tell a usable folder from an empty or partial one;
 # NIH's labels CSV is named by release: 2017, its 2020 update, Kaggle's 5% sample
 MARKERS = {
     COVID: ("metadata.csv",),
     KERMANY: ("chest_xray/train",),
     NIH: ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "sample_labels.csv"),
+    HANNOVER: ("data.csv",),
 }
 # the mirror holds only a sample of NIH's set, and names its folder so
 MIRROR_NAMES = {NIH: "nih-chestxray14-sample"}
@@ -115,9 +119,19 @@ def download_nih():
     )
 
 
+def download_hannover():
+    sys.exit(
+        f"error: {RAW / HANNOVER} is missing and no mirror was found at {mirror()}.\n"
+        f"  Either point COVIDXRAY_MIRROR at a folder holding {HANNOVER}/,\n"
+        f"  or get it by hand from {HANNOVER_URL} (doi 10.25835/0090041):\n"
+        f"  put its data.csv and png/ into {RAW / HANNOVER}/ and run again."
+    )
+
+
 def main():
     RAW.mkdir(parents=True, exist_ok=True)
-    sources = ((COVID, download_covid), (KERMANY, download_kermany), (NIH, download_nih))
+    sources = ((COVID, download_covid), (KERMANY, download_kermany), (NIH, download_nih),
+               (HANNOVER, download_hannover))
     for name, download in sources:
         if present(name):
             print(f"get_data: {RAW / name} already in place")

@@ -20,12 +20,11 @@ Writes metrics/confound.json: the numbers, and the findings in plain words under
 import numpy as np
 import pandas as pd
 
-from covidxray.bank import build_features_model, plain_features
+from covidxray.bank import external_features
 from covidxray.controls import linear_probe
 from covidxray.training import seed_everything
-from covidxray.common import (EXTERNAL, EXTERNAL_METRICS, MANIFEST, METRICS, PipelineError, cli,
-                              external_rows, fine_tune_params, load_params, read_arrays,
-                              whole_number, write_json)
+from covidxray.common import (EXTERNAL_METRICS, MANIFEST, METRICS, PipelineError, cli,
+                              external_rows, load_params, whole_number, write_json)
 from covidxray.shards import read_features
 
 KERMANY = "kermany"
@@ -51,10 +50,7 @@ def other_source_features(params, name):
     if (rows["class"] == "covid").any() or (rows["source"] == KERMANY).any():
         raise PipelineError(f"params.yaml: confound.other_source set {name!r} must hold no"
                             " COVID-19 images and none from the Kermany source")
-    images = read_arrays(EXTERNAL / f"{name}.npz", "external")["images"]
-    model = build_features_model(params["backbone"], params["image_size"],
-                                 fine_tune_params(params)["blocks"])  # as the bank stores
-    return plain_features(model, images, params["bank"]["batch_size"]), rows
+    return external_features(params, name), rows
 
 
 def verdict(auc):

@@ -1,12 +1,14 @@
 """external: read and decode the extra evaluation sets listed under `external` in params.yaml.
 
-Each set is a folder in one of the three upstream layouts:
+Each set is a folder in one of the four upstream layouts:
 - `covid`: metadata.csv and images/, as ieee8023/covid-chestxray-dataset; rows are kept by
   `modality` and `views`, and `findings` maps each kept finding to a class;
 - `kaggle`: <split>/NORMAL and <split>/PNEUMONIA for each of `splits`, labelled by file name, as
   the chest-xray-pneumonia set;
 - `nih`: a labels file (Data_Entry_2017.csv or Kaggle's sample_labels.csv) and images, as NIH
-  ChestX-ray14; rows are kept by `views` and age range `ages`, `findings` maps labels to classes.
+  ChestX-ray14; rows are kept by `views` and age range `ages`, `findings` maps labels to classes;
+- `hannover`: data.csv and png/, as Hannover Medical School's COVID-19 image repository; rows are
+  kept by `views` (AP, PA), every image is COVID-19.
 An image the manifest already holds (same bytes) or of a patient in the manifest is left out, with
 the reason, so a set scores images and patients the model never saw.
 
@@ -21,11 +23,12 @@ import pandas as pd
 from covidxray.common import (CLASSES, EXTERNAL, MANIFEST, METRICS, MIN_SIZE, PipelineError, cli,
                               cores, load_images, load_params, preprocess_params, whole_number,
                               write_arrays, write_json, write_table)
-from covidxray.sources import covid_candidates, describe, kermany_candidates, nih_candidates
+from covidxray.sources import (covid_candidates, describe, hannover_candidates,
+                               kermany_candidates, nih_candidates)
 
 COLUMNS = ["path", "class", "patient", "source", "age_group"]
 LAYOUT_KEYS = {"covid": ("path", "modality", "views", "findings"), "kaggle": ("path", "splits"),
-               "nih": ("path", "findings", "ages", "views")}
+               "nih": ("path", "findings", "ages", "views"), "hannover": ("path", "views")}
 
 
 def set_spec(name, spec):
@@ -52,6 +55,8 @@ def candidates(name, spec, skipped):
     if spec["layout"] == "nih":
         return nih_candidates(spec["path"], spec["findings"], spec["ages"], spec["views"],
                               skipped)
+    if spec["layout"] == "hannover":
+        return hannover_candidates(spec["path"], spec["views"], skipped)
     return kermany_candidates(spec["path"], spec["splits"], skipped,
                               key=f"external.{name}.splits")
 

@@ -1,8 +1,9 @@
 """merge: read the sources in their upstream layouts, label, dedup and sample the manifest.
 
 The tutorial's two sources are sampled by `merge.per_class` exactly as before NIH was added;
-NIH ChestX-ray14 (`merge.nih`) is sampled after them, by its own counts, and its rows come last,
-so the tutorial's rows, their order and everything made from them stay the same.
+NIH ChestX-ray14 (`merge.nih`) and then Hannover's COVID-19 images (`merge.hannover`) are
+sampled after them, each by its own counts, and their rows come last in that order, so the
+tutorial's rows, NIH's, their order and everything made from them stay the same.
 
 Writes data/merged/manifest.csv (path, class, patient, source, age_group, sha256, width, height)
 and metrics/data.json (counts per class and every file that was left out, with the reason).
@@ -13,11 +14,16 @@ import pandas as pd
 
 from covidxray.common import (CLASSES, MANIFEST, METRICS, RAW, PipelineError, cli, load_params,
                               write_json, write_table)
-from covidxray.sources import covid_candidates, describe, kermany_candidates, nih_candidates
+from covidxray.sources import (covid_candidates, describe, hannover_candidates,
+                               kermany_candidates, nih_candidates)
 
 KERMANY = RAW / "chest-xray-pneumonia" / "chest_xray"
 COVID = RAW / "covid-chestxray-dataset"
 NIH = RAW / "nih-chestxray14"
+HANNOVER = RAW / "hannover-covid-19"
+# sampled after the tutorial's sources, each by merge.<source>.per_class, in this order: a source
+# added here comes last, so the rows before it and the draws that made them stay as they were
+SEPARATE = ("nih", "hannover")
 
 
 def sample(images, per_class, rng, key):
@@ -39,13 +45,29 @@ def sample(images, per_class, rng, key):
 
 
 def candidates(merge, skipped):
-    covid, nih = merge["covid"], merge.get("nih")
+    covid, nih, hannover = merge["covid"], merge.get("nih"), merge.get("hannover")
     rows = kermany_candidates(KERMANY, merge["kermany_splits"], skipped)
     rows += covid_candidates(COVID, {covid["finding"]: "covid"}, covid["modality"], covid["views"],
                              skipped)
     if nih:
         rows += nih_candidates(NIH, nih["findings"], nih["ages"], nih["views"], skipped)
+    if hannover:
+        rows += hannover_candidates(HANNOVER, hannover["views"], skipped)
     return rows
+
+
+def sample_all(images, merge, rng):
+    """The tutorial's sources sampled by merge.per_class, then each source of SEPARATE by its
+    own counts, its rows after the others'; the counts of the former and of each of the latter."""
+    separate = images["source"].isin(SEPARATE)
+    manifest, counts = sample(images[~separate], merge["per_class"], rng, "merge.per_class")
+    parts, separate_counts = [manifest], {}
+    for source in SEPARATE:
+        per_class = (merge.get(source) or {}).get("per_class") or {}
+        part, separate_counts[source] = sample(images[images["source"] == source], per_class, rng,
+                                               f"merge.{source}.per_class")
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True), counts, separate_counts
 
 
 def main():
@@ -53,17 +75,13 @@ def main():
     merge = params["merge"]
     skipped = []
     images, duplicates = describe(candidates(merge, skipped), skipped)
-    is_nih = images["source"] == "nih"
     rng = np.random.default_rng(params["seed"])
-    manifest, counts = sample(images[~is_nih], merge["per_class"], rng, "merge.per_class")
-    nih, nih_counts = sample(images[is_nih], (merge.get("nih") or {}).get("per_class") or {}, rng,
-                             "merge.nih.per_class")
-    manifest = pd.concat([manifest, nih], ignore_index=True)
+    manifest, counts, separate_counts = sample_all(images, merge, rng)
 
     write_table(manifest, MANIFEST)
     write_json(METRICS / "data.json", {
         "classes": counts,
-        "nih": nih_counts,
+        **separate_counts,
         "sources": manifest.groupby(["source", "class"]).size().unstack(fill_value=0)
                            .to_dict(orient="index"),
         "total": len(manifest),
@@ -73,7 +91,7 @@ def main():
         "skipped": skipped,
         "duplicates": duplicates,
     })
-    for source, cls_counts in (("kermany/covid", counts), ("nih", nih_counts)):
+    for source, cls_counts in (("kermany/covid", counts), *separate_counts.items()):
         for cls, count in cls_counts.items():
             print(f"merge: {source:13s} {cls:15s} {count['selected']:4d} of {count['available']}"
                   " available")

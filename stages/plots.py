@@ -2,7 +2,8 @@
 
 The second gallery overlays each test image with the Grad-CAM heatmap of its predicted class:
 where in the X-ray the model found its evidence (covidxray/gradcam.py).
-Writes plots/<task>/{history,confusion,roc,gallery,gradcam}.png.
+Writes plots/<task>/{history,confusion,roc,gallery,gradcam}.png, and the leave-one-hospital-out
+learning curve, plots/holdout/curve.png.
 """
 
 import math
@@ -15,7 +16,8 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from covidxray.common import (METRICS, MODELS, PLOTS, TASK_PLOTS, cli,  # noqa: E402
-                              load_params, read_split, replacing, task_params, trained_record)
+                              load_params, read_json, read_split, replacing, task_params,
+                              trained_record)
 from covidxray.gradcam import gradcam, overlay  # noqa: E402
 from covidxray.model import load_classifier  # noqa: E402
 from covidxray.scoring import scores  # noqa: E402
@@ -103,8 +105,29 @@ def plot_task(task, spec):
             out / "gradcam.png")
 
 
+def holdout_curve(path):
+    """Recall on the scored source and false alarms on adults without COVID-19, against the
+    training COVID-19 images: without the scored source (a hospital it never saw) and with
+    every source (unseen patients of hospitals it saw)."""
+    holdout = read_json(METRICS / "holdout.json")
+    curve, targets = pd.DataFrame(holdout["curve"]), holdout["targets"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    for ax, key, title in ((axes[0], "recall", "COVID-19 recall on the scored source"),
+                           (axes[1], "false_alarm", "adults without COVID-19 called COVID-19")):
+        for trained_on, points in curve.groupby("trained_on"):
+            ax.plot(points["train_covid"], points[key], marker="o", label=f"trained on {trained_on}")
+        ax.axhline(targets[key], linestyle=":", color="grey", label="target")
+        ax.set(title=title, xlabel="training COVID-19 images (mean over splits)", ylabel="share",
+               ylim=(0, 1))
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{holdout['task']}: leave one hospital out, {holdout['splits']} splits")
+    save(fig, path)
+
+
 def main():
     params = load_params()
+    holdout_curve(PLOTS / "holdout" / "curve.png")
+    print(f"plots: {PLOTS / 'holdout' / 'curve.png'}")
     for task in params["tasks"]:
         plot_task(task, task_params(params, task))
         print(f"plots: {PLOTS / task}/{{{','.join(TASK_PLOTS)}}}.png")

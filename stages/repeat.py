@@ -17,15 +17,15 @@ import time
 import numpy as np
 import pandas as pd
 
-from covidxray.common import (HEAD_LAYERS, MANIFEST, METRICS, cli, load_params, read_recipe,
-                              task_rows, whole_number, write_json)
+from covidxray.common import (MANIFEST, METRICS, cli, load_params, read_recipe, task_rows,
+                              whole_number, write_json)
 from covidxray.distribution import chief, distributed, distribution_param
-from covidxray.model import build_backbone, build_head, head_probabilities, top_blocks
+from covidxray.model import trainable_top
 from covidxray.scoring import (by_source, pooled, reference_model, scores, spread, summary,
                                val_scores)
 from covidxray.shards import read_features
 from covidxray.splitting import split
-from covidxray.training import batches_of, fit_on_bank, seed_everything, through
+from covidxray.training import bank_probabilities, head_on_bank, through
 
 
 def split_scores(predict, parts, spec, seed):
@@ -44,19 +44,11 @@ def split_scores(predict, parts, spec, seed):
 
 def head_scores(bank, parts, recipe, seed, top):
     """Train one task's head on one split's training images, as train does; its scores."""
-    classes = recipe["task"]["classes"]
     train, val = (task_rows(parts[name], recipe["task"], f"split seed {seed}, {name}")
                   for name in ("train", "val"))
-    seed_everything(seed)
-    head = build_head(len(classes), top.output_shape[1:] if top is not None else bank["plain"].shape[1:],
-                      **{key: recipe["head"][key] for key in HEAD_LAYERS})
-    model, _ = fit_on_bank(head, bank, train, val, {**recipe, "seed": seed}, top, verbose=0)
-    batch = recipe["task"]["batch_size"]
-    return split_scores(
-        lambda rows: head_probabilities(
-            model, batches_of(bank["plain"], rows["image"].to_numpy(), batch,
-                              recipe["shard_size"]), batch),
-        parts, recipe["task"], seed)
+    model = head_on_bank(bank, train, val, recipe, seed, top)
+    return split_scores(lambda rows: bank_probabilities(model, bank["plain"], rows, recipe),
+                        parts, recipe["task"], seed)
 
 
 def reference_scores(plain, parts, spec, seed):
@@ -80,10 +72,7 @@ def top_and_pooled(params, bank, blocks):
     """The trainable top blocks (None when frozen) and every image's average-pooled block5
     features of the plain view, which the reference model reads: 2 KiB an image, made a batch
     at a time."""
-    top = None
-    if blocks:
-        top = top_blocks(build_backbone(params["backbone"]["weights"], params["image_size"],
-                                        params["backbone"]["precision"]), blocks)
+    top = trainable_top(params["backbone"], params["image_size"], blocks)
     plain, batch = bank["plain"], params["bank"]["batch_size"]
     chunks = (plain[start:start + batch].astype(np.float32)
               for start in range(0, len(plain), batch))

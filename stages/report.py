@@ -177,6 +177,42 @@ def controls_section():
                       table(probes), table(shares)])
 
 
+def holdout_rows(holdout):
+    """Per left-out source (and for every source together), test and validation recall and
+    false alarms with their intervals, and the within-source AUC."""
+    rows = []
+    for name, s in [*holdout["left_out"].items(), ("none (every source trains)",
+                                                    holdout["every_source"])]:
+        test, within = s["test"], s["test"].get("within_source")
+        rows.append({
+            "left out": name, "test recall": spread_cell(test["recall"]),
+            "95% CI": interval(*test["recall_ci95"]), "COVID-19 images": test["recall_images"],
+            "test false alarms": spread_cell(test["false_alarm"]),
+            "95% CI ": interval(*test["false_alarm_ci95"]),
+            "within-source AUC": spread_cell(within["auc"]) if within else "n/a",
+            "AUC 95% CI": interval(*within["auc_ci95"]) if within else "n/a",
+            "val recall": spread_cell(s["val"]["recall"]),
+            "val false alarms": spread_cell(s["val"]["false_alarm"])})
+    return rows
+
+
+def spread_cell(s):
+    return "n/a" if s is None else f"{s['mean']:.2f} ± {s['sd']:.2f}"
+
+
+def holdout_section():
+    """The headline: the task trained without each COVID-19 hospital, scored on it."""
+    holdout = read_json(METRICS / "holdout.json")
+    return "\n".join([
+        f"<h2 id='holdout'>Leave one hospital out ({holdout['task']})</h2>",
+        *(f"<p>{html.escape(line)}</p>" for line in holdout["summary"]),
+        "<p class='note'>Recall: the left-out source's COVID-19 X-rays outside its validation"
+        " patients (test) or of them (val); false alarms: the split's adults without COVID-19;"
+        " mean ± sd over the splits, 95% intervals over the distinct images scored. The last"
+        " row trains on every source and is scored on unseen patients of hospitals it saw.</p>",
+        table(holdout_rows(holdout)), image(PLOTS / "holdout" / "curve.png", "holdout curve")])
+
+
 def data_section():
     data = read_json(METRICS / "data.json")
     rows = [{"class": cls, **counts} for cls, counts in data["classes"].items()]
@@ -190,9 +226,10 @@ def main():
     params = load_params()
     sets = list(params.get("external") or {})
     tasks = {task: task_params(params, task)["classes"] for task in params["tasks"]}
-    sections = [data_section(), *(task_section(t, c, sets) for t, c in tasks.items()),
-                confound_section(), controls_section()]
-    contents = " | ".join(f"<a href='#{name}'>{name}</a>" for name in ["data", *tasks,
+    sections = [holdout_section(), data_section(),
+                *(task_section(t, c, sets) for t, c in tasks.items()), confound_section(),
+                controls_section()]
+    contents = " | ".join(f"<a href='#{name}'>{name}</a>" for name in ["holdout", "data", *tasks,
                                                                       "confound", "controls"])
     with replacing(REPORT) as partial:
         partial.write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"

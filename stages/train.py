@@ -17,8 +17,8 @@ from covidxray.common import (HEAD_LAYERS, METRICS, MODELS, cli, load_params, ma
                               preprocess_params, read_recipe, read_split, split_digest,
                               task_argument, write_json)
 from covidxray.distribution import chief, distributed, distribution_param
-from covidxray.model import (adapt_head, build_backbone, build_classifier, build_extractor,
-                             build_head, build_trainer, fingerprint, save_model, top_blocks,
+from covidxray.model import (adapt_head, build_classifier, build_extractor, build_head,
+                             build_trainer, fingerprint, save_model, top_blocks, vgg_backbone,
                              weights_file)
 from covidxray.shards import prepared_images, read_features
 from covidxray.training import (LiveHistory, device, fit, fit_on_bank, image_inputs,
@@ -42,7 +42,7 @@ def fit_classifier(params, recipe, task, train, val, spread):
     fingerprint before training and the epochs kept."""
     classes, blocks = recipe["task"]["classes"], recipe["fine_tune"]["blocks"]
     weights = params["backbone"]["weights"]
-    backbone = build_backbone(weights, params["image_size"], params["backbone"]["precision"])
+    backbone = vgg_backbone(params["backbone"], params["image_size"])
     started_from = fingerprint(backbone)  # before any block is fine-tuned
     extractor = build_extractor(backbone)
     head = build_head(len(classes), extractor.output_shape[1:],
@@ -93,6 +93,7 @@ def main(task):
             "fingerprint": started_from,
             "precision": params["backbone"]["precision"],
             "trainable_blocks": blocks,
+            "feature_block": recipe["fine_tune"]["feature_block"],
         },
         "preprocess": preprocess,  # which predict applies to new images
         "head": recipe["head"],

@@ -14,10 +14,27 @@ ROOT = Path(__file__).resolve().parents[1]
 METADATA_HEADER = "Patientid,offset,sex,age,finding,survival,view,modality,date,location,filename\n"
 NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
               "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n")
+HANNOVER_HEADER = ("patient_id,image_id,sex,age,size,weight,admission_offset,icu_admission_offset,"
+                   "icu_release_offset,death_offset,modality,projection,crp_offset,crp_val\n")
 
 
 def nih_row(name, labels, patient, age, view="PA"):
     return f"{name},{labels},0,{patient},{age},M,{view},1024,1024,0.143,0.143\n"
+
+
+def hannover_row(patient, image, projection):
+    return f"{patient},{image},f,,,,0,,,,CR,{projection},0.0,3.0\n"
+
+
+def hannover_layout(root, rows, seed=400):
+    """data.csv of rows (patient_id, image_id, projection) and png/<image_id>.png of each; an
+    image_id that starts with `missing` or is not a plain name gets no image."""
+    for i, (_, image, _) in enumerate(rows):
+        if image and not image.startswith("missing") and "/" not in image:
+            write_image(root / "png" / f"{image}.png", seed + i)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "data.csv").write_text(HANNOVER_HEADER + "".join(hannover_row(*row) for row in rows))
+    return root
 
 
 def mirror():
@@ -56,8 +73,9 @@ def write_params(**changes):
 
 @pytest.fixture
 def sources(tmp_path, monkeypatch):
-    """A project folder whose data/raw holds 4 images of each class in the upstream layouts, and
-    4 NIH adults without a finding and 4 with pneumonia."""
+    """A project folder whose data/raw holds 4 images of each class in the upstream layouts,
+    4 NIH adults without a finding and 4 with pneumonia, and a Hannover data.csv without rows
+    (hannover_layout adds them), so the other sources' tests see no Hannover image."""
     monkeypatch.chdir(tmp_path)
     kermany = Path("data/raw/chest-xray-pneumonia/chest_xray/train")
     covid = Path("data/raw/covid-chestxray-dataset")
@@ -79,8 +97,9 @@ def sources(tmp_path, monkeypatch):
             write_image(nih / "images" / name, next(seed))
             rows.append(nih_row(name, labels, patient, 30 + i))
     (nih / "Data_Entry_2017.csv").write_text(NIH_HEADER + "".join(rows))
+    hannover = hannover_layout(Path("data/raw/hannover-covid-19"), [])
     write_params(merge={"per_class": {"normal": 4, "bacterial": 4, "viral": 4, "covid": 4}})
-    return {"kermany": kermany, "covid": covid, "nih": nih}
+    return {"kermany": kermany, "covid": covid, "nih": nih, "hannover": hannover}
 
 
 def write_awkward_files(folder, oversized, name=lambda i, kind, suffix: f"{kind}{suffix}"):

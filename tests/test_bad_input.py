@@ -19,7 +19,8 @@ from covidxray import common, model
 from covidxray.common import MANIFEST, PipelineError
 from covidxray.shards import Shards
 from stages import external, features, merge, prepare, split, train
-from tests.conftest import METADATA_HEADER, ROOT, write_awkward_files, write_image, write_params
+from tests.conftest import (HANNOVER_HEADER, METADATA_HEADER, ROOT, hannover_row,
+                            write_awkward_files, write_image, write_params)
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -33,15 +34,34 @@ def check_kept_or_reasoned(made, kept, skipped):
     assert "No such file" in skipped[made["dangling"][0]]
 
 
-def test_merge_keeps_or_reports_every_awkward_file(sources, oversized):
-    made = write_awkward_files(sources["kermany"] / "NORMAL", oversized,
-                               name=lambda i, kind, suffix: f"IM-09{i:02d}-0001{suffix}")
-    write_params(merge={"per_class": {"normal": 99, "bacterial": 4, "viral": 4, "covid": 4}})
+def check_merge_kept_or_reasoned(made):
     merge.main()
     kept = set(pd.read_csv(MANIFEST)["path"].map(lambda p: Path(p).name))
     report = json.loads(Path("metrics/data.json").read_text())
     skipped = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
     check_kept_or_reasoned(made, kept, skipped)
+
+
+def test_merge_keeps_or_reports_every_awkward_file(sources, oversized):
+    made = write_awkward_files(sources["kermany"] / "NORMAL", oversized,
+                               name=lambda i, kind, suffix: f"IM-09{i:02d}-0001{suffix}")
+    write_params(merge={"per_class": {"normal": 99, "bacterial": 4, "viral": 4, "covid": 4}})
+    check_merge_kept_or_reasoned(made)
+
+
+def test_merge_keeps_or_reports_every_awkward_hannover_file(sources, oversized):
+    """Hannover names every image <image_id>.png: the files not named .png get it appended (a
+    link keeps its name, or the looping one would dangle instead)."""
+    png = sources["hannover"] / "png"
+    made = write_awkward_files(png, oversized)
+    for kind, (name, is_data) in made.items():
+        if not name.endswith(".png"):
+            (png / name).rename(png / f"{name}.png")
+            made[kind] = (f"{name}.png", is_data)
+    (sources["hannover"] / "data.csv").write_text(HANNOVER_HEADER + "".join(
+        hannover_row(f"p{i}", name.removesuffix(".png"), "ap")
+        for i, (name, _) in enumerate(made.values())))
+    check_merge_kept_or_reasoned(made)
 
 
 def test_external_keeps_or_reports_every_awkward_file(sources, oversized):

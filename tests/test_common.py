@@ -96,8 +96,8 @@ def test_task_params_rejects_unknown_tasks_classes_and_sources():
         task_params(PARAMS, "lonely")
     for task, got in (("nowhere", "['mayo']"), ("sourceless", "None")):
         with pytest.raises(PipelineError, match=re.escape(
-                f"tasks.{task}.sources must list sources of kermany, covid-chestxray, nih;"
-                f" got {got}")):
+                f"tasks.{task}.sources must list sources of kermany, covid-chestxray, nih,"
+                f" hannover; got {got}")):
             task_params(PARAMS, task)
 
 

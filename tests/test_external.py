@@ -13,8 +13,10 @@ COVID_SET = {"layout": "covid", "path": "data/raw/covid-chestxray-dataset", "mod
 
 
 @pytest.mark.parametrize("spec, message", [
-    ({"layout": "dicom"}, r"external.s.layout must be one of covid, kaggle, nih; got 'dicom'"),
+    ({"layout": "dicom"},
+     r"external.s.layout must be one of covid, kaggle, nih, hannover; got 'dicom'"),
     ({"layout": "kaggle"}, r"external.s: missing key\(s\) path, splits for layout kaggle"),
+    ({"layout": "hannover", "path": "x"}, r"external.s: missing key\(s\) views for layout hannover"),
     ({**COVID_SET, "findings": {"SARS": "sars"}}, r"external.s.findings maps to unknown class"),
 ])
 def test_a_bad_set_is_named_with_the_reason(spec, message):

@@ -17,7 +17,7 @@ def get_data(cwd, mirror, home):
                           capture_output=True, text=True)
 
 
-def fake_mirror(path, with_kermany=True, with_nih=True):
+def fake_mirror(path, with_kermany=True, with_nih=True, with_hannover=True):
     (path / "covid-chestxray-dataset").mkdir(parents=True)
     (path / "covid-chestxray-dataset" / "metadata.csv").write_text("Patientid\n")
     if with_kermany:
@@ -26,6 +26,10 @@ def fake_mirror(path, with_kermany=True, with_nih=True):
         (path / "nih-chestxray14-sample" / "images").mkdir(parents=True)
         (path / "nih-chestxray14-sample" / "images" / "00000001_000.png").write_bytes(b"png")
         (path / "nih-chestxray14-sample" / "Data_Entry_2017.csv").write_text("Image Index\n")
+    if with_hannover:
+        (path / "hannover-covid-19" / "png").mkdir(parents=True)
+        (path / "hannover-covid-19" / "png" / "fff13f3a.png").write_bytes(b"png")
+        (path / "hannover-covid-19" / "data.csv").write_text("patient_id\n")
     return path
 
 
@@ -34,15 +38,19 @@ def test_sources_are_copied_from_the_mirror_and_a_second_run_is_harmless(tmp_pat
     raw = tmp_path / "repo" / "data" / "raw"
     raw.mkdir(parents=True)
     (raw / "chest-xray-pneumonia").symlink_to(mirror / "chest-xray-pneumonia")  # older setups
-    (mirror / "covid-chestxray-dataset").chmod(0o555)  # mirrors are read-only
+    for folder in ("covid-chestxray-dataset", "hannover-covid-19/png"):
+        (mirror / folder).chmod(0o555)  # mirrors are read-only
     first = get_data(tmp_path / "repo", mirror, tmp_path)
     assert first.returncode == 0, first.stderr
     assert (raw / "covid-chestxray-dataset" / "metadata.csv").read_text() == "Patientid\n"
     assert (raw / "chest-xray-pneumonia" / "chest_xray" / "train").is_dir()
+    assert (raw / "hannover-covid-19" / "data.csv").read_text() == "patient_id\n"
+    assert (raw / "hannover-covid-19" / "png" / "fff13f3a.png").read_bytes() == b"png"
+    assert (raw / "hannover-covid-19" / "png").stat().st_mode & 0o200
     assert not any(path.is_symlink() for path in raw.iterdir())
     assert (raw / "covid-chestxray-dataset").stat().st_mode & 0o200  # copies are writable
     second = get_data(tmp_path / "repo", mirror, tmp_path)
-    assert second.returncode == 0 and second.stdout.count("already in place") == 3
+    assert second.returncode == 0 and second.stdout.count("already in place") == 4
 
 
 def test_the_nih_sample_is_copied_from_its_mirror_folder_to_data_raw_nih_chestxray14(tmp_path):
@@ -75,6 +83,9 @@ def test_any_of_nihs_labels_files_marks_its_folder_as_in_place(tmp_path, labels)
      ["COVIDXRAY_MIRROR", "nih-chestxray14-sample/", "nihcc.app.box.com", "images_012/images/",
       "nih-chest-xrays/sample", "sample_labels.csv"]),
     ({"with_kermany": False}, "chest-xray-pneumonia", ["~/.kaggle/kaggle.json", "COVIDXRAY_MIRROR"]),
+    ({"with_hannover": False}, "hannover-covid-19",
+     ["COVIDXRAY_MIRROR", "github.com/ml-workgroup/covid-19-image-repository", "10.25835/0090041",
+      "data.csv and png/ into data/raw/hannover-covid-19/"]),
 ])
 def test_without_mirror_it_says_how_to_get_a_source_by_hand(tmp_path, missing, name, advice):
     mirror = fake_mirror(tmp_path / "mirror", **missing)

@@ -39,6 +39,13 @@ def test_one_heatmap_per_image_over_block5_conv3_in_0_1():
     assert np.all((peaks == 1) | (peaks == 0))  # the map of a class with no evidence is 0
 
 
+def test_a_backbone_cut_after_block4_maps_over_block4_conv3():
+    keras.utils.set_random_seed(0)
+    extractor = m.build_extractor(m.build_backbone("none", 32, feature_block=4))
+    model = m.build_classifier(extractor, m.build_head(2, extractor.output_shape[1:]))
+    assert gradcam(model, images(2, 32), [0, 1]).shape == (2, 4, 4)  # 32 px: block4 is 4x4
+
+
 def test_matches_grad_cam_computed_by_hand_for_a_linear_head():
     """At 32 px block5_pool is 1x1, so d logit_c / d pooled = hidden kernel @ last kernel[:, c]
     and every channel's mean gradient over the 2x2 map is a quarter of that."""

@@ -1,6 +1,7 @@
 """The head's params, its layers, best-epoch restore, class weights and fine-tuning."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -307,3 +308,29 @@ def test_a_classifier_with_every_head_option_saves_and_reloads(tmp_path):
     again = model.load_classifier(tmp_path / "m.keras")
     np.testing.assert_allclose(again.predict(images, verbose=0),
                                classifier.predict(images, verbose=0), rtol=1e-6)
+
+
+def test_a_feature_block_cuts_vgg16_and_fine_tuning_counts_blocks_back_from_it():
+    """feature_block 4: the head reads block4_pool; trainable_blocks 1 trains block4 on a bank
+    of block3_pool, and nothing of block5 exists."""
+    backbone = model.build_backbone("none", SIZE, feature_block=4)
+    assert backbone.layers[-1].name == "block4_pool" and model.blocks_of(backbone) == 4
+    assert not any(layer.name.startswith("block5") for layer in backbone.layers)
+    to_bank = model.build_extractor(backbone, model.bank_layer(1, 4))
+    top = model.top_blocks(backbone, 1)
+    assert top.input_shape[1:] == to_bank.output_shape[1:] == (4, 4, 256)
+    assert top.output_shape[1:] == (2, 2, 512)  # block4_pool at 32 px
+    assert [layer.name for layer in top.layers if layer.trainable_weights] == [
+        "block4_conv1", "block4_conv2", "block4_conv3"]
+
+
+@pytest.mark.parametrize("backbone, message", [
+    ({"feature_block": 6}, "backbone.feature_block must be 1 to 5, got 6"),
+    ({"feature_block": 2, "trainable_blocks": 2},
+     "backbone.trainable_blocks must be 0 (frozen) to 1 (below backbone.feature_block), got 2"),
+])
+def test_a_feature_block_the_fine_tuning_cannot_fit_is_a_clear_error(backbone, message):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["backbone"].update(backbone)
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        common.fine_tune_params(params)

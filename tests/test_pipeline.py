@@ -74,7 +74,20 @@ def copy_tiny_sources(source, raw):
     with open(raw / covid / "metadata.csv", "w", newline="") as f:
         csv.writer(f).writerows([rows[0], *present, *absent, *extra])
     copy_tiny_nih(source / "nih-chestxray14-sample", raw / "nih-chestxray14")
+    copy_tiny_hannover(source / "hannover-covid-19", raw / "hannover-covid-19")
     return len(absent)
+
+
+def copy_tiny_hannover(source, target):
+    """One image of each of PER_CLASS Hannover patients: a second COVID-19 hospital."""
+    with open(source / "data.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    chosen = list({row[0]: row for row in reversed(rows[1:])}.values())[:PER_CLASS]
+    (target / "png").mkdir(parents=True)
+    for row in chosen:
+        shutil.copy(source / "png" / f"{row[1]}.png", target / "png" / f"{row[1]}.png")
+    with open(target / "data.csv", "w", newline="") as f:
+        csv.writer(f).writerows([rows[0], *chosen])
 
 
 def copy_tiny_nih(source, target):
@@ -104,10 +117,12 @@ def tiny_params(path):
     params["merge"]["per_class"] = dict.fromkeys(params["merge"]["per_class"], PER_CLASS)
     params["merge"]["nih"]["per_class"] = dict.fromkeys(params["merge"]["nih"]["per_class"],
                                                         PER_CLASS)
-    params["split"] = {"test_per_class": 1, "val_fraction": 0.25, "separately": ["nih"]}
+    params["merge"]["hannover"]["per_class"] = {"covid": PER_CLASS}
+    params["split"] = {"test_per_class": 1, "val_fraction": 0.25, "separately": ["nih", "hannover"]}
     params["backbone"]["weights"] = "none"
     params["bank"]["views"] = 2
     params["repeat"]["splits"] = 2
+    params["holdout"].update(splits=2, fractions=[0.5, 1])
     for name in ("three", "adult_pneumonia"):  # the other tasks run the same code; time is short
         del params["tasks"][name]
     for task in params["tasks"].values():
@@ -151,7 +166,8 @@ def test_repro_writes_every_tasks_metrics(project):
 
 def test_the_data_report_counts_classes_and_the_missing_covid_image(project):
     report = json.loads((project["path"] / "metrics" / "data.json").read_text())
-    assert report["total"] == 6 * PER_CLASS  # 4 classes of the tutorial's sources, 2 of NIH
+    assert report["total"] == 7 * PER_CLASS  # 4 classes of the tutorial's sources, 2 of NIH, 1 of
+    assert report["hannover"]["covid"]["selected"] == PER_CLASS  # Hannover
     assert report["n_skipped"] == project["missing"] >= 1
     assert all(re.fullmatch(r"listed in metadata.csv line \d+, file missing", s["reason"])
                for s in report["skipped"])
@@ -178,7 +194,8 @@ def test_dag_chains_every_stage(project):
             ("features", "repeat"), ("merge", "external"), ("features", "confound"),
             ("plots", "report"), ("confound", "report"), ("repeat", "report"),
             ("train@binary_mixed", "controls"), ("external", "controls"),
-            ("controls", "report")} <= edges
+            ("controls", "report"), ("features", "holdout"), ("external", "holdout"),
+            ("holdout", "plots"), ("holdout", "report")} <= edges
     for task in project["params"]["tasks"]:
         assert {("features", f"train@{task}"), ("split", f"train@{task}"),
                 (f"train@{task}", f"evaluate@{task}"), ("external", f"evaluate@{task}"),
@@ -251,6 +268,34 @@ def test_the_confound_check_probes_the_source_and_counts_covid_calls(project):
     assert len(confound["summary"]) == 1 + len(project["params"]["tasks"])
 
 
+def test_holdout_scores_each_left_out_hospital_over_the_splits(project):
+    path, seed = project["path"], project["params"]["seed"]
+    holdout = json.loads((path / "metrics" / "holdout.json").read_text())
+    manifest = pd.read_csv(path / "data" / "merged" / "manifest.csv")
+    assert holdout["task"] == "adult_covid" and holdout["seeds"] == [seed, seed + 1]
+    for source in ("covid-chestxray", "hannover"):
+        left_out = holdout["left_out"][source]
+        images = int(((manifest["source"] == source) & (manifest["class"] == "covid")).sum())
+        for side in ("val", "test"):
+            recall = left_out[side]["recall"]
+            assert len(recall["values"]) == 2 and 1 <= left_out[side]["recall_images"] <= images
+            low, high = left_out[side]["recall_ci95"]
+            assert low <= recall["mean"] <= high
+        # never trained on the left-out source: its training COVID-19 images are the other's
+        others = (manifest["source"] != source) & (manifest["class"] == "covid")
+        assert left_out["train_covid"]["max"] < others.sum()
+    within = holdout["left_out"]["covid-chestxray"]["test"]["within_source"]
+    assert within["n_other"] == 5 and 0 <= within["auc_ci95"][0] <= within["auc"]["mean"]
+    assert "within_source" not in holdout["left_out"]["hannover"]["test"]
+    curve = pd.DataFrame(holdout["curve"])
+    assert len(curve) == 4 and set(curve["fraction"]) == {0.5, 1.0}
+    for _, points in curve.groupby("trained_on"):
+        assert points.sort_values("fraction")["train_covid"].is_monotonic_increasing
+    assert set(holdout["verdict"]["met"]) == {"recall", "false_alarm", "within_source_auc"}
+    assert "left_out.hannover.test.recall.mean" in dvc(path, "metrics", "show")
+    assert (path / "plots" / "holdout" / "curve.png").stat().st_size > 0
+
+
 class Page(HTMLParser):
     """The report's images and tables."""
 
@@ -286,14 +331,16 @@ def test_the_report_is_one_offline_page_with_every_table_and_plot(project):
     page = Page()
     page.feed((project["path"] / "report" / "index.html").read_text())
     tasks = project["params"]["tasks"]
-    assert len(page.images) == 5 * len(tasks)
+    assert len(page.images) == 5 * len(tasks) + 1  # and the leave-one-hospital-out curve
     for img in page.images:
         assert img["src"].startswith("data:image/png;base64,")  # nothing to fetch
         Image.open(io.BytesIO(base64.b64decode(img["src"].split(",", 1)[1]))).verify()
     assert {img["alt"] for img in page.images} >= {f"{t} gradcam" for t in tasks}
-    # data, confound, controls (2), and per task: test, per class, repeated splits, external
-    # sets, by source and the adult false alarms
-    assert page.tables == 4 + 6 * len(tasks)
+    # holdout, data, confound, controls (2), and per task: test, per class, repeated splits,
+    # external sets, by source and the adult false alarms
+    assert page.tables == 5 + 6 * len(tasks)
+    holdout = json.loads((project["path"] / "metrics" / "holdout.json").read_text())
+    assert page.text.index(holdout["summary"][0]) < page.text.index("Data")  # it opens the page
     text = " ".join(page.text)
     confound = json.loads((project["path"] / "metrics" / "confound.json").read_text())
     controls = json.loads((project["path"] / "metrics" / "controls.json").read_text())

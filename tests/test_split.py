@@ -87,12 +87,18 @@ def test_too_few_images_left_for_the_validation_folds_is_a_clear_error():
         split(manifest(patients_per_class=2), test_per_class=1, val_fraction=0.2, seed=1)
 
 
+def other_source(source, classes, images_per_patient=(1,)):
+    """12 patients of each class of a source other than the tutorial's."""
+    return pd.DataFrame([{"path": f"{source}-{cls}-{p}-{i}", "class": cls,
+                          "patient": f"{source}:{cls}{p}", "source": source}
+                         for cls in classes for p in range(12)
+                         for i in range(images_per_patient[p % len(images_per_patient)])])
+
+
 def test_a_source_split_separately_leaves_the_others_split_as_it_was():
     """NIH joins the manifest; the tutorial's sources keep their train, val and test rows."""
     before = split(manifest(), test_per_class=5, val_fraction=0.2, seed=1)
-    nih = pd.DataFrame([{"path": f"nih-{cls}-{i}", "class": cls, "patient": f"nih:{cls}{i}",
-                         "source": "nih"} for cls in ("normal", "pneumonia_other")
-                        for i in range(12)])
+    nih = other_source("nih", ("normal", "pneumonia_other"))
     after = split(pd.concat([manifest(), nih], ignore_index=True), test_per_class=5,
                   val_fraction=0.2, seed=1, separately=["nih"])
     for name, rows in after.items():
@@ -100,3 +106,21 @@ def test_a_source_split_separately_leaves_the_others_split_as_it_was():
     assert after["test"].query("source == 'nih'")["class"].value_counts().to_dict() == {
         "normal": 5, "pneumonia_other": 5}
     assert not set(after["test"]["patient"]) & set(after["train"]["patient"])
+
+
+def test_each_source_split_separately_leaves_the_earlier_ones_split_as_they_were():
+    """Hannover (COVID-19 only, patients of several images) joins after NIH: the tutorial's
+    and NIH's rows keep their sides, Hannover's test set has test_per_class images."""
+    rows = pd.concat([manifest(), other_source("nih", ("normal", "pneumonia_other"))],
+                     ignore_index=True)
+    before = split(rows, 5, 0.2, seed=1, separately=["nih"])
+    hannover = other_source("hannover", ("covid",), images_per_patient=(1, 2, 3))
+    after = split(pd.concat([rows, hannover], ignore_index=True), 5, 0.2, seed=1,
+                  separately=["nih", "hannover"])
+    for name, part in after.items():
+        pd.testing.assert_frame_equal(part[part["source"] != "hannover"], before[name])
+    assert after["test"].query("source == 'hannover'")["class"].value_counts().to_dict() == {
+        "covid": 5}
+    sides = [set(part["patient"]) for part in after.values()]
+    assert not sides[0] & sides[1] and not sides[0] & sides[2] and not sides[1] & sides[2]
+    assert sum(map(len, after.values())) == len(rows) + len(hannover)

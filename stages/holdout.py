@@ -1,0 +1,153 @@
+"""holdout: leave one hospital out. Does the task find COVID-19 in a hospital it never saw?
+
+For each seed of `holdout.splits` (seed, seed + 1, ..., as repeat draws them) and each COVID-19
+source of `holdout.sources`, the task's head trains on the bank without any image of that
+source, then is scored on it (covidxray/holdout.py): recall on the source's validation patients
+(for choosing) and on its other patients (the test), false alarms on the split's adults without
+COVID-19, and, for the source of `holdout.within_source`'s images, the AUC between its COVID-19
+images and its own adults without COVID-19. The learning curve trains again on
+`holdout.fractions` of the training COVID-19 patients, without the source and with every source.
+
+Writes metrics/holdout.json: per left-out source and for every source together, the spread over
+the splits of each score with its interval; the verdict against `holdout.targets`; the curve.
+"""
+
+import time
+
+import pandas as pd
+
+from covidxray.bank import external_features
+from covidxray.common import (MANIFEST, METRICS, PipelineError, cli, external_rows, is_number,
+                              load_params, read_recipe, whole_number, write_json)
+from covidxray.distribution import chief, distributed, distribution_param
+from covidxray.holdout import (COVID, EVERY, covid_share, curve_points, holdout_rows, run_scores,
+                               summary, verdict, verdict_lines, within_source_rows)
+from covidxray.model import head_probabilities, trainable_top
+from covidxray.shards import read_features
+from covidxray.splitting import split
+from covidxray.training import bank_probabilities, head_on_bank
+
+def holdout_params(params):
+    """The `holdout` section, checked against its task."""
+    spec = params.get("holdout") or {}
+    recipe = read_recipe(params, spec.get("task"))
+    sources = spec.get("sources")
+    if COVID not in recipe["task"]["classes"]:
+        raise PipelineError(f"params.yaml: holdout.task {spec['task']!r} has no covid class")
+    if (not isinstance(sources, list) or not sources
+            or any(s not in recipe["task"]["sources"] for s in sources)):
+        raise PipelineError(f"params.yaml: holdout.sources must list sources of task"
+                            f" {spec['task']} ({', '.join(recipe['task']['sources'])}),"
+                            f" got {sources!r}")
+    fractions = spec.get("fractions")
+    if not isinstance(fractions, list) or 1 not in fractions:
+        raise PipelineError(f"params.yaml: holdout.fractions must be a list holding 1 (the whole"
+                            f" leave-one-out run), got {fractions!r}")
+    targets = spec.get("targets") or {}
+    return {"task": spec["task"], "recipe": recipe, "sources": sources,
+            "splits": whole_number(spec.get("splits"), "holdout.splits", 1),
+            "fractions": sorted(share_param(f, "holdout.fractions", 0) for f in fractions),
+            "within_source": spec.get("within_source"),
+            "targets": {key: share_param(targets.get(key), f"holdout.targets.{key}")
+                        for key in ("recall", "false_alarm", "within_source_auc")}}
+
+
+def share_param(value, key, above=None):
+    """A share in [0, 1], or in (above, 1] when `above` is given."""
+    low = 0 if above is None else above
+    if not is_number(value) or value < low or value == above or value > 1:
+        raise PipelineError(f"params.yaml: {key} must be a number in"
+                            f" {'[0' if above is None else f'({above}'}, 1], got {value!r}")
+    return float(value)
+
+
+def within_source(params, name, sources):
+    """{left-out source: (features, rows)} of the external set's adults without COVID-19 from
+    that source; {} when no set is given."""
+    if not name:
+        return {}
+    rows = external_rows(params, name, "holdout.within_source").reset_index(drop=True)
+    features = external_features(params, name)
+    found = {}
+    for source in set(rows["source"]) & set(sources):
+        negatives = within_source_rows(rows, source)
+        found[source] = (features[negatives.index.to_numpy()], negatives)
+    if not found:
+        raise PipelineError(f"params.yaml: holdout.within_source set {name!r} holds images of"
+                            f" none of holdout.sources ({', '.join(sources)})")
+    return found
+
+
+def run_split(bank, parts, spec, seed, top, within):
+    """Every run of one split: {(trained on, fraction): scores}, trained on being a left-out
+    source (all but it trained) or EVERY."""
+    recipe = spec["recipe"]
+    classes, batch = recipe["task"]["classes"], recipe["task"]["batch_size"]
+    start = top.get_weights() if top is not None else None
+    results = {}
+    for fraction in spec["fractions"]:
+        for left_out in [*spec["sources"], None]:
+            rows = holdout_rows(parts, recipe["task"], left_out)
+            rows["train"] = covid_share(rows["train"], fraction, seed)
+            if top is not None:
+                top.set_weights(start)  # every run fine-tunes from the same weights
+            model = head_on_bank(bank, rows["train"], rows["val"], recipe, seed, top)
+            negatives = None
+            if left_out in within:
+                features, negative_rows = within[left_out]
+                negatives = (head_probabilities(model, features, batch), negative_rows)
+            results[(left_out or EVERY, fraction)] = run_scores(
+                lambda r: bank_probabilities(model, bank["plain"], r, recipe), rows, classes,
+                negatives)
+    return results
+
+
+def run_splits(params, spec, manifest, bank, within):
+    seeds = [params["seed"] + i for i in range(spec["splits"])]
+    top = trainable_top(params["backbone"], params["image_size"],
+                        spec["recipe"]["fine_tune"]["blocks"])
+    runs = {}
+    for i, seed in enumerate(seeds, start=1):
+        parts = split(manifest, params["split"]["test_per_class"], params["split"]["val_fraction"],
+                      seed, params["split"].get("separately", ()))
+        for key, result in run_split(bank, parts, spec, seed, top, within).items():
+            runs.setdefault(key, []).append(result)
+        line = ", ".join(f"{s} recall {runs[(s, 1.0)][-1]['val']['recall']:.2f}"
+                         for s in spec["sources"])
+        print(f"holdout: split {i}/{len(seeds)} (seed {seed}): left out, validation {line}")
+    return seeds, runs
+
+
+def report(spec, seeds, runs):
+    left_out = {source: summary(runs[(source, 1.0)]) for source in spec["sources"]}
+    result = {"task": spec["task"], "sources": spec["sources"], "splits": spec["splits"],
+              "seeds": seeds, "targets": spec["targets"], "left_out": left_out,
+              "every_source": summary(runs[(EVERY, 1.0)]),
+              "verdict": verdict(left_out, spec["targets"]), "curve": curve_points(runs)}
+    return {**result, "summary": verdict_lines(result)}
+
+
+def main():
+    params = load_params()
+    spec = holdout_params(params)
+    setting = distribution_param(params)
+    if not spec["recipe"]["bank"]:
+        raise PipelineError("params.yaml: holdout needs the bank (bank.views > 0 or"
+                            " bank.plain_view)")
+    manifest, bank = pd.read_csv(MANIFEST), read_features()
+    started = time.perf_counter()
+    with distributed(setting) as where:  # the models are made inside, as the strategy needs
+        within = within_source(params, spec["within_source"], spec["sources"])
+        print(f"holdout: {spec['splits']} splits x {len(spec['sources'])} sources left out,"
+              f" fractions {spec['fractions']}, training on {where}")
+        seeds, runs = run_splits(params, spec, manifest, bank, within)
+    if not chief():  # several processes trained together; process 0 writes
+        return
+    result = report(spec, seeds, runs)
+    write_json(METRICS / "holdout.json", result)
+    for line in result["summary"]:
+        print(f"holdout: {line}")
+    print(f"holdout: {len(runs) * spec['splits']} models in {time.perf_counter() - started:.0f} s")
+
+if __name__ == "__main__":
+    cli(main)()
