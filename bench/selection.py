@@ -10,6 +10,10 @@ row is the logistic regression that `repeat` fits beside every head.
 
 With --shortcut, candidates are ranked for a source-aware task by its validation COVID-19 recall
 less its adult false-alarm rate (the share of validation adults without COVID-19 called COVID-19).
+
+With --holdout, by the leave-one-hospital-out validation (the `holdout` stage): for each COVID-19
+source left out of training, the recall on its validation patients less the false alarms on
+the validation adults without COVID-19, averaged over the left-out sources.
 """
 
 import argparse
@@ -99,6 +103,39 @@ def shortcut_markdown(rows, reference, task):
     return "\n".join(lines)
 
 
+def holdout_scores(row, sources):
+    """Per left-out source, validation recall and false alarms (mean, sd over the splits)."""
+    return {source: {key: tuple(pd.to_numeric(row.get(f"left_out.{source}.val.{key}.{s}"),
+                                              errors="coerce") for s in ("mean", "sd"))
+                     for key in ("recall", "false_alarm")} for source in sources}
+
+
+def holdout_ranked(table, sources):
+    rows = []
+    for _, row in table.iterrows():
+        cells = holdout_scores(row, sources)
+        means = {key: sum(c[key][0] for c in cells.values()) / len(sources)
+                 for key in ("recall", "false_alarm")}
+        if not any(pd.isna(v) for v in means.values()):  # queued, failed or from before holdout
+            rows.append({"name": row["name"], "params": changed_params(table, row),
+                         "cells": cells, **means, "splits": row.get("holdout.splits")})
+    return sorted(rows, key=lambda r: r["false_alarm"] - r["recall"])
+
+
+def holdout_markdown(rows, sources):
+    lines = ["| candidate | params changed from the base commit | splits | "
+             + " | ".join(f"without {s}: val recall | false alarms" for s in sources)
+             + " | mean recall | mean false alarms | recall less false alarms |",
+             "| --- " * (6 + 2 * len(sources)) + "|"]
+    for r in rows:
+        cells = " | ".join(f"{c[k][0]:.2f} ± {c[k][1]:.2f}" for c in r["cells"].values()
+                           for k in ("recall", "false_alarm"))
+        lines.append(f"| {r['name']} | {r['params'] or '(the base)'} | {r['splits']} | {cells} |"
+                     f" {r['recall']:.2f} | {r['false_alarm']:.2f} |"
+                     f" {r['recall'] - r['false_alarm']:.2f} |")
+    return "\n".join(lines)
+
+
 def markdown(rows, reference, tasks):
     lines = ["| candidate | params changed from the base commit | "
              + " | ".join(f"{t} val accuracy" for t in tasks) + " | mean val accuracy | mean val"
@@ -123,8 +160,14 @@ def main():
     parser.add_argument("--rev", help="the commit the experiments ran on (default HEAD)")
     parser.add_argument("--shortcut", metavar="TASK", choices=TASKS,
                         help="rank by TASK's COVID-19 recall less its adult false alarms")
+    parser.add_argument("--holdout", action="store_true",
+                        help="rank by leave-one-hospital-out validation recall less false alarms")
     args = parser.parse_args()
     table = experiments(args.rev)
+    if args.holdout:
+        sources = load_params()["holdout"]["sources"]
+        print(holdout_markdown(holdout_ranked(table, sources), sources))
+        return
     base = table[table["typ"] == "baseline"].iloc[0]
     if args.shortcut:
         print(shortcut_markdown(shortcut_ranked(table, args.shortcut),

@@ -11,7 +11,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("data/raw/chest-xray-pneumonia", "data/raw/covid-chestxray-dataset")
+SOURCES = ("data/raw/chest-xray-pneumonia", "data/raw/covid-chestxray-dataset",
+           "data/raw/nih-chestxray14", "data/raw/hannover-covid-19")  # what merge reads
 
 
 def copy_repository(target, root=ROOT):

@@ -30,8 +30,8 @@ def test_timed_stops_with_the_log_of_a_failed_command(tmp_path):
 
 def test_stage_names_follow_dvc_yaml_with_one_stage_per_task():
     names = stage_names(ROOT, ["binary", "three"])
-    assert names[:6] == ["merge", "split", "prepare", "features", "external", "repeat"]
-    assert names[6:] == ["train@binary", "train@three", "evaluate@binary", "evaluate@three",
+    assert names[:7] == ["merge", "split", "prepare", "features", "external", "repeat", "holdout"]
+    assert names[7:] == ["train@binary", "train@three", "evaluate@binary", "evaluate@three",
                          "confound", "controls", "plots", "report"]
 
 
@@ -100,3 +100,28 @@ def test_the_shortcut_table_ranks_by_covid_recall_less_adult_false_alarms():
     page = selection.shortcut_markdown(ranked, ranked[1], "binary_mixed").splitlines()
     assert page[2] == ("| cropped | preprocess.crop=0.1 | 0.800 ± 0.100 | 0.75 | 0.10 ± 0.05 |"
                        " 0.65 |")
+
+
+def test_the_holdout_table_ranks_by_left_out_recall_less_false_alarms_over_the_sources():
+    import pandas as pd
+
+    from bench import selection
+
+    def row(name, typ, recalls, alarms, size=150):
+        cells = {"name": name, "typ": typ, "image_size": size, "holdout.splits": 5}
+        for source, recall, alarm in zip("ab", recalls, alarms):
+            cells |= {f"left_out.{source}.val.recall.mean": recall,
+                      f"left_out.{source}.val.recall.sd": 0.1,
+                      f"left_out.{source}.val.false_alarm.mean": alarm,
+                      f"left_out.{source}.val.false_alarm.sd": 0.02}
+        return cells
+
+    table = pd.DataFrame([row("base", "baseline", [0.4, 0.8], [0.0, 0.2]),          # 0.50
+                          row("size-224", "branch_commit", [0.6, 0.8], [0.1, 0.1], 224),  # 0.60
+                          row("queued", "branch_commit", [None, None], [None, None])])
+    ranked = selection.holdout_ranked(table, ["a", "b"])
+    assert [r["name"] for r in ranked] == ["size-224", "base"]  # the unfinished one left out
+    assert ranked[0]["recall"] == pytest.approx(0.7) and ranked[0]["params"] == "image_size=224"
+    page = selection.holdout_markdown(ranked, ["a", "b"]).splitlines()
+    assert page[2] == ("| size-224 | image_size=224 | 5 | 0.60 ± 0.10 | 0.10 ± 0.02 | 0.80 ± 0.10"
+                       " | 0.10 ± 0.02 | 0.70 | 0.10 | 0.60 |")

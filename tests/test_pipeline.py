@@ -507,7 +507,7 @@ def test_a_queued_sweep_runs_in_temporary_workspaces(project):
 # the stages that draw random numbers or decode on several processes; the others compute from
 # their inputs alone, and dvc status checks that those inputs are unchanged
 UNSTEADY = ("prepare", "external", "features", "train@binary", "train@four",
-            "train@binary_mixed", "repeat", "confound", "controls")
+            "train@binary_mixed", "repeat", "holdout", "confound", "controls")
 
 
 def test_repro_force_again_gives_byte_identical_outputs(project):
