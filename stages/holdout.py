@@ -17,48 +17,15 @@ import time
 import pandas as pd
 
 from covidxray.bank import external_features
-from covidxray.common import (MANIFEST, METRICS, PipelineError, cli, external_rows, is_number,
-                              load_params, read_recipe, whole_number, write_json)
+from covidxray.common import (MANIFEST, METRICS, PipelineError, cli, external_rows, load_params,
+                              write_json)
 from covidxray.distribution import chief, distributed, distribution_param
-from covidxray.holdout import (COVID, EVERY, covid_share, curve_points, holdout_rows, run_scores,
-                               summary, verdict, verdict_lines, within_source_rows)
+from covidxray.holdout import (EVERY, covid_share, curve_points, holdout_params, holdout_rows,
+                               run_scores, summary, verdict, verdict_lines, within_source_rows)
 from covidxray.model import head_probabilities, trainable_top
 from covidxray.shards import read_features
 from covidxray.splitting import split
 from covidxray.training import bank_probabilities, head_on_bank
-
-def holdout_params(params):
-    """The `holdout` section, checked against its task."""
-    spec = params.get("holdout") or {}
-    recipe = read_recipe(params, spec.get("task"))
-    sources = spec.get("sources")
-    if COVID not in recipe["task"]["classes"]:
-        raise PipelineError(f"params.yaml: holdout.task {spec['task']!r} has no covid class")
-    if (not isinstance(sources, list) or not sources
-            or any(s not in recipe["task"]["sources"] for s in sources)):
-        raise PipelineError(f"params.yaml: holdout.sources must list sources of task"
-                            f" {spec['task']} ({', '.join(recipe['task']['sources'])}),"
-                            f" got {sources!r}")
-    fractions = spec.get("fractions")
-    if not isinstance(fractions, list) or 1 not in fractions:
-        raise PipelineError(f"params.yaml: holdout.fractions must be a list holding 1 (the whole"
-                            f" leave-one-out run), got {fractions!r}")
-    targets = spec.get("targets") or {}
-    return {"task": spec["task"], "recipe": recipe, "sources": sources,
-            "splits": whole_number(spec.get("splits"), "holdout.splits", 1),
-            "fractions": sorted(share_param(f, "holdout.fractions", 0) for f in fractions),
-            "within_source": spec.get("within_source"),
-            "targets": {key: share_param(targets.get(key), f"holdout.targets.{key}")
-                        for key in ("recall", "false_alarm", "within_source_auc")}}
-
-
-def share_param(value, key, above=None):
-    """A share in [0, 1], or in (above, 1] when `above` is given."""
-    low = 0 if above is None else above
-    if not is_number(value) or value < low or value == above or value > 1:
-        raise PipelineError(f"params.yaml: {key} must be a number in"
-                            f" {'[0' if above is None else f'({above}'}, 1], got {value!r}")
-    return float(value)
 
 
 def within_source(params, name, sources):

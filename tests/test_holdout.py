@@ -9,9 +9,8 @@ import pytest
 import yaml
 
 from covidxray.common import PipelineError
-from covidxray.holdout import (auc_interval, covid_share, holdout_rows, run_scores, verdict,
-                               wilson, within_source_rows)
-from stages.holdout import holdout_params
+from covidxray.holdout import (auc_interval, covid_share, holdout_params, holdout_rows, run_scores,
+                               verdict, wilson, within_source_rows)
 from tests.conftest import ROOT
 
 CLASSES = ["normal", "pneumonia_other", "covid"]
