@@ -116,5 +116,6 @@ def main():
         print(f"holdout: {line}")
     print(f"holdout: {len(runs) * spec['splits']} models in {time.perf_counter() - started:.0f} s")
 
+
 if __name__ == "__main__":
     cli(main)()

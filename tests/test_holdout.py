@@ -11,7 +11,8 @@ import yaml
 from covidxray.common import PipelineError
 from covidxray.holdout import (auc_interval, covid_share, holdout_params, holdout_rows, run_scores,
                                verdict, wilson, within_source_rows)
-from tests.conftest import ROOT
+from stages import holdout as stage
+from tests.conftest import ROOT, write_params
 
 CLASSES = ["normal", "pneumonia_other", "covid"]
 
@@ -145,3 +146,11 @@ def test_the_default_params_read_as_the_docs_say():
     spec = holdout_params(repo_params())
     assert spec["task"] == "adult_covid" and spec["fractions"][-1] == 1.0
     assert spec["sources"] == ["covid-chestxray", "hannover"] and spec["within_source"]
+
+
+def test_without_the_bank_the_stage_stops_before_reading_anything(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no manifest, no features: the params are checked first
+    write_params(bank={"views": 0, "plain_view": False})
+    with pytest.raises(PipelineError, match=re.escape("holdout needs the bank")):
+        stage.main()
+    assert not (tmp_path / "metrics").exists()
