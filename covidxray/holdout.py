@@ -30,6 +30,8 @@ from covidxray.scoring import spread
 COVID = "covid"
 EVERY = "every source"  # runs that train on every COVID-19 source, none left out
 WITHOUT = "all but the scored source"  # the left-out runs, on the learning curve
+TARGET_NAMES = {"recall": "recall", "false_alarm": "false alarms",
+                "within_source_auc": "within-source AUC"}
 
 
 def holdout_params(params):
@@ -207,8 +209,8 @@ def verdict(left_out, targets):
 def verdict_lines(result):
     """The verdict and each left-out source's scores in plain words."""
     v, t = result["verdict"], result["targets"]
-    met = " and ".join(f"{key.replace('_', ' ')} {'met' if ok else 'missed'}"
-                       for key, ok in v["met"].items() if ok is not None)
+    met = ", ".join(f"{TARGET_NAMES[key]} {'met' if ok else 'missed'}"
+                    for key, ok in v["met"].items() if ok is not None)
     lines = [f"Trained without each COVID-19 source in turn ({', '.join(result['sources'])};"
              f" task {result['task']}, {result['splits']} splits), the model finds"
              f" {v['recall']:.0%} of the left-out source's COVID-19 X-rays (target at least"
