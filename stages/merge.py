@@ -44,8 +44,25 @@ def sample(images, per_class, rng, key):
     return pd.concat(parts, ignore_index=True), counts
 
 
+# the keys each source's section must have; nih and hannover may be left out whole
+SECTION_KEYS = {"covid": ("finding", "modality", "views"), "nih": ("findings", "ages", "views"),
+                "hannover": ("views",)}
+
+
+def sections(merge):
+    """merge's per-source sections, checked to hold their keys (None: a source left out)."""
+    found = {}
+    for name, keys in SECTION_KEYS.items():
+        section = merge.get(name)
+        missing = [key for key in keys if key not in (section or {})]
+        if (section or name == "covid") and missing:
+            raise PipelineError(f"params.yaml: merge.{name} is missing {', '.join(missing)}")
+        found[name] = section
+    return found
+
+
 def candidates(merge, skipped):
-    covid, nih, hannover = merge["covid"], merge.get("nih"), merge.get("hannover")
+    covid, nih, hannover = sections(merge).values()
     rows = kermany_candidates(KERMANY, merge["kermany_splits"], skipped)
     rows += covid_candidates(COVID, {covid["finding"]: "covid"}, covid["modality"], covid["views"],
                              skipped)

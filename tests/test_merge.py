@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -107,6 +108,18 @@ def test_metadata_without_a_needed_column_is_a_clear_error(sources):
     meta.write_text(meta.read_text().replace("modality", "kind"))
     with pytest.raises(PipelineError, match=r"metadata\.csv: missing column\(s\) modality"):
         merge.main()
+
+
+@pytest.mark.parametrize("section, value, message", [
+    ("hannover", {"per_class": {"covid": 2}}, "merge.hannover is missing views"),
+    ("nih", {"views": ["PA"]}, "merge.nih is missing findings, ages"),
+    ("covid", {"finding": "COVID-19"}, "merge.covid is missing modality, views"),
+])
+def test_a_source_section_without_its_keys_is_a_clear_error(sources, section, value, message):
+    write_params(merge={section: value})
+    with pytest.raises(PipelineError, match=message):
+        merge.main()
+    assert not Path("data/merged/manifest.csv").exists()
 
 
 def test_unknown_class_in_params_is_a_clear_error(sources):
