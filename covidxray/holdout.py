@@ -97,21 +97,19 @@ def share(called):
 
 def holdout_rows(parts, spec, left_out):
     """One split's rows of the task (spec) with `left_out` (a source, or None for none) taken out
-    of training and validation, and the rows it is scored on: its validation patients and its
-    other patients (val_covid and test_covid), the adults without COVID-19 of each side."""
+    of training and validation, and the rows it is scored on: its validation patients' COVID-19
+    images and those of its other patients (val_covid and test_covid; with none left out, the
+    validation and test COVID-19 images of every source), the adults without COVID-19 of each
+    side."""
     rows = {name: task_rows(parts[name], spec, f"split, {name}") for name in parts}
-    if left_out is None:  # every source trains: recall on the unseen patients of each
-        return {"train": rows["train"], "val": rows["val"],
-                "val_covid": rows["val"][rows["val"]["class"] == COVID],
-                "test_covid": rows["test"][rows["test"]["class"] == COVID],
-                "val_alarm": adults_without_covid(rows["val"]),
-                "test_alarm": adults_without_covid(rows["test"])}
-    source = {name: r["source"] == left_out for name, r in rows.items()}
-    return {"train": rows["train"][~source["train"]], "val": rows["val"][~source["val"]],
-            "val_covid": rows["val"][source["val"]],
-            "test_covid": pd.concat([rows["train"][source["train"]], rows["test"][source["test"]]]),
-            "val_alarm": adults_without_covid(rows["val"][~source["val"]]),
-            "test_alarm": adults_without_covid(rows["test"][~source["test"]])}
+    kept = {name: r[r["source"] != left_out] for name, r in rows.items()}
+    scored = {name: r[(r["class"] == COVID) & ((r["source"] == left_out) | (left_out is None))]
+              for name, r in rows.items()}
+    never_used = [scored["test"]] if left_out is None else [scored["train"], scored["test"]]
+    return {"train": kept["train"], "val": kept["val"], "val_covid": scored["val"],
+            "test_covid": pd.concat(never_used),
+            "val_alarm": adults_without_covid(kept["val"]),
+            "test_alarm": adults_without_covid(kept["test"])}
 
 
 def run_scores(predict, rows, classes, within=None):

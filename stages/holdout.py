@@ -33,7 +33,7 @@ def within_source(params, name, sources):
     that source; {} when no set is given."""
     if not name:
         return {}
-    rows = external_rows(params, name, "holdout.within_source").reset_index(drop=True)
+    rows = external_rows(params, name, "holdout.within_source")  # numbered 0.. as the images
     features = external_features(params, name)
     found = {}
     for source in set(rows["source"]) & set(sources):
