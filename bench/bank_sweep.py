@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from covidxray.bank import augmented_views, build_features_model, plain_features
+from covidxray.bank import augmented_views, bank_batch, build_features_model, plain_features
 from covidxray.common import (HEAD_LAYERS, augment_params, head_params, load_params,
                               read_split, task_params)
 from covidxray.model import adapt_head, augmenter, build_head, head_probabilities
@@ -47,8 +47,8 @@ def main():
     parser.add_argument("--out", default="bench/bank_sweep.csv")
     args = parser.parse_args()
     params = load_params()
-    batch = params["bank"]["batch_size"]
     extractor = build_features_model(params["backbone"], params["image_size"])
+    batch = bank_batch(params, extractor)
     every_task = {"classes": sorted({c for t in params["tasks"].values() for c in t["classes"]}),
                   "sources": sorted({s for t in params["tasks"].values() for s in t["sources"]})}
     split = {name: read_split(name, every_task) for name in ("train", "val", "test")}

@@ -1,10 +1,12 @@
 """What this machine can do for the frozen backbone: matmul rate, VGG16's FLOPs, forward rate.
 
-    python -m bench.hardware            # prints one JSON object
+    python -m bench.hardware [threads]  # prints one JSON object
 
 The forward-pass limit is matmul rate / FLOPs per image: no training that runs every
-image through VGG16 can beat it. Measured per Keras dtype policy, with TensorFlow's default
-thread pools and with one thread, to choose `backbone.precision` and the thread settings.
+image through VGG16 can beat it. Measured per Keras dtype policy (with TensorFlow, on its
+default thread pools or on `threads`), beside what `backbone.precision: auto` measures
+(machine.measured_precision); `faster_limit_images_per_s` is the better policy's limit, the
+yardstick of the features stage's rate.
 """
 
 import json
@@ -16,9 +18,11 @@ import keras
 import numpy as np
 
 from covidxray.common import load_params
+from covidxray.machine import device, measured_precision, processor
 from covidxray.model import build_backbone
 
 SECONDS = 8  # per measurement
+BATCH = 32   # images per forward pass
 
 
 def rate(step, items):
@@ -61,15 +65,17 @@ def measure(policy, size, batch):
 
 def main():
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    if threads:  # must happen before TensorFlow starts its thread pools
+    if threads and keras.backend.backend() == "tensorflow":  # before TF starts its pools
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    params = load_params()
-    results = [measure(policy, params["image_size"], params["bank"]["batch_size"])
+    results = [measure(policy, load_params()["image_size"], BATCH)
                for policy in ("float32", "mixed_bfloat16")]
-    print(json.dumps({"threads": threads or os.cpu_count(), "results": results}))
+    print(json.dumps({"device": device(), "cpu": processor(), "threads": threads or os.cpu_count(),
+                      "results": results, "auto": measured_precision(),
+                      "faster_limit_images_per_s": max(r["forward_limit_images_per_s"]
+                                                       for r in results)}))
 
 
 if __name__ == "__main__":

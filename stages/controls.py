@@ -19,7 +19,7 @@ Writes metrics/controls.json, with the findings in plain words under `summary`.
 import numpy as np
 import pandas as pd
 
-from covidxray.bank import build_features_model, plain_features
+from covidxray.bank import bank_batch, build_features_model, plain_features
 from covidxray.common import (EXTERNAL, MANIFEST, METRICS, MODELS, PipelineError, cli,
                               external_rows, fine_tune_params, load_params, number, read_arrays,
                               read_split, task_params, trained_record, whole_number, write_json)
@@ -109,10 +109,10 @@ def main():
     folds = whole_number(spec["folds"], "controls.folds", 2)
     children = children_rows(params, spec["children"]) if spec.get("children") else None
     train, test = read_split("train", task_spec), read_split("test", task_spec)
-    plain, batch = read_features()["plain"], params["bank"]["batch_size"]
     # what the bank's plain view holds (block4_pool when VGG16's block5 is fine-tuned)
     extractor = build_features_model(params["backbone"], params["image_size"],
                                      fine_tune_params(params)["blocks"])
+    plain, batch = read_features()["plain"], bank_batch(params, extractor)
     result = {"task": task, "margin": margin,
               "probe": image_probes(extractor, plain, batch, task_spec, margin, train, test),
               "age_probe": age_probe(extractor, plain, batch, spec["children"], children, folds,

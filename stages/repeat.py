@@ -17,8 +17,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from covidxray.common import (MANIFEST, METRICS, cli, load_params, read_recipe, task_rows,
-                              whole_number, write_json)
+from covidxray.common import (MANIFEST, METRICS, cli, load_params, read_recipe, shard_size,
+                              task_rows, whole_number, write_json)
 from covidxray.distribution import chief, distributed, distribution_param
 from covidxray.model import trainable_top
 from covidxray.scoring import (by_source, pooled, reference_model, scores, spread, summary,
@@ -70,10 +70,10 @@ def skip(params):
 
 def top_and_pooled(params, bank, blocks):
     """The trainable top blocks (None when frozen) and every image's average-pooled block5
-    features of the plain view, which the reference model reads: 2 KiB an image, made a batch
-    at a time."""
+    features of the plain view, which the reference model reads: 2 KiB an image, made a shard's
+    rows at a time."""
     top = trainable_top(params["backbone"], params["image_size"], blocks)
-    plain, batch = bank["plain"], params["bank"]["batch_size"]
+    plain, batch = bank["plain"], shard_size(params)
     chunks = (plain[start:start + batch].astype(np.float32)
               for start in range(0, len(plain), batch))
     return top, np.concatenate([pooled(chunk if top is None else through(top, chunk, batch))

@@ -17,11 +17,12 @@ from covidxray.common import (HEAD_LAYERS, METRICS, MODELS, cli, load_params, ma
                               preprocess_params, read_recipe, read_split, split_digest,
                               task_argument, write_json)
 from covidxray.distribution import chief, distributed, distribution_param
+from covidxray.machine import device, resolved_precision
 from covidxray.model import (adapt_head, build_classifier, build_extractor, build_head,
                              build_trainer, fingerprint, save_model, top_blocks, vgg_backbone,
                              weights_file)
 from covidxray.shards import prepared_images, read_features
-from covidxray.training import (LiveHistory, device, fit, fit_on_bank, image_inputs,
+from covidxray.training import (LiveHistory, fit, fit_on_bank, image_inputs,
                                 seed_everything, through)
 
 
@@ -91,7 +92,7 @@ def main(task):
             "weights": weights,
             "file": path.name if path else None,
             "fingerprint": started_from,
-            "precision": params["backbone"]["precision"],
+            "precision": resolved_precision(params["backbone"]["precision"]),
             "trainable_blocks": blocks,
             "feature_block": recipe["fine_tune"]["feature_block"],
         },

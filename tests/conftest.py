@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import tempfile
 import socket
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+# machine.remembered keeps its measurements in the cache folder: the tests' own, not the user's
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="covidxray-test-cache-")
 METADATA_HEADER = "Patientid,offset,sex,age,finding,survival,view,modality,date,location,filename\n"
 NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
               "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n")

@@ -115,7 +115,7 @@ import json, sys
 import keras
 import numpy as np
 
-from covidxray.bank import build_features_model, feature_batches
+from covidxray.bank import build_features_model, feature_batches, feature_pass
 from covidxray.common import augment_params, load_params
 from covidxray.distribution import distributed
 from covidxray.model import augmenter
@@ -125,7 +125,7 @@ keras.utils.set_random_seed(0)
 with distributed(sys.argv[1], across_processes=False) as where:
     extractor = build_features_model({"weights": "none", "precision": "float32"}, 32)
     augment = augmenter(augment_params(load_params()))
-    plain, view = (np.concatenate(list(feature_batches(extractor, images, 4, a)))
+    plain, view = (np.concatenate(list(feature_batches(feature_pass(extractor, a), images, 4)))
                    for a in (None, augment))
 print(json.dumps({"where": where, "plain": plain.tolist(), "view": view.tolist()}))
 """

@@ -26,5 +26,7 @@ def test_plain_features_are_the_extractors_output_in_float32():
     x = images(3).astype("uint8")
     features = plain_features(extractor, x, 2)
     assert features.dtype == np.float32
-    np.testing.assert_allclose(
-        features, extractor.predict(x.astype("float32"), verbose=0).astype("float32"))
+    expected = extractor.predict(x.astype("float32"), verbose=0).astype("float32")
+    # the bank's pass casts the pixels on the device: under a compiler (XLA) that fuses the
+    # cast into the bfloat16 graph, a feature may round to the next bfloat16 value
+    np.testing.assert_allclose(features, expected, rtol=2**-7, atol=2**-8 * np.abs(expected).max())
