@@ -2,16 +2,22 @@
 
     python -m bench.device_files     # then carry .whl and .device (both git-ignored) there
 
+Everything that travels in a device call, the working tree included, must fit in 64 MiB; this
+stops, naming the sizes, where it would not.
+
 .whl/: wheels for Python 3.12 on x86-64 of what the stages import that such a machine lacks
 (it has JAX, NumPy, pandas, scikit-learn, h5py, PyYAML, Pillow, matplotlib and tqdm). DVCLive
 needs part of DVC at import, hence the DVC packages.
 .device/vgg16_hed_fp16.weights.h5: the `hed` backbone as a Keras weights file, rounded to
 float16 (28 MiB instead of 56), so that it travels with the data within the 64 MiB a call
 carries. Its features are printed against hed's: about 0.5% apart under mixed_bfloat16.
+.device/data.tar.xz: what the stages after decoding read (data/merged, data/split,
+data/prepared, data/external), xz-compressed: X-rays' dark borders pack 69 MB into about 15.
 """
 
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import keras
@@ -23,6 +29,9 @@ from covidxray.shards import prepared_images
 
 WHEELS = Path(".whl")
 WEIGHTS = Path(".device/vgg16_hed_fp16.weights.h5")
+DATA = Path(".device/data.tar.xz")
+DATA_FOLDERS = ("data/merged", "data/split", "data/prepared", "data/external")
+CARRY_LIMIT = 64 * 2**20  # bytes a device call takes, the working tree included
 PACKAGES = (
     "keras==3.15.1 namex==0.1.0 optree==0.20.0 typing_extensions==4.16.0 dvclive==3.49.1"
     " dvc==3.67.1 atpublic==9.0.0 attrs==26.1.0 configobj==5.0.9 diskcache==5.6.3"
@@ -64,6 +73,37 @@ def feature_error(size, images):
     return float(np.linalg.norm(half - hed) / np.linalg.norm(hed))
 
 
+def pack_data(target=DATA, folders=DATA_FOLDERS):
+    """The folders in one xz tarball (stdlib lzma: the GPU machine unpacks it with tar)."""
+    missing = [folder for folder in folders if not Path(folder).is_dir()]
+    if missing:
+        sys.exit(f"error: {', '.join(missing)} missing: run `dvc repro external` first")
+    target.parent.mkdir(exist_ok=True)
+    with tarfile.open(target, "w:xz", preset=6) as tar:
+        for folder in folders:
+            tar.add(folder)
+
+
+def tree_bytes():
+    """What git would carry of the working tree: tracked and untracked, not ignored, files."""
+    names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"],
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    return sum(Path(name).stat().st_size for name in names if name and Path(name).is_file())
+
+
+def carried_mib(paths):
+    """MiB of what a call carrying `paths` sends, or exit naming each part when over the limit."""
+    parts = {str(path): sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+             for path in paths}
+    parts["working tree"] = tree_bytes()
+    total = sum(parts.values())
+    if total > CARRY_LIMIT:
+        sys.exit("error: " + ", ".join(f"{name} {size / 2**20:.1f} MiB" for name, size in
+                                       parts.items()) + f": over the {CARRY_LIMIT >> 20} MiB"
+                 " a device call carries")
+    return total / 2**20
+
+
 def main():
     download_wheels()
     print(f"{WHEELS}: {len(list(WHEELS.glob('*.whl')))} wheels")
@@ -71,6 +111,9 @@ def main():
     half_weights(images.shape[1])
     print(f"{WEIGHTS}: {WEIGHTS.stat().st_size / 2**20:.1f} MiB, features"
           f" {feature_error(images.shape[1], images):.1e} from hed's (relative L2)")
+    pack_data()
+    print(f"{DATA}: {DATA.stat().st_size / 2**20:.1f} MiB")
+    print(f"carry [.whl, .device]: {carried_mib([WHEELS, WEIGHTS.parent]):.1f} MiB in all")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ class ShardWriter:
                              f" {self.buffer.shape[1:]}")
         while len(rows):
             take = min(self.shard_size - self.filled, len(rows))
-            self.buffer[self.filled:self.filled + take] = rows[:take].astype(self.buffer.dtype)
+            np.copyto(self.buffer[self.filled:self.filled + take], rows[:take], casting="unsafe")
             self.filled, rows = self.filled + take, rows[take:]
             if self.filled == self.shard_size:
                 self._flush()
@@ -133,9 +133,14 @@ class Shards:
             k, first = divmod(row, self.shard_size)
             take = min(stop - row, self.shard_size - first)
             file, offset = self._open(k)
-            data = os.pread(file.fileno(), take * self.row_bytes, offset + first * self.row_bytes)
-            out[row - start:row - start + take] = np.frombuffer(
-                data, self.dtype).reshape(take, *self.row_shape)
+            # straight into the output: one copy out of the page cache, not two
+            target = memoryview(out[row - start:row - start + take].reshape(-1).view(np.uint8))
+            position, done = offset + first * self.row_bytes, 0
+            while done < len(target):  # a read may stop short of a large request
+                got = os.preadv(file.fileno(), [target[done:]], position + done)
+                if not got:
+                    raise PipelineError(f"{file.name}: ends early; run `dvc repro {self.stage}`")
+                done += got
             row += take
         return out
 

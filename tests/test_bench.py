@@ -1,11 +1,12 @@
 import sys
+import tarfile
 
 import h5py
 import numpy as np
 import pytest
 
 from bench import device_files
-from bench.__main__ import stage_names, timed
+from bench.__main__ import stage_names, table, timed
 from bench.hardware import conv_flops
 from covidxray.model import build_backbone
 from tests.conftest import ROOT
@@ -33,6 +34,45 @@ def test_stage_names_follow_dvc_yaml_with_one_stage_per_task():
     assert names[:7] == ["merge", "split", "prepare", "features", "external", "repeat", "holdout"]
     assert names[7:] == ["train@binary", "train@three", "evaluate@binary", "evaluate@three",
                          "confound", "controls", "plots", "report"]
+
+
+def test_the_table_compares_the_recipes_tasks_and_lists_the_others_alone():
+    row = {"epochs": 20, "project_seconds": 10.0, "project_images_per_s": 400.0,
+           "project_peak_mib": 900.0, "project_test_accuracy": 0.5}
+    recipe = {"baseline_epochs": 20, "baseline_seconds": 200.0, "baseline_images_per_s": 9.0,
+              "baseline_peak_mib": 1100.0, "baseline_test_accuracy": 0.9}
+    summary = {"tasks": [{"task": "binary", **row, **recipe}, {"task": "adult_covid", **row}],
+               "total": {"baseline_seconds": 1000.0, "project_seconds": 250.0,
+                         "baseline_peak_mib": 1100.0, "project_peak_mib": 1200.0}}
+    lines = table(summary).splitlines()
+    assert "| binary | 20 / 20 | 200 / 10 | 0.050 | 9.0 / 400 | 1100 / 900 | 0.900 / 0.500 |" in lines
+    assert "| adult_covid | - / 20 | - / 10 | - | - / 400 | - / 900 | - / 0.500 |" in lines
+    assert lines[-1].startswith("| all (whole `dvc repro`; the recipe: binary, three, four)")
+    assert "| 1000 / 250 | 0.250 |" in lines[-1]
+
+
+def test_the_device_files_stop_naming_the_parts_over_the_carry_limit(tmp_path, monkeypatch):
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "weights").write_bytes(b"x" * 3000)
+    monkeypatch.setattr(device_files, "tree_bytes", lambda: 1000)
+    monkeypatch.setattr(device_files, "CARRY_LIMIT", 5000)
+    assert device_files.carried_mib([tmp_path / "big"]) == pytest.approx(4000 / 2**20)
+    monkeypatch.setattr(device_files, "CARRY_LIMIT", 3500)
+    with pytest.raises(SystemExit, match=r"big 0\.0 MiB, working tree 0\.0 MiB: over the 0 MiB"):
+        device_files.carried_mib([tmp_path / "big"])
+
+
+def test_the_device_data_unpacks_to_the_folders_the_stages_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("data/split", "data/prepared/images"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "file.npy").write_bytes(bytes(range(256)) * 4)
+    device_files.pack_data(tmp_path / "out" / "data.tar.xz", ("data/split", "data/prepared"))
+    with tarfile.open(tmp_path / "out" / "data.tar.xz") as tar:
+        names = set(tar.getnames())
+    assert {"data/split/file.npy", "data/prepared/images/file.npy"} <= names
+    with pytest.raises(SystemExit, match="data/external missing"):
+        device_files.pack_data(tmp_path / "out" / "again.tar.xz", ("data/split", "data/external"))
 
 
 def test_the_device_weights_are_hed_rounded_to_float16_and_load_as_a_path(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -25,6 +26,7 @@ from bench.workspace import copy_repository, python_first_env
 from tests.conftest import free_port, mirror
 
 PER_CLASS = 5
+JAX_CACHE = tempfile.mkdtemp(prefix="covidxray-jax-cache-")
 EXTERNAL_PICKS = (("COVID-19", "AP"), ("COVID-19", "AP Supine"), ("SARS", "PA"),
                   ("Streptococcus", "PA"), ("No Finding", "PA"))
 TASK_KEYS = ("test.accuracy", "test.accuracy_ci95", "test.loss", "test.n", "test.auc",
@@ -35,7 +37,9 @@ def without_tensorflow():
     """The stages' environment: Keras on JAX, TensorFlow unimportable (sitecustomize), as on
     the GPU machine, so no stage can come to need TensorFlow unseen."""
     return {**python_first_env(), "KERAS_BACKEND": "jax",
-            "PYTHONPATH": str(Path(__file__).parent / "without_tensorflow")}
+            "PYTHONPATH": str(Path(__file__).parent / "without_tensorflow"),
+            # the stages compile the same XLA programs again and again: compile each once
+            "JAX_COMPILATION_CACHE_DIR": JAX_CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
 def run(project, *args, env=None):
