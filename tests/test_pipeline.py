@@ -589,6 +589,27 @@ def test_train_runs_in_two_processes_and_process_0_alone_writes(project, tmp_pat
     assert "process 0 writes the model" in said[1][0]
 
 
+def test_per_epoch_augmentation_and_predict_with_gradcam_run_without_tensorflow(project,
+                                                                               tmp_path):
+    """The stages' paths the tiny repro leaves out, in its environment (no TensorFlow): training
+    that augments every epoch through VGG16 (no bank), and predict with Grad-CAM."""
+    host = tmp_path / "host"
+    shutil.copytree(project["path"], host, ignore=shutil.ignore_patterns("raw", "cache"))
+    params = yaml.safe_load((host / "params.yaml").read_text())
+    params["bank"].update(views=0, plain_view=False)
+    (host / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(host, sys.executable, "-m", "stages.train", "binary")
+    trained = json.loads((host / "models" / "binary.json").read_text())
+    assert (trained["device"], trained["bank_views"], trained["plain_view"]) == ("jax:cpu", 0,
+                                                                               False)
+    images = sorted((project["path"] / "data" / "raw" / "hannover-covid-19" / "png").iterdir())
+    said = run(host, sys.executable, "-m", "stages.predict", "--task", "binary", "--gradcam",
+               str(tmp_path / "cams"), *map(str, images[:2]))
+    records = [json.loads(line) for line in said.splitlines()]
+    assert [list(r["probabilities"]) for r in records] == [["normal", "covid"]] * 2
+    assert len(list((tmp_path / "cams").glob("*.png"))) == 2
+
+
 def test_fine_tuning_block5_runs_on_the_tiny_config(project):
     """backbone.trainable_blocks=1: the bank moves to block4_pool, train and repeat fine-tune."""
     path = project["path"]
