@@ -23,6 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from bench.workspace import ROOT, tree_files
 from covidxray.bank import plain_features
 from covidxray.model import build_backbone, build_extractor
 from covidxray.shards import prepared_images
@@ -86,9 +87,7 @@ def pack_data(target=DATA, folders=DATA_FOLDERS):
 
 def tree_bytes():
     """What git would carry of the working tree: tracked and untracked, not ignored, files."""
-    names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"],
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    return sum(Path(name).stat().st_size for name in names if name and Path(name).is_file())
+    return sum((ROOT / name).stat().st_size for name in tree_files())
 
 
 def carried_mib(paths):

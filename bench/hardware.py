@@ -12,27 +12,16 @@ yardstick of the features stage's rate.
 import json
 import os
 import sys
-import time
 
 import keras
 import numpy as np
 
 from covidxray.common import load_params
-from covidxray.machine import device, measured_precision, processor
+from covidxray.machine import device, measured_precision, processor, rate
 from covidxray.model import build_backbone
 
 SECONDS = 8  # per measurement
 BATCH = 32   # images per forward pass
-
-
-def rate(step, items):
-    """items per second of step(), after one warm-up call, over SECONDS."""
-    step()
-    started, n = time.perf_counter(), 0
-    while time.perf_counter() - started < SECONDS:
-        step()
-        n += items
-    return n / (time.perf_counter() - started)
 
 
 def conv_flops(model):
@@ -48,7 +37,8 @@ def conv_flops(model):
 
 def matmul_gflops(dtype, n=2048):
     a = keras.random.normal((n, n), dtype=dtype, seed=0)
-    return rate(lambda: keras.ops.convert_to_numpy(keras.ops.matmul(a, a)), 2 * n**3) / 1e9
+    return rate(lambda: keras.ops.convert_to_numpy(keras.ops.matmul(a, a)), SECONDS,
+                2 * n**3) / 1e9
 
 
 def measure(policy, size, batch):
@@ -60,7 +50,8 @@ def measure(policy, size, batch):
     return {"policy": policy, "matmul_gflops": round(gflops, 1),
             "vgg16_gflops_per_image": round(flops / 1e9, 2),
             "forward_limit_images_per_s": round(gflops * 1e9 / flops, 1),
-            "forward_images_per_s": round(rate(lambda: backbone.predict_on_batch(images), batch), 1)}
+            "forward_images_per_s": round(rate(lambda: backbone.predict_on_batch(images), SECONDS,
+                                                      batch), 1)}
 
 
 def main():

@@ -10,19 +10,25 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+from covidxray.machine import processor
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("data/raw/chest-xray-pneumonia", "data/raw/covid-chestxray-dataset",
            "data/raw/nih-chestxray14", "data/raw/hannover-covid-19")  # what merge reads
 
 
+def tree_files(root=ROOT):
+    """The files git tracks or would track (not ignored ones), relative to root."""
+    names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    return [name for name in names if name and (root / name).is_file()]
+
+
 def copy_repository(target, root=ROOT):
-    """The files git tracks or would track (not ignored ones), copied to target."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (root / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(root / name, target / name)
+    """tree_files, copied to target."""
+    for name in tree_files(root):
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / name, target / name)
 
 
 def python_first_env():
@@ -58,9 +64,7 @@ def timed(args, cwd, log):
 
 
 def machine():
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
+    cpu = processor()
     gpu = shutil.which("nvidia-smi") and subprocess.run(
         ["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip()
     return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu or "none",

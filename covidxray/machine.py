@@ -46,20 +46,22 @@ def processor():
                  if line.startswith("model name")), platform.processor() or "unknown")
 
 
+def rate(step, seconds, items=1):
+    """items a second of step(), after one warm-up call (which compiles), over `seconds`."""
+    step()
+    started, n = time.perf_counter(), 0
+    while (elapsed := time.perf_counter() - started) < seconds:
+        step()
+        n += items
+    return n / elapsed
+
+
 def conv_rate(dtype, seconds=SECONDS):
     """3x3 convolutions a second of VGG16's block3 shape (256 channels at 38 x 38, 8 images)."""
     x = keras.ops.cast(keras.random.uniform((8, 38, 38, 256), seed=0), dtype)
     kernel = keras.ops.cast(keras.random.uniform((3, 3, 256, 256), seed=1) / 256, dtype)
-
-    def step():
-        return keras.ops.convert_to_numpy(keras.ops.conv(x, kernel, padding="same"))
-
-    step()  # compiles
-    started, n = time.perf_counter(), 0
-    while (elapsed := time.perf_counter() - started) < seconds:
-        step()
-        n += 1
-    return n / elapsed
+    return rate(lambda: keras.ops.convert_to_numpy(keras.ops.conv(x, kernel, padding="same")),
+                seconds)
 
 
 def measured_precision():
