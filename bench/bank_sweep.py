@@ -12,29 +12,33 @@ Writes bench/bank_sweep.csv and prints mean and spread per task and number of vi
 """
 
 import argparse
+import dataclasses
 import time
 
 import keras
 import numpy as np
 import pandas as pd
 
+from covidxray.augment import augmenter
 from covidxray.bank import augmented_views, bank_batch, build_features_model, plain_features
-from covidxray.common import (HEAD_LAYERS, augment_params, head_params, load_params,
-                              read_split, task_params)
-from covidxray.model import adapt_head, augmenter, build_head, head_probabilities
+from covidxray.head import adapt_head, build_head
+from covidxray.inputs import BankBatches, targets
+from covidxray.model import head_probabilities
+from covidxray.params import load_params
 from covidxray.shards import prepared_images
-from covidxray.training import BankBatches, fit, seed_everything, targets
+from covidxray.splitting import read_split
+from covidxray.training import fit, seed_everything
 
 
-def head_accuracy(spec, hp, seed, bank, train, val_features, val, test_features, test):
-    """Train one task's head (the `head` params) on a bank; its val and test accuracy."""
-    n = len(spec["classes"])
+def head_accuracy(task, seed, bank, train, val_features, val, test_features, test):
+    """Train one task's head on a bank; its val and test accuracy."""
+    n = len(task.classes)
     seed_everything(seed)
-    head = build_head(n, bank.shape[2:], **{key: hp[key] for key in HEAD_LAYERS})
+    head = build_head(n, bank.shape[2:], **task.head.layers())
     adapt_head(head, bank)
     fit(head, {"x": BankBatches(bank, np.arange(len(train)), targets(train, n),
-                                spec["batch_size"], seed)}, spec, n, verbose=0)
-    return {split: float((head_probabilities(head, x, spec["batch_size"]).argmax(axis=1)
+                                task.batch_size, seed)}, task, verbose=0)
+    return {split: float((head_probabilities(head, x, task.batch_size).argmax(axis=1)
                           == rows["label"]).mean())
             for split, x, rows in (("val", val_features, val), ("test", test_features, test))}
 
@@ -47,10 +51,12 @@ def main():
     parser.add_argument("--out", default="bench/bank_sweep.csv")
     args = parser.parse_args()
     params = load_params()
-    extractor = build_features_model(params["backbone"], params["image_size"])
-    batch = bank_batch(params, extractor)
-    every_task = {"classes": sorted({c for t in params["tasks"].values() for c in t["classes"]}),
-                  "sources": sorted({s for t in params["tasks"].values() for s in t["sources"]})}
+    extractor = build_features_model(params.backbone, params.image_size)
+    batch = bank_batch(params.bank, params.backbone, extractor)
+    tasks = params.tasks.values()
+    every_task = dataclasses.replace(
+        next(iter(tasks)), classes=tuple(sorted({c for t in tasks for c in t.classes})),
+        sources=tuple(sorted({s for t in tasks for s in t.sources})))
     split = {name: read_split(name, every_task) for name in ("train", "val", "test")}
     features = {name: plain_features(extractor, prepared_images(split[name]), batch)
                 for name in ("val", "test")}
@@ -58,16 +64,16 @@ def main():
     for seed in args.seeds:
         keras.utils.set_random_seed(seed)
         started = time.perf_counter()
-        bank = augmented_views(extractor, augmenter(augment_params(params)),
+        bank = augmented_views(extractor, augmenter(params.augment),
                                prepared_images(split["train"]), max(args.views), batch)
         bank_seconds = time.perf_counter() - started
-        for task in args.tasks or params["tasks"]:
-            spec = task_params(params, task)
+        for task in args.tasks or params.tasks:
+            spec = params.task(task)
             part = {name: read_split(name, spec) for name in split}
             pick = {name: split[name]["image"].searchsorted(part[name]["image"]) for name in split}
             for views in args.views:
                 started = time.perf_counter()
-                accuracy = head_accuracy(spec, head_params(params), seed,
+                accuracy = head_accuracy(spec, seed,
                                          bank[:views, pick["train"]], part["train"],
                                          features["val"][pick["val"]], part["val"],
                                          features["test"][pick["test"]], part["test"])

@@ -23,8 +23,9 @@ import pandas as pd
 import tf_keras
 from tf_keras.preprocessing.image import ImageDataGenerator
 
-from covidxray.common import load_params, read_split, task_params
-from covidxray.model import load_hed, weights_file
+from covidxray.params import load_params
+from covidxray.splitting import read_split
+from covidxray.backbone import load_hed, weights_file
 
 SIZE = (150, 150)
 BATCH = 10
@@ -62,11 +63,11 @@ def tutorial_model(n_classes, weights):
 
 
 def run(task, epochs, params, folder):
-    spec = task_params(params, task)
-    classes = spec["classes"]
+    spec = params.task(task)
+    classes = spec.classes
     tutorial_epochs, lr = tutorial_schedule(len(classes))
     epochs = epochs or tutorial_epochs
-    tf_keras.utils.set_random_seed(params["seed"])
+    tf_keras.utils.set_random_seed(params.seed)
     pool = link_folder(folder / "train", pd.concat([read_split("train", spec),
                                                     read_split("val", spec)]))
     test = link_folder(folder / "test", read_split("test", spec))
@@ -76,10 +77,10 @@ def run(task, epochs, params, folder):
         zca_whitening=True, rotation_range=50, width_shift_range=0.2, height_shift_range=0.2,
         shear_range=0.25, zoom_range=0.1, channel_shift_range=20, horizontal_flip=True,
         vertical_flip=True, validation_split=0.2, fill_mode="constant")
-    flow = {"target_size": SIZE, "batch_size": BATCH, "class_mode": mode, "seed": params["seed"]}
+    flow = {"target_size": SIZE, "batch_size": BATCH, "class_mode": mode, "seed": params.seed}
     train = augmenting.flow_from_directory(pool, subset="training", **flow)
     val = augmenting.flow_from_directory(pool, subset="validation", **flow)
-    model = tutorial_model(len(classes), params["backbone"]["weights"])
+    model = tutorial_model(len(classes), params.backbone.weights)
     model.compile(optimizer=tf_keras.optimizers.Adam(lr),
                   loss=f"{mode}_crossentropy", metrics=["accuracy"])
     started = time.perf_counter()

@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.workspace import ROOT, tree_files
 from covidxray.bank import plain_features
-from covidxray.model import build_backbone, build_extractor
+from covidxray.backbone import build_backbone, build_extractor
 from covidxray.shards import prepared_images
 
 WHEELS = Path(".whl")

@@ -16,9 +16,9 @@ import sys
 import keras
 import numpy as np
 
-from covidxray.common import load_params
+from covidxray.params import load_params
 from covidxray.machine import device, measured_precision, processor, rate
-from covidxray.model import build_backbone
+from covidxray.backbone import build_backbone
 
 SECONDS = 8  # per measurement
 BATCH = 32   # images per forward pass
@@ -61,7 +61,7 @@ def main():
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    results = [measure(policy, load_params()["image_size"], BATCH)
+    results = [measure(policy, load_params().image_size, BATCH)
                for policy in ("float32", "mixed_bfloat16")]
     print(json.dumps({"device": device(), "cpu": processor(), "threads": threads or os.cpu_count(),
                       "results": results, "auto": measured_precision(),

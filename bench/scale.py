@@ -102,6 +102,10 @@ def scale_params(project, per_class):
     params["repeat"]["splits"] = 1
     params["external"] = {}
     params["tasks"] = {"four": {**params["tasks"]["four"], "epochs": 5}}
+    # the stages after evaluate are not timed, but their params must name what is left
+    params["controls"].update(task="four", children=None)
+    params["confound"]["other_source"] = None
+    params["holdout"].update(task="four", sources=["covid-chestxray"], within_source=None)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -155,7 +159,8 @@ def markdown(table):
             + [f"{NIH_IMAGES:,} images: s (predicted)"])
     lines = ["| " + " | ".join(head) + " |", "| --- " * len(head) + "|"]
     for stage, rows in table.groupby("stage", sort=False):
-        cells = [f"{r.seconds:.0f} / {r.peak_mib:.0f}" for r in rows.sort_values("images").itertuples()]
+        cells = [f"{r.seconds:.0f} / {r.peak_mib:.0f}"
+                 for r in rows.sort_values("images").itertuples()]
         lines.append(f"| {stage} | " + " | ".join(cells) + f" | {forecast[stage]:,.0f} |")
     return "\n".join(lines)
 

@@ -3,10 +3,12 @@
     python -m bench.selection [--rev COMMIT]    # markdown table on stdout, best first
     python -m bench.selection --shortcut TASK   # the source shortcut on TASK's validation
 
-Reads `dvc exp show --csv` (the experiments on HEAD, or on COMMIT) and ranks candidates by the mean over the tasks of their validation accuracy,
-averaged over `repeat`'s splits, with the mean validation loss as the tie-break. Only
-validation scores are shown: the test split is looked at once, after the choice. The reference
-row is the logistic regression that `repeat` fits beside every head.
+Reads `dvc exp show --csv` (the experiments on HEAD, or on COMMIT), with each experiment's
+metrics/detail/repeat.json and holdout.json from its commit, and ranks candidates by the
+mean over the tasks of their validation accuracy, averaged over `repeat`'s splits, with the mean
+validation loss as the tie-break. Only validation scores are shown: the test split is looked at
+once, after the choice. The reference row is the logistic regression that `repeat` fits beside
+every head.
 
 With --shortcut, candidates are ranked for a source-aware task by its validation COVID-19 recall
 less its adult false-alarm rate (the share of validation adults without COVID-19 called COVID-19).
@@ -18,12 +20,15 @@ the validation adults without COVID-19, averaged over the left-out sources.
 
 import argparse
 import io
+import json
 import subprocess
 import sys
 
 import pandas as pd
+import yaml
 
-from covidxray.common import load_params
+from covidxray.params import load_params
+from covidxray.paths import PARAMS_FILE
 
 
 def experiments(rev):
@@ -32,7 +37,23 @@ def experiments(rev):
                                                    text=True).stdout))
     table = pd.concat([table, table["Experiment"].fillna(table["rev"]).rename("name")], axis=1)
     failed = table["State"].fillna("") == "Failed"  # a failed run shows its base's metrics
-    return table[(table["name"] != "workspace") & ~failed].drop_duplicates("name")
+    return with_detail(table[(table["name"] != "workspace") & ~failed].drop_duplicates("name"))
+
+
+def with_detail(table):
+    """The table with each experiment's repeat and holdout scores, read from metrics/detail/ in
+    its commit (`dvc exp show` shows the headline metrics only), named as `dvc exp show` names
+    metrics: binary.head.val.accuracy.mean, left_out.hannover.val.recall.mean, ..."""
+    rows = []
+    for rev in table["rev"]:
+        found = {}
+        for name in ("repeat", "holdout"):
+            shown = subprocess.run(["git", "show", f"{rev}:metrics/detail/{name}.json"],
+                                   capture_output=True, text=True)
+            if shown.returncode == 0:  # an older commit, or a run that skipped the stage
+                found.update(pd.json_normalize(json.loads(shown.stdout), sep=".").iloc[0])
+        rows.append(found)
+    return pd.concat([table.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
 
 
 def dotted(params, prefix=""):
@@ -95,7 +116,8 @@ def shortcut_ranked(table, task):
 def shortcut_markdown(rows, reference, task):
     def cells(r):
         return (f"{r['accuracy'][0]:.3f} ± {r['accuracy'][1]:.3f} | {r['recall'][0]:.2f} |"
-                f" {r['alarm'][0]:.2f} ± {r['alarm'][1]:.2f} | {r['recall'][0] - r['alarm'][0]:.2f}")
+                f" {r['alarm'][0]:.2f} ± {r['alarm'][1]:.2f} |"
+                f" {r['recall'][0] - r['alarm'][0]:.2f}")
     lines = [f"| candidate | params changed from the base commit | {task} val accuracy | COVID-19"
              " recall | adult false alarms | recall less false alarms |", "| --- " * 6 + "|"]
     lines += [f"| {r['name']} | {r['params'] or '(the base)'} | {cells(r)} |" for r in rows]
@@ -151,8 +173,8 @@ def markdown(rows, reference, tasks):
     return "\n".join(lines)
 
 
-PARAMS = list(dotted(load_params()))
-TASKS = list(load_params()["tasks"])
+PARAMS = list(dotted(yaml.safe_load(PARAMS_FILE.read_text())))
+TASKS = list(load_params().tasks)
 
 
 def main():
@@ -165,7 +187,7 @@ def main():
     args = parser.parse_args()
     table = experiments(args.rev)
     if args.holdout:
-        sources = load_params()["holdout"]["sources"]
+        sources = load_params().holdout.sources
         print(holdout_markdown(holdout_ranked(table, sources), sources))
         return
     base = table[table["typ"] == "baseline"].iloc[0]

@@ -11,11 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
+import pandas as pd
 
-from covidxray.common import EXTERNAL, fine_tune_params, read_arrays, whole_number
+from covidxray.augment import Augmenting
+from covidxray.batching import batch_slices
+from covidxray.paths import EXTERNAL
+from covidxray.provenance import read_arrays
 from covidxray.distribution import predict_on_batch
 from covidxray.machine import here, remembered, resolved_precision
-from covidxray.model import bank_layer, blocks_of, build_extractor, vgg_backbone
+from covidxray.backbone import bank_layer, blocks_of, build_extractor, vgg_backbone
 
 BATCH_SIZES = (32, 64, 128, 256, 512, 1024)  # bank.batch_size auto tries these, in order
 
@@ -25,18 +29,6 @@ class Pixels(keras.layers.Layer):
 
     def call(self, images):
         return keras.ops.cast(images, "float32")
-
-
-class Augmenting(keras.layers.Layer):
-    """The augmentation layers, always on, so that they compile into the forward pass (predict
-    calls layers in inference mode, where augmentation does nothing)."""
-
-    def __init__(self, augment, **kwargs):
-        super().__init__(**kwargs)
-        self.augment = augment
-
-    def call(self, images):
-        return self.augment(images, training=True)
 
 
 def feature_pass(extractor, augment=None, dtype="uint8"):
@@ -52,14 +44,13 @@ def feature_pass(extractor, augment=None, dtype="uint8"):
 def feature_batches(model, images, batch_size, progress=None):
     """Yield a feature_pass model's outputs over images (an array or Shards), a batch at a time,
     the next batch read while this one computes."""
-    starts = range(0, len(images), batch_size)
+    batches = list(batch_slices(len(images), batch_size))
     with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
-        ahead = reader.submit(images.__getitem__, slice(0, batch_size))
-        for start in starts:
+        ahead = reader.submit(images.__getitem__, batches[0]) if batches else None
+        for following in [*batches[1:], None] if batches else []:
             batch = ahead.result()
-            if start + batch_size < len(images):
-                ahead = reader.submit(images.__getitem__,
-                                      slice(start + batch_size, start + 2 * batch_size))
+            if following is not None:
+                ahead = reader.submit(images.__getitem__, following)
             yield predict_on_batch(model, batch)
             if progress is not None:
                 progress.add(1)
@@ -88,13 +79,12 @@ def measured_batch_size(model, seconds=1.0):
     return best
 
 
-def bank_batch(params, extractor):
+def bank_batch(bank, backbone, extractor):
     """bank.batch_size, or for `auto` the measured_batch_size of extractor's feature_pass on
     this machine (measured once, then remembered)."""
-    setting = params["bank"]["batch_size"]
-    if setting != "auto":
-        return whole_number(setting, "bank.batch_size", 1)
-    precision = resolved_precision(params["backbone"]["precision"])
+    if bank.batch_size != "auto":
+        return bank.batch_size
+    precision = resolved_precision(backbone.precision)
     key = (f"{here()}: VGG16 {tuple(extractor.input_shape[1:])} to"
            f" {tuple(extractor.output_shape[1:])} in {precision}")
     return remembered("bank_batch_size", key,
@@ -115,17 +105,22 @@ def plain_features(extractor, images, batch_size):
     return np.concatenate(list(feature_batches(model, images, batch_size))).astype(np.float32)
 
 
-def build_features_model(backbone, image_size, trainable_blocks=0):
-    """Raw images to what the bank stores, per the `backbone` params."""
+def build_features_model(backbone, image_size):
+    """Raw images to what the bank stores, per the `backbone` params: VGG16's features, or with
+    fine-tuning those of the last frozen block."""
     vgg = vgg_backbone(backbone, image_size)
-    return build_extractor(vgg, bank_layer(trainable_blocks, blocks_of(vgg))
-                           if trainable_blocks else None)
+    blocks = backbone.trainable_blocks
+    return build_extractor(vgg, bank_layer(blocks, blocks_of(vgg)) if blocks else None)
+
+
+def external_rows(name):
+    """The rows of external set `name` (data/external/<name>.csv), in its images' order."""
+    return pd.read_csv(EXTERNAL / f"{name}.csv")
 
 
 def external_features(params, name):
     """The plain features of external set `name`'s images (data/external/<name>.npz) as the
     bank stores them, per the params."""
     images = read_arrays(EXTERNAL / f"{name}.npz", "external")["images"]
-    model = build_features_model(params["backbone"], params["image_size"],
-                                 fine_tune_params(params)["blocks"])
-    return plain_features(model, images, bank_batch(params, model))
+    model = build_features_model(params.backbone, params.image_size)
+    return plain_features(model, images, bank_batch(params.bank, params.backbone, model))

@@ -22,14 +22,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from covidxray.common import PipelineError, choice
+from covidxray.cli import PipelineError
 
-SETTINGS = ("auto", "none", "data_parallel")
 PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"
-
-
-def distribution_param(params):
-    return choice(params.get("distribution", "auto"), "distribution", SETTINGS)
 
 
 @functools.cache

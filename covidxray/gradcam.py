@@ -10,7 +10,7 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
-from covidxray.common import PipelineError
+from covidxray.cli import PipelineError
 
 
 def autodiff_backend():
@@ -49,7 +49,7 @@ def last_conv(vgg):
     return [layer for layer in vgg.layers if "_conv" in layer.name][-1]
 
 
-def split(classifier):
+def conv_and_logits(classifier):
     """The classifier as (image -> last conv activations, activations -> class logits).
 
     The head ends in logits (the probability layer follows it): Grad-CAM follows the
@@ -69,15 +69,15 @@ def split(classifier):
     return to_conv, logits
 
 
-def check(classifier):
+def check_classifier(classifier):
     """Fail at once, rather than after a first batch, if gradcam() cannot run here."""
     autodiff_backend()
-    split(classifier)
+    conv_and_logits(classifier)
 
 
 def gradcam(classifier, images, class_indices):
     """Heatmaps (N x h x w float32 in [0, 1]) of each image's given class over the last conv layer."""
-    to_conv, logits = split(classifier)
+    to_conv, logits = conv_and_logits(classifier)
     activations = keras.ops.cast(to_conv(keras.ops.cast(images, "float32")), "float32")
     picked = keras.ops.expand_dims(keras.ops.convert_to_tensor(class_indices, "int32"), -1)
 

@@ -24,7 +24,8 @@ import pandas as pd
 from scipy.stats import binomtest, norm
 from sklearn.metrics import roc_auc_score
 
-from covidxray.common import PipelineError, is_number, read_recipe, task_rows, whole_number
+from covidxray.cli import PipelineError
+from covidxray.splitting import task_rows
 from covidxray.scoring import spread
 
 COVID = "covid"
@@ -32,40 +33,6 @@ EVERY = "every source"  # runs that train on every COVID-19 source, none left ou
 WITHOUT = "all but the scored source"  # the left-out runs, on the learning curve
 TARGET_NAMES = {"recall": "recall", "false_alarm": "false alarms",
                 "within_source_auc": "within-source AUC"}
-
-
-def holdout_params(params):
-    """The `holdout` section, checked against its task."""
-    spec = params.get("holdout") or {}
-    recipe = read_recipe(params, spec.get("task"))
-    sources = spec.get("sources")
-    if COVID not in recipe["task"]["classes"]:
-        raise PipelineError(f"params.yaml: holdout.task {spec['task']!r} has no covid class")
-    if (not isinstance(sources, list) or not sources
-            or any(s not in recipe["task"]["sources"] for s in sources)):
-        raise PipelineError(f"params.yaml: holdout.sources must list sources of task"
-                            f" {spec['task']} ({', '.join(recipe['task']['sources'])}),"
-                            f" got {sources!r}")
-    fractions = spec.get("fractions")
-    if not isinstance(fractions, list) or 1 not in fractions:
-        raise PipelineError(f"params.yaml: holdout.fractions must be a list holding 1 (the whole"
-                            f" leave-one-out run), got {fractions!r}")
-    targets = spec.get("targets") or {}
-    return {"task": spec["task"], "recipe": recipe, "sources": sources,
-            "splits": whole_number(spec.get("splits"), "holdout.splits", 1),
-            "fractions": sorted(share_param(f, "holdout.fractions", 0) for f in fractions),
-            "within_source": spec.get("within_source"),
-            "targets": {key: share_param(targets.get(key), f"holdout.targets.{key}")
-                        for key in ("recall", "false_alarm", "within_source_auc")}}
-
-
-def share_param(value, key, above=None):
-    """A share in [0, 1], or in (above, 1] when `above` is given."""
-    low = 0 if above is None else above
-    if not is_number(value) or value < low or value == above or value > 1:
-        raise PipelineError(f"params.yaml: {key} must be a number in"
-                            f" {'[0' if above is None else f'({above}'}, 1], got {value!r}")
-    return float(value)
 
 
 def covid_share(rows, fraction, seed):
@@ -95,13 +62,13 @@ def share(called):
     return float(np.mean(called)) if len(called) else None
 
 
-def holdout_rows(parts, spec, left_out):
-    """One split's rows of the task (spec) with `left_out` (a source, or None for none) taken out
+def holdout_rows(parts, task, left_out):
+    """One split's rows of the task with `left_out` (a source, or None for none) taken out
     of training and validation, and the rows it is scored on: its validation patients' COVID-19
     images and those of its other patients (val_covid and test_covid; with none left out, the
     validation and test COVID-19 images of every source), the adults without COVID-19 of each
     side."""
-    rows = {name: task_rows(parts[name], spec, f"split, {name}") for name in parts}
+    rows = {name: task_rows(parts[name], task, f"split, {name}") for name in parts}
     kept = {name: r[r["source"] != left_out] for name, r in rows.items()}
     scored = {name: r[(r["class"] == COVID) & ((r["source"] == left_out) | (left_out is None))]
               for name, r in rows.items()}
@@ -197,10 +164,10 @@ def verdict(left_out, targets):
     aucs = [s["test"]["within_source"]["auc"]["mean"] for s in left_out.values()
             if "within_source" in s["test"]]
     result = {**mean, "within_source_auc": float(np.mean(aucs)) if aucs else None}
-    result["met"] = {"recall": mean["recall"] >= targets["recall"],
-                     "false_alarm": mean["false_alarm"] <= targets["false_alarm"],
+    result["met"] = {"recall": mean["recall"] >= targets.recall,
+                     "false_alarm": mean["false_alarm"] <= targets.false_alarm,
                      "within_source_auc": None if not aucs
-                     else result["within_source_auc"] >= targets["within_source_auc"]}
+                     else result["within_source_auc"] >= targets.within_source_auc}
     return result
 
 

@@ -9,35 +9,18 @@ time, rather than a memory map: a mapped page counts in the process's resident m
 touched, read bytes only while they are held.
 """
 
-import contextlib
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from covidxray.common import (FEATURES, MANIFEST, PREPARED_IMAGES, PipelineError,
-                              made_from_manifest, read_json, write_json)
+from covidxray.cli import PipelineError
+from covidxray.files import read_json, write_json
+from covidxray.paths import FEATURES, MANIFEST, PREPARED_IMAGES
+from covidxray.provenance import made_from_manifest
 
 INDEX = "shards.json"
-BANK_DTYPES = ("float32", "float16")  # bank.dtype: float16 halves the features' disk and memory
-
-
-@contextlib.contextmanager
-def replacing_folder(path):
-    """A new folder beside `path` that replaces it only when the block ends normally, as
-    common.replacing does for a file: a stopped stage leaves the old folder or none."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        yield partial
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(partial, path)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 class ShardWriter:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from covidxray.common import PipelineError, open_rgb, sha256
+from covidxray.cli import PipelineError
+from covidxray.files import sha256
+from covidxray.images import open_rgb
 
 COVID_COLUMNS = ("Patientid", "age", "finding", "view", "modality", "filename")
 NIH_TABLES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "sample_labels.csv")
@@ -204,6 +206,18 @@ def hannover_candidates(root, views, skipped):
             rows.append({"path": str(path), "class": "covid", "patient": f"hannover:{patient}",
                          "source": "hannover", "age_group": "adult"})
     return rows
+
+
+def candidates(layout, root, spec, skipped, where):
+    """The candidate rows of a folder in one of the upstream layouts (covid, kaggle, nih,
+    hannover), kept by `spec` (schema.Filter); `where` names the params that chose them."""
+    if layout == "covid":
+        return covid_candidates(root, spec.findings, spec.modality, spec.views, skipped)
+    if layout == "nih":
+        return nih_candidates(root, spec.findings, spec.ages, spec.views, skipped)
+    if layout == "hannover":
+        return hannover_candidates(root, spec.views, skipped)
+    return kermany_candidates(root, spec.splits, skipped, key=f"{where}.splits")
 
 
 def describe(rows, skipped):

@@ -3,7 +3,7 @@
 The test set holds exactly `test_per_class` images of every class, made of whole patients, so a
 test image is the same image in every task and no patient is on both sides. Validation takes
 `val_fraction` of the rest, also by whole patients and stratified by class. split and repeat
-(which draws it again with other seeds) both call split().
+(which draws it again with other seeds) both call draw_split().
 """
 
 from collections import Counter
@@ -12,12 +12,14 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from covidxray.common import MANIFEST, SPLITS, PipelineError, is_number, whole_number
+from covidxray.cli import PipelineError
+from covidxray.files import read_json, write_json, write_table
+from covidxray.paths import MANIFEST, SPLIT_DIR, SPLITS
+from covidxray.provenance import made_from_manifest, manifest_digest
 
 
 def pick_test_patients(manifest, per_class, seed):
     """Whole patients, drawn at random per class, until each class has exactly per_class images."""
-    whole_number(per_class, "split.test_per_class", 1)
     rng = np.random.default_rng(seed)
     by_patient = pd.crosstab(manifest["patient"], manifest["class"])
     chosen, counts = [], Counter()
@@ -51,9 +53,6 @@ def pick_val_rows(rest, fraction, seed):
     The fold is one of round(1 / fraction) folds, so its share is 1/k nearest to fraction
     (0.2 -> 1/5, 0.3 -> 1/3), and patient groups make it approximate.
     """
-    if not is_number(fraction) or not 0 < fraction <= 0.5:
-        raise PipelineError(f"params.yaml: split.val_fraction must be a number in (0, 0.5],"
-                            f" got {fraction!r}")
     k = round(1 / fraction)
     smallest = rest["class"].value_counts().min()
     if smallest < k:
@@ -66,17 +65,18 @@ def pick_val_rows(rest, fraction, seed):
     return val
 
 
-def split(manifest, test_per_class, val_fraction, seed, separately=()):
-    """train, val and test tables; column `image` keeps each row's position in the manifest.
+def draw_split(manifest, split, seed):
+    """train, val and test tables per the `split` params; column `image` keeps each row's
+    position in the manifest.
 
-    The rows of each source in `separately` are split on their own (test_per_class images of
-    each of its classes in the test set), after the others: adding such a source leaves the
+    The rows of each source in `split.separately` are split on their own (test_per_class images
+    of each of its classes in the test set), after the others: adding such a source leaves the
     other sources' split, and so the tutorial's tasks, as they were.
     """
     manifest = manifest.reset_index(names="image")
-    alone = manifest["source"].isin(separately)
-    blocks = [manifest[~alone], *(manifest[manifest["source"] == s] for s in separately)]
-    parts = [split_block(block, test_per_class, val_fraction, seed)
+    alone = manifest["source"].isin(split.separately)
+    blocks = [manifest[~alone], *(manifest[manifest["source"] == s] for s in split.separately)]
+    parts = [split_block(block, split.test_per_class, split.val_fraction, seed)
              for block in blocks if len(block)]
     return {name: pd.concat([part[name] for part in parts]) for name in SPLITS}
 
@@ -88,3 +88,33 @@ def split_block(manifest, test_per_class, val_fraction, seed):
     is_val = np.zeros(len(rest), dtype=bool)
     is_val[pick_val_rows(rest, val_fraction, seed)] = True
     return {"train": rest[~is_val], "val": rest[is_val], "test": manifest[is_test]}
+
+
+def task_rows(rows, task, where):
+    """A table's rows of a task's classes and sources, with the label index of each. `where`
+    names the table in the error raised when a class has no rows."""
+    classes = task.classes
+    rows = rows[rows["class"].isin(classes) & rows["source"].isin(task.sources)].copy()
+    missing = sorted(set(classes) - set(rows["class"]))
+    if missing:
+        raise PipelineError(f"{where}: no images of class(es) {', '.join(missing)};"
+                            " check merge.per_class and the split params")
+    rows["label"] = rows["class"].map({c: i for i, c in enumerate(classes)})
+    return rows
+
+
+def write_split(parts):
+    """The split's tables, and the manifest they were drawn from (read_split checks it)."""
+    for name, rows in parts.items():
+        write_table(rows, SPLIT_DIR / f"{name}.csv")
+    write_json(SPLIT_DIR / "made_from.json", {"manifest_sha256": manifest_digest()})
+
+
+def read_split(name, task):
+    """One split's rows of a task. Column `image` is each image's manifest row, and so its index
+    in the prepared images and the features."""
+    path = SPLIT_DIR / f"{name}.csv"
+    record = SPLIT_DIR / "made_from.json"
+    recorded = read_json(record) if record.is_file() else {}
+    made_from_manifest(path, recorded.get("manifest_sha256"), "split")
+    return task_rows(pd.read_csv(path), task, path)

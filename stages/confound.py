@@ -20,12 +20,14 @@ Writes metrics/confound.json: the numbers, and the findings in plain words under
 import numpy as np
 import pandas as pd
 
-from covidxray.bank import external_features
+from covidxray.bank import external_features, external_rows
+from covidxray.cli import PipelineError, cli
 from covidxray.controls import linear_probe
-from covidxray.training import seed_everything
-from covidxray.common import (EXTERNAL_METRICS, MANIFEST, METRICS, PipelineError, cli,
-                              external_rows, load_params, whole_number, write_json)
+from covidxray.files import write_json
+from covidxray.params import load_params
+from covidxray.paths import EXTERNAL_METRICS, MANIFEST, METRICS
 from covidxray.shards import read_features
+from covidxray.training import seed_everything
 
 KERMANY = "kermany"
 
@@ -46,7 +48,7 @@ def model_calls(task, other):
 
 def other_source_features(params, name):
     """The backbone's features of an external set's images, and its rows."""
-    rows = external_rows(params, name, "confound.other_source")
+    rows = external_rows(name)
     if (rows["class"] == "covid").any() or (rows["source"] == KERMANY).any():
         raise PipelineError(f"params.yaml: confound.other_source set {name!r} must hold no"
                             " COVID-19 images and none from the Kermany source")
@@ -89,22 +91,22 @@ def non_covid_probe(features, manifest, other_features, rows, folds, seed):
 
 def main():
     params = load_params()
-    spec, seed = params["confound"], params["seed"]
+    spec, seed = params.confound, params.seed
     seed_everything(seed)  # backbone.weights `none` draws its weights
-    folds = whole_number(spec["folds"], "confound.folds", 2)
+    folds = spec.folds
     manifest, features = pd.read_csv(MANIFEST), read_features()["plain"]
     # among the tutorial's two sources the source is the COVID-19 label: this probe mixes both
     tutorial = manifest["source"].isin([KERMANY, "covid-chestxray"]).to_numpy()
     result = {"manifest": linear_probe(features[tutorial],
                                        (manifest.loc[tutorial, "source"] != KERMANY).to_numpy(),
                                        manifest.loc[tutorial, "patient"].to_numpy(), folds, seed),
-              "other_source": spec.get("other_source")}
+              "other_source": spec.other_source}
     other = result["other_source"]
     if other:
         other_features, rows = other_source_features(params, other)
         result["non_covid"] = non_covid_probe(features, manifest, other_features, rows, folds, seed)
-        result["models"] = {task: model_calls(task, other) for task, t in params["tasks"].items()
-                            if "covid" in t["classes"]}
+        result["models"] = {name: model_calls(name, other) for name, task in params.tasks.items()
+                            if "covid" in task.classes}
         result["summary"] = summary(result["non_covid"], result["models"], other)
     else:
         result["summary"] = ["No confound.other_source set is given: only the probe on the"

@@ -19,34 +19,36 @@ Writes metrics/controls.json, with the findings in plain words under `summary`.
 import numpy as np
 import pandas as pd
 
-from covidxray.bank import bank_batch, build_features_model, plain_features
-from covidxray.common import (EXTERNAL, MANIFEST, METRICS, MODELS, PipelineError, cli,
-                              external_rows, fine_tune_params, load_params, number, read_arrays,
-                              read_split, task_params, trained_record, whole_number, write_json)
-from covidxray.controls import (hide_lungs, linear_probe, lung_mass, lungs_only,
-                                probe_scores)
+from covidxray.bank import bank_batch, build_features_model, external_rows, plain_features
+from covidxray.cli import PipelineError, cli
+from covidxray.controls import hide_lungs, linear_probe, lung_mass, lungs_only, probe_scores
+from covidxray.files import write_json
 from covidxray.gradcam import gradcam
 from covidxray.model import load_classifier, probabilities
+from covidxray.params import load_params
+from covidxray.paths import EXTERNAL, MANIFEST, METRICS, MODELS
+from covidxray.provenance import read_arrays, trained_record
 from covidxray.shards import prepared_images, read_features
+from covidxray.splitting import read_split
 from covidxray.training import seed_everything
 
 
-def image_probes(extractor, plain, batch, spec, margin, train, test):
+def image_probes(extractor, plain, batch, task, margin, train, test):
     """The reference model's test scores on the full images (the bank's plain features), and
     with the lungs hidden or alone, whose features `extractor` computes here."""
     images = {name: prepared_images(rows) for name, rows in (("train", train), ("test", test))}
     result = {"full": probe_scores(plain[train["image"].to_numpy()], train,
-                                   plain[test["image"].to_numpy()], test, spec["classes"])}
+                                   plain[test["image"].to_numpy()], test, task.classes)}
     for name, alter in (("lungs_hidden", hide_lungs), ("lungs_only", lungs_only)):
         train_features, test_features = (plain_features(extractor, alter(images[part], margin),
                                                         batch) for part in ("train", "test"))
-        result[name] = probe_scores(train_features, train, test_features, test, spec["classes"])
+        result[name] = probe_scores(train_features, train, test_features, test, task.classes)
     return result
 
 
-def children_rows(params, name):
+def children_rows(name):
     """The rows of the external set `name`, checked to be children of one source."""
-    rows = external_rows(params, name, "controls.children")
+    rows = external_rows(name)
     if not len(rows) or rows["source"].nunique() != 1 or (rows["age_group"] != "child").any():
         raise PipelineError(f"params.yaml: controls.children set {name!r} must hold children of"
                             f" one source; it holds {len(rows)} image(s) of age groups"
@@ -68,12 +70,12 @@ def age_probe(extractor, plain, batch, children, rows, folds, seed):
         np.r_[rows["patient"].to_numpy(), adults["patient"].to_numpy()], folds, seed)}
 
 
-def lung_shares(task, spec, test, margin):
+def lung_shares(task, test, margin):
     """Mean share of the Grad-CAM mass inside the lung field, overall and per test group."""
-    trained_record(task)
-    model = load_classifier(MODELS / f"{task}.keras")
+    trained_record(task.name)
+    model = load_classifier(MODELS / f"{task.name}.keras")
     images = prepared_images(test)
-    predicted = probabilities(model, images, spec["batch_size"]).argmax(axis=1)
+    predicted = probabilities(model, images, task.batch_size).argmax(axis=1)
     shares = pd.Series(lung_mass(gradcam(model, images, predicted), images.shape[1], margin),
                        index=test.index, dtype=float)
     groups = test["class"] + "/" + test["source"] + "/" + test["age_group"]
@@ -101,23 +103,20 @@ def summary(result):
 
 def main():
     params = load_params()
-    seed_everything(params["seed"])  # backbone.weights `none` draws its weights
-    spec = params["controls"]
-    task = spec["task"]
-    task_spec = task_params(params, task)
-    margin = number(spec["margin"], "controls.margin", 0, 0.5, "in [0, 0.5)")
-    folds = whole_number(spec["folds"], "controls.folds", 2)
-    children = children_rows(params, spec["children"]) if spec.get("children") else None
-    train, test = read_split("train", task_spec), read_split("test", task_spec)
+    seed_everything(params.seed)  # backbone.weights `none` draws its weights
+    spec = params.controls
+    task, margin = params.task(spec.task), spec.margin
+    children = children_rows(spec.children) if spec.children else None
+    train, test = read_split("train", task), read_split("test", task)
     # what the bank's plain view holds (block4_pool when VGG16's block5 is fine-tuned)
-    extractor = build_features_model(params["backbone"], params["image_size"],
-                                     fine_tune_params(params)["blocks"])
-    plain, batch = read_features()["plain"], bank_batch(params, extractor)
-    result = {"task": task, "margin": margin,
-              "probe": image_probes(extractor, plain, batch, task_spec, margin, train, test),
-              "age_probe": age_probe(extractor, plain, batch, spec["children"], children, folds,
-                                     params["seed"]) if children is not None else None,
-              "gradcam_lung_share": lung_shares(task, task_spec, test, margin)}
+    extractor = build_features_model(params.backbone, params.image_size)
+    plain = read_features()["plain"]
+    batch = bank_batch(params.bank, params.backbone, extractor)
+    result = {"task": task.name, "margin": margin,
+              "probe": image_probes(extractor, plain, batch, task, margin, train, test),
+              "age_probe": age_probe(extractor, plain, batch, spec.children, children, spec.folds,
+                                     params.seed) if children is not None else None,
+              "gradcam_lung_share": lung_shares(task, test, margin)}
     result["summary"] = summary(result)
     write_json(METRICS / "controls.json", result)
     for line in result["summary"]:

@@ -1,8 +1,8 @@
 """evaluate <task>: score the trained model on the test split, validation and external sets.
 
 Writes metrics/<task>.json and metrics/predictions/<task>.csv (one row per test image), and for
-each external set (data/external, from the external stage) metrics/external/<set>/<task>.json, with the test
-metrics' keys plus the task's classes the set lacks, and <task>.csv, one row per image of the
+each external set (data/external, from the external stage) metrics/external/<set>/<task>.json, with
+the test metrics' keys plus the task's classes the set lacks, and <task>.csv, one row per image of the
 set, including images of classes outside the task (scored on the task's classes, not counted
 in the metrics).
 """
@@ -10,13 +10,16 @@ in the metrics).
 import numpy as np
 import pandas as pd
 
-from covidxray.common import (EXTERNAL, EXTERNAL_METRICS, METRICS, MODELS, cli, load_params,
-                              read_arrays, read_split, task_argument, task_params,
-                              trained_record, write_json, write_table)
+from covidxray.cli import cli, task_argument
+from covidxray.inputs import RowBatches
+from covidxray.files import write_json, write_table
+from covidxray.params import load_params
+from covidxray.paths import EXTERNAL, EXTERNAL_METRICS, METRICS, MODELS
+from covidxray.provenance import read_arrays, trained_record
+from covidxray.splitting import read_split
 from covidxray.model import load_classifier, probabilities
 from covidxray.scoring import by_source, predictions_table, scores, val_scores
 from covidxray.shards import prepared_images
-from covidxray.training import RowBatches
 
 
 def external_scores(model, name, classes, batch):
@@ -52,8 +55,8 @@ def evaluate_external(model, sets, task, classes, batch):
 
 def main(task):
     params = load_params()
-    spec = task_params(params, task)
-    classes, batch = spec["classes"], spec["batch_size"]
+    spec = params.task(task)
+    classes, batch = spec.classes, spec.batch_size
     trained = trained_record(task)
     model = load_classifier(MODELS / f"{task}.keras")
 
@@ -74,7 +77,7 @@ def main(task):
     write_json(METRICS / f"{task}.json", metrics)
     write_table(predictions_table(test, test_probs, classes),
                 METRICS / "predictions" / f"{task}.csv")
-    evaluate_external(model, params.get("external") or {}, task, classes, batch)
+    evaluate_external(model, params.external, task, classes, batch)
     low, high = metrics["test"]["accuracy_ci95"]
     print(f"evaluate {task}: test accuracy {metrics['test']['accuracy']:.3f}"
           f" (95% CI {low:.2f}-{high:.2f}, n={metrics['test']['n']}),"

@@ -20,45 +20,15 @@ import shutil
 
 import pandas as pd
 
-from covidxray.common import (CLASSES, EXTERNAL, MANIFEST, METRICS, MIN_SIZE, PipelineError, cli,
-                              cores, load_images, load_params, preprocess_params, whole_number,
-                              write_arrays, write_json, write_table)
-from covidxray.sources import (covid_candidates, describe, hannover_candidates,
-                               kermany_candidates, nih_candidates)
+from covidxray.cli import cli
+from covidxray.files import write_json, write_table
+from covidxray.images import cores, load_images
+from covidxray.params import load_params
+from covidxray.paths import EXTERNAL, MANIFEST, METRICS
+from covidxray.provenance import write_arrays
+from covidxray.sources import candidates, describe
 
 COLUMNS = ["path", "class", "patient", "source", "age_group"]
-LAYOUT_KEYS = {"covid": ("path", "modality", "views", "findings"), "kaggle": ("path", "splits"),
-               "nih": ("path", "findings", "ages", "views"), "hannover": ("path", "views")}
-
-
-def set_spec(name, spec):
-    """A set's params, checked: a known layout, its keys present, known classes only."""
-    where = f"params.yaml: external.{name}"
-    layout = (spec or {}).get("layout")
-    if layout not in LAYOUT_KEYS:
-        raise PipelineError(f"{where}.layout must be one of {', '.join(LAYOUT_KEYS)};"
-                            f" got {layout!r}")
-    missing = [key for key in LAYOUT_KEYS[layout] if key not in spec]
-    if missing:
-        raise PipelineError(f"{where}: missing key(s) {', '.join(missing)} for layout {layout}")
-    unknown = [c for c in (spec.get("findings") or {}).values() if c not in CLASSES]
-    if unknown:
-        raise PipelineError(f"{where}.findings maps to unknown class(es) {unknown};"
-                            f" classes: {', '.join(CLASSES)}")
-    return spec
-
-
-def candidates(name, spec, skipped):
-    if spec["layout"] == "covid":
-        return covid_candidates(spec["path"], spec["findings"], spec["modality"], spec["views"],
-                                skipped)
-    if spec["layout"] == "nih":
-        return nih_candidates(spec["path"], spec["findings"], spec["ages"], spec["views"],
-                              skipped)
-    if spec["layout"] == "hannover":
-        return hannover_candidates(spec["path"], spec["views"], skipped)
-    return kermany_candidates(spec["path"], spec["splits"], skipped,
-                              key=f"external.{name}.splits")
 
 
 def unseen(images, manifest, skipped):
@@ -77,9 +47,11 @@ def unseen(images, manifest, skipped):
     return images.loc[keep, COLUMNS]
 
 
-def read_set(name, spec, manifest):
+def read_set(spec, manifest):
+    """An external set's rows that the manifest does not hold, and what was left out, and why."""
     skipped = []
-    images, duplicates = describe(candidates(name, set_spec(name, spec), skipped), skipped)
+    found = candidates(spec.layout, spec.path, spec.filter, skipped, f"external.{spec.name}")
+    images, duplicates = describe(found, skipped)
     skipped += [{"path": d["path"], "reason": f"same bytes as {d['duplicate_of']}"}
                 for d in duplicates]
     rows = unseen(images, manifest, skipped) if len(images) else pd.DataFrame(columns=COLUMNS)
@@ -88,16 +60,15 @@ def read_set(name, spec, manifest):
 
 def main():
     params = load_params()
-    size = whole_number(params["image_size"], "image_size", MIN_SIZE)
-    preprocess = preprocess_params(params)  # as prepare's, so the sets look like the training data
     manifest = pd.read_csv(MANIFEST)
     shutil.rmtree(EXTERNAL, ignore_errors=True)  # a set dropped from params leaves no files
     EXTERNAL.mkdir(parents=True)
     report = {}
-    for name, spec in (params.get("external") or {}).items():
-        rows, skipped = read_set(name, spec, manifest)
+    for name, spec in params.external.items():
+        rows, skipped = read_set(spec, manifest)
         write_table(rows, EXTERNAL / f"{name}.csv")
-        images = load_images(rows["path"], size, **preprocess, workers=cores())
+        # preprocessed as prepare does, so that the sets look like the training data
+        images = load_images(rows["path"], params.image_size, params.preprocess, cores())
         write_arrays(EXTERNAL / f"{name}.npz", images=images)
         report[name] = {"n": len(rows), "classes": rows["class"].value_counts().to_dict(),
                         "n_skipped": len(skipped), "skipped": skipped}

@@ -17,45 +17,45 @@ import time
 
 import keras
 
+from covidxray.augment import augmenter
 from covidxray.bank import bank_batch, build_features_model, feature_batches, feature_pass
-from covidxray.common import (FEATURES, augment_params, choice, cli, fine_tune_params,
-                              load_params, manifest_digest, shard_size, whole_number)
-from covidxray.distribution import distributed, distribution_param
+from covidxray.batching import batch_count
+from covidxray.cli import cli
+from covidxray.distribution import distributed
+from covidxray.files import replacing_folder
 from covidxray.machine import resolved_precision
-from covidxray.model import augmenter
-from covidxray.shards import (BANK_DTYPES, prepared_images, replacing_folder, view_name,
-                              write_shards)
+from covidxray.params import load_params
+from covidxray.paths import FEATURES
+from covidxray.provenance import manifest_digest
+from covidxray.shards import prepared_images, view_name, write_shards
 
 
-def write_bank(params, views, dtype, blocks, augment):
+def write_bank(params):
     """Every image's features, view after view: data/features/."""
-    extractor = build_features_model(params["backbone"], params["image_size"], blocks)
-    augmented, plain = feature_pass(extractor, augmenter(augment)), feature_pass(extractor)
-    batch, images = bank_batch(params, extractor), prepared_images()
-    shape = extractor.output_shape[1:]
+    extractor = build_features_model(params.backbone, params.image_size)
+    augmented, plain = feature_pass(extractor, augmenter(params.augment)), feature_pass(extractor)
+    batch, images = bank_batch(params.bank, params.backbone, extractor), prepared_images()
+    views, dtype, shape = params.bank.views, params.bank.dtype, extractor.output_shape[1:]
     print(f"features: {views} augmented view(s) and the plain view of {len(images)} images,"
           f" {shape} each, stored as {dtype}, in batches of {batch}, VGG16 in"
-          f" {resolved_precision(params['backbone']['precision'])}")
-    progress = keras.utils.Progbar((views + 1) * -(-len(images) // batch), unit_name="batch")
+          f" {resolved_precision(params.backbone.precision)}")
+    progress = keras.utils.Progbar((views + 1) * batch_count(len(images), batch),
+                                   unit_name="batch")
     with replacing_folder(FEATURES) as folder:
         passes = [(view_name(view), augmented) for view in range(views)] + [("plain", plain)]
         for name, model in passes:
             write_shards(folder / name, feature_batches(model, images, batch, progress),
-                         shape, dtype, shard_size(params), manifest_digest())
+                         shape, dtype, params.shard_size, manifest_digest())
     return (views + 1) * len(images)
 
 
 def main():
     params = load_params()
-    views = whole_number(params["bank"]["views"], "bank.views", 0)
-    dtype = choice(params["bank"].get("dtype", "float32"), "bank.dtype", BANK_DTYPES)
-    blocks = fine_tune_params(params)["blocks"]
-    augment, setting = augment_params(params), distribution_param(params)
-    keras.utils.set_random_seed(params["seed"])  # then the backbone, then the augmentation draw
+    keras.utils.set_random_seed(params.seed)  # then the backbone, then the augmentation draw
     started = time.perf_counter()
     # one process: several would each compute every image; run it on one host, dvc push
-    with distributed(setting, across_processes=False) as where:
-        passes = write_bank(params, views, dtype, blocks, augment)
+    with distributed(params.distribution, across_processes=False) as where:
+        passes = write_bank(params)
     seconds = time.perf_counter() - started
     print(f"features: {passes} forward passes in {seconds:.0f} s ({passes / seconds:.1f}"
           f" images/s) on {where}")

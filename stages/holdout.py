@@ -12,19 +12,23 @@ Writes metrics/holdout.json: per left-out source and for every source together, 
 the splits of each score with its interval; the verdict against `holdout.targets`; the curve.
 """
 
+import dataclasses
 import time
 
 import pandas as pd
 
-from covidxray.bank import external_features
-from covidxray.common import (MANIFEST, METRICS, PipelineError, cli, external_rows, load_params,
-                              write_json)
-from covidxray.distribution import chief, distributed, distribution_param
-from covidxray.holdout import (EVERY, covid_share, curve_points, holdout_params, holdout_rows,
-                               run_scores, summary, verdict, verdict_lines, within_source_rows)
-from covidxray.model import head_probabilities, trainable_top
+from covidxray.backbone import trainable_top
+from covidxray.bank import external_features, external_rows
+from covidxray.cli import PipelineError, cli
+from covidxray.distribution import chief, distributed
+from covidxray.files import write_json
+from covidxray.holdout import (EVERY, covid_share, curve_points, holdout_rows, run_scores,
+                               summary, verdict, verdict_lines, within_source_rows)
+from covidxray.model import head_probabilities
+from covidxray.params import load_params
+from covidxray.paths import MANIFEST, METRICS
 from covidxray.shards import read_features
-from covidxray.splitting import split
+from covidxray.splitting import draw_split
 from covidxray.training import bank_probabilities, head_on_bank
 
 
@@ -33,7 +37,7 @@ def within_source(params, name, sources):
     that source; {} when no set is given."""
     if not name:
         return {}
-    rows = external_rows(params, name, "holdout.within_source")  # numbered 0.. as the images
+    rows = external_rows(name)  # numbered 0.. as the images
     features = external_features(params, name)
     found = {}
     for source in set(rows["source"]) & set(sources):
@@ -45,16 +49,15 @@ def within_source(params, name, sources):
     return found
 
 
-def run_split(bank, parts, spec, seed, top, within):
+def run_split(bank, parts, spec, recipe, seed, top, within):
     """Every run of one split: {(trained on, fraction): scores}, trained on being a left-out
     source (all but it trained) or EVERY."""
-    recipe = spec["recipe"]
-    classes, batch = recipe["task"]["classes"], recipe["task"]["batch_size"]
+    classes, batch = recipe.task.classes, recipe.task.batch_size
     start = top.get_weights() if top is not None else None
     results = {}
-    for fraction in spec["fractions"]:
-        for left_out in [*spec["sources"], None]:
-            rows = holdout_rows(parts, recipe["task"], left_out)
+    for fraction in spec.fractions:
+        for left_out in [*spec.sources, None]:
+            rows = holdout_rows(parts, recipe.task, left_out)
             rows["train"] = covid_share(rows["train"], fraction, seed)
             if top is not None:
                 top.set_weights(start)  # every run fine-tunes from the same weights
@@ -69,52 +72,50 @@ def run_split(bank, parts, spec, seed, top, within):
     return results
 
 
-def run_splits(params, spec, manifest, bank, within):
-    seeds = [params["seed"] + i for i in range(spec["splits"])]
-    top = trainable_top(params["backbone"], params["image_size"],
-                        spec["recipe"]["fine_tune"]["blocks"])
+def run_splits(params, manifest, bank, within):
+    spec, recipe = params.holdout, params.recipe(params.holdout.task)
+    seeds = [params.seed + i for i in range(spec.splits)]
+    top = trainable_top(params.backbone, params.image_size)
     runs = {}
     for i, seed in enumerate(seeds, start=1):
-        parts = split(manifest, params["split"]["test_per_class"], params["split"]["val_fraction"],
-                      seed, params["split"].get("separately", ()))
-        for key, result in run_split(bank, parts, spec, seed, top, within).items():
+        parts = draw_split(manifest, params.split, seed)
+        for key, result in run_split(bank, parts, spec, recipe, seed, top, within).items():
             runs.setdefault(key, []).append(result)
         line = ", ".join(f"{s} recall {runs[(s, 1.0)][-1]['val']['recall']:.2f}"
-                         for s in spec["sources"])
+                         for s in spec.sources)
         print(f"holdout: split {i}/{len(seeds)} (seed {seed}): left out, validation {line}")
     return seeds, runs
 
 
 def report(spec, seeds, runs):
-    left_out = {source: summary(runs[(source, 1.0)]) for source in spec["sources"]}
-    result = {"task": spec["task"], "sources": spec["sources"], "splits": spec["splits"],
-              "seeds": seeds, "targets": spec["targets"], "left_out": left_out,
+    left_out = {source: summary(runs[(source, 1.0)]) for source in spec.sources}
+    result = {"task": spec.task, "sources": list(spec.sources), "splits": spec.splits,
+              "seeds": seeds, "targets": dataclasses.asdict(spec.targets), "left_out": left_out,
               "every_source": summary(runs[(EVERY, 1.0)]),
-              "verdict": verdict(left_out, spec["targets"]), "curve": curve_points(runs)}
+              "verdict": verdict(left_out, spec.targets), "curve": curve_points(runs)}
     return {**result, "summary": verdict_lines(result)}
 
 
 def main():
     params = load_params()
-    spec = holdout_params(params)
-    setting = distribution_param(params)
-    if not spec["recipe"]["bank"]:
+    spec = params.holdout
+    if not params.bank.stored:
         raise PipelineError("params.yaml: holdout needs the bank (bank.views > 0 or"
                             " bank.plain_view)")
     manifest, bank = pd.read_csv(MANIFEST), read_features()
     started = time.perf_counter()
-    with distributed(setting) as where:  # the models are made inside, as the strategy needs
-        within = within_source(params, spec["within_source"], spec["sources"])
-        print(f"holdout: {spec['splits']} splits x {len(spec['sources'])} sources left out,"
-              f" fractions {spec['fractions']}, training on {where}")
-        seeds, runs = run_splits(params, spec, manifest, bank, within)
+    with distributed(params.distribution) as where:  # models are made inside, as it needs
+        within = within_source(params, spec.within_source, spec.sources)
+        print(f"holdout: {spec.splits} splits x {len(spec.sources)} sources left out,"
+              f" fractions {list(spec.fractions)}, training on {where}")
+        seeds, runs = run_splits(params, manifest, bank, within)
     if not chief():  # several processes trained together; process 0 writes
         return
     result = report(spec, seeds, runs)
     write_json(METRICS / "holdout.json", result)
     for line in result["summary"]:
         print(f"holdout: {line}")
-    print(f"holdout: {len(runs) * spec['splits']} models in {time.perf_counter() - started:.0f} s")
+    print(f"holdout: {len(runs) * spec.splits} models in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ and metrics/data.json (counts per class and every file that was left out, with t
 import numpy as np
 import pandas as pd
 
-from covidxray.common import (CLASSES, MANIFEST, METRICS, RAW, PipelineError, cli, load_params,
-                              write_json, write_table)
-from covidxray.sources import (covid_candidates, describe, hannover_candidates,
-                               kermany_candidates, nih_candidates)
+from covidxray.cli import cli
+from covidxray.files import write_json, write_table
+from covidxray.params import load_params
+from covidxray.paths import MANIFEST, METRICS, RAW
+from covidxray.sources import candidates, describe, kermany_candidates
 
 KERMANY = RAW / "chest-xray-pneumonia" / "chest_xray"
 COVID = RAW / "covid-chestxray-dataset"
@@ -26,15 +27,8 @@ HANNOVER = RAW / "hannover-covid-19"
 SEPARATE = ("nih", "hannover")
 
 
-def sample(images, per_class, rng, key):
-    """Seeded sample of each class down to its requested count; fewer available means all.
-    `key` names the counts' params in errors."""
-    unknown = [c for c in per_class if c not in CLASSES]
-    if unknown:
-        raise PipelineError(f"params.yaml: {key} names unknown class(es) {unknown}")
-    bad = {c: n for c, n in per_class.items() if not isinstance(n, int) or n < 0}
-    if bad:
-        raise PipelineError(f"params.yaml: {key} counts must be whole numbers >= 0: {bad}")
+def sample(images, per_class, rng):
+    """Seeded sample of each class down to its requested count; fewer available means all."""
     parts, counts = [images.iloc[:0]], {}
     for cls, requested in per_class.items():
         pool = images[images["class"] == cls]
@@ -44,32 +38,12 @@ def sample(images, per_class, rng, key):
     return pd.concat(parts, ignore_index=True), counts
 
 
-# the keys each source's section must have; nih and hannover may be left out whole
-SECTION_KEYS = {"covid": ("finding", "modality", "views"), "nih": ("findings", "ages", "views"),
-                "hannover": ("views",)}
-
-
-def sections(merge):
-    """merge's per-source sections, checked to hold their keys (None: a source left out)."""
-    found = {}
-    for name, keys in SECTION_KEYS.items():
-        section = merge.get(name)
-        missing = [key for key in keys if key not in (section or {})]
-        if (section or name == "covid") and missing:
-            raise PipelineError(f"params.yaml: merge.{name} is missing {', '.join(missing)}")
-        found[name] = section
-    return found
-
-
-def candidates(merge, skipped):
-    covid, nih, hannover = sections(merge).values()
-    rows = kermany_candidates(KERMANY, merge["kermany_splits"], skipped)
-    rows += covid_candidates(COVID, {covid["finding"]: "covid"}, covid["modality"], covid["views"],
-                             skipped)
-    if nih:
-        rows += nih_candidates(NIH, nih["findings"], nih["ages"], nih["views"], skipped)
-    if hannover:
-        rows += hannover_candidates(HANNOVER, hannover["views"], skipped)
+def merged_candidates(merge, skipped):
+    """Every labelled image of the sources merge reads (nih and hannover may be left out)."""
+    rows = kermany_candidates(KERMANY, merge.kermany_splits, skipped)
+    for layout, root in (("covid", COVID), ("nih", NIH), ("hannover", HANNOVER)):
+        if getattr(merge, layout):
+            rows += candidates(layout, root, getattr(merge, layout), skipped, f"merge.{layout}")
     return rows
 
 
@@ -77,22 +51,22 @@ def sample_all(images, merge, rng):
     """The tutorial's sources sampled by merge.per_class, then each source of SEPARATE by its
     own counts, its rows after the others'; the counts of the former and of each of the latter."""
     separate = images["source"].isin(SEPARATE)
-    manifest, counts = sample(images[~separate], merge["per_class"], rng, "merge.per_class")
+    manifest, counts = sample(images[~separate], merge.per_class, rng)
     parts, separate_counts = [manifest], {}
     for source in SEPARATE:
-        per_class = (merge.get(source) or {}).get("per_class") or {}
-        part, separate_counts[source] = sample(images[images["source"] == source], per_class, rng,
-                                               f"merge.{source}.per_class")
+        section = getattr(merge, source)
+        part, separate_counts[source] = sample(images[images["source"] == source],
+                                               section.per_class if section else {}, rng)
         parts.append(part)
     return pd.concat(parts, ignore_index=True), counts, separate_counts
 
 
 def main():
     params = load_params()
-    merge = params["merge"]
+    merge = params.merge
     skipped = []
-    images, duplicates = describe(candidates(merge, skipped), skipped)
-    rng = np.random.default_rng(params["seed"])
+    images, duplicates = describe(merged_candidates(merge, skipped), skipped)
+    rng = np.random.default_rng(params.seed)
     manifest, counts, separate_counts = sample_all(images, merge, rng)
 
     write_table(manifest, MANIFEST)

@@ -15,9 +15,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from covidxray.common import (METRICS, MODELS, PLOTS, TASK_PLOTS, cli,  # noqa: E402
-                              load_params, read_json, read_split, replacing, task_params,
-                              trained_record)
+from covidxray.cli import cli  # noqa: E402
+from covidxray.files import read_json, replacing  # noqa: E402
+from covidxray.params import load_params  # noqa: E402
+from covidxray.paths import METRICS, MODELS, PLOTS, TASK_PLOTS  # noqa: E402
+from covidxray.provenance import trained_record  # noqa: E402
+from covidxray.splitting import read_split  # noqa: E402
 from covidxray.gradcam import gradcam, overlay  # noqa: E402
 from covidxray.model import load_classifier  # noqa: E402
 from covidxray.scoring import scores  # noqa: E402
@@ -79,8 +82,9 @@ def save(fig, path):
     plt.close(fig)
 
 
-def plot_task(task, spec):
-    classes, out = spec["classes"], PLOTS / task
+def plot_task(spec):
+    task, classes = spec.name, list(spec.classes)
+    out = PLOTS / task
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
     history(task, ax_acc, ax_loss)
     save(fig, out / "history.png")
@@ -128,8 +132,8 @@ def main():
     params = load_params()
     holdout_curve(PLOTS / "holdout" / "curve.png")
     print(f"plots: {PLOTS / 'holdout' / 'curve.png'}")
-    for task in params["tasks"]:
-        plot_task(task, task_params(params, task))
+    for task, spec in params.tasks.items():
+        plot_task(spec)
         print(f"plots: {PLOTS / task}/{{{','.join(TASK_PLOTS)}}}.png")
 
 

@@ -20,9 +20,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from covidxray import gradcam
-from covidxray.common import (MODELS, PipelineError, cli, cropped, load_images, load_params,
-                              open_rgb, preprocess_params, read_json, replacing, task_params,
-                              write_table)
+from covidxray.batching import batch_slices
+from covidxray.cli import PipelineError, cli
+from covidxray.files import read_json, replacing, write_table
+from covidxray.images import cropped, load_images, open_rgb
+from covidxray.params import load_params
+from covidxray.paths import MODELS
+from covidxray.schema import Preprocess
 from covidxray.model import load_classifier, probabilities
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
@@ -60,10 +64,10 @@ def image_size(model, path):
 
 
 def load(args):
-    """The model, its class names and how to decode images for it (load_images' size, crop and
-    clahe), checked against each other."""
+    """The model, its class names and how to decode images for it (load_images' size and
+    preprocess), checked against each other."""
     params = load_params()
-    classes = task_params(params, args.task)["classes"]
+    classes = list(params.task(args.task).classes)
     path = args.model or MODELS / f"{args.task}.keras"
     if not path.is_file():
         raise PipelineError(f"no such model file {path}"
@@ -72,7 +76,7 @@ def load(args):
     # the model's own record says how its training images were preprocessed, params.yaml may not
     made = read_json(record) if record.is_file() else {}
     trained = made.get("classes", classes)
-    preprocess = made.get("preprocess") or preprocess_params(params)
+    preprocess = Preprocess(**made["preprocess"]) if "preprocess" in made else params.preprocess
     if trained != classes:
         raise PipelineError(f"{record}: the model was trained on classes {trained}, params.yaml"
                             f" tasks.{args.task}.classes are {classes}; retrain it")
@@ -82,13 +86,13 @@ def load(args):
         raise PipelineError(f"{path}: {outputs} output(s) do not fit the {len(classes)} classes"
                             f" of params.yaml tasks.{args.task}.classes ({', '.join(classes)})")
     if args.gradcam:
-        gradcam.check(model)
+        gradcam.check_classifier(model)
         try:
             args.gradcam.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise PipelineError(f"--gradcam {args.gradcam}: cannot create the folder ({err})") \
                 from err
-    return model, classes, {"size": size, **preprocess}
+    return model, classes, {"size": size, "preprocess": preprocess}
 
 
 def find_images(paths):
@@ -160,12 +164,12 @@ def run(args, model, classes, decoding, paths):
     records = []
     with tqdm(total=len(paths), unit="image", disable=len(paths) <= QUIET_UP_TO,
               file=sys.stderr) as progress:
-        for start in range(0, len(paths), args.batch_size):
-            batch = paths[start:start + args.batch_size]
+        for rows in batch_slices(len(paths), args.batch_size):
+            batch = paths[rows]
             batch_records, predicted = classify(model, classes, batch, decoding)
             if args.gradcam and predicted:
-                write_overlays(model, args.gradcam, batch, predicted, start + 1,
-                               decoding["crop"])
+                write_overlays(model, args.gradcam, batch, predicted, rows.start + 1,
+                               decoding["preprocess"].crop)
             for record in batch_records:
                 print(json.dumps(record), flush=True)
             records += batch_records

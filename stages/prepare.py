@@ -11,10 +11,13 @@ import time
 
 import pandas as pd
 
-from covidxray.common import (MANIFEST, MIN_SIZE, PREPARED_IMAGES, PipelineError, cli, cores,
-                              decode_all, load_params, manifest_digest, preprocess_params, sha256,
-                              shard_size, whole_number)
-from covidxray.shards import replacing_folder, write_shards
+from covidxray.cli import PipelineError, cli
+from covidxray.files import replacing_folder, sha256
+from covidxray.images import cores, decode_all
+from covidxray.params import load_params
+from covidxray.paths import MANIFEST, PREPARED_IMAGES
+from covidxray.provenance import manifest_digest
+from covidxray.shards import write_shards
 
 
 def check_unchanged(manifest):
@@ -32,17 +35,16 @@ def check_unchanged(manifest):
 
 def main():
     params = load_params()
-    size = whole_number(params["image_size"], "image_size", MIN_SIZE)
+    size, preprocess, workers = params.image_size, params.preprocess, cores()
     manifest = pd.read_csv(MANIFEST)
     check_unchanged(manifest)
-    preprocess, workers = preprocess_params(params), cores()
     started = time.perf_counter()
     with replacing_folder(PREPARED_IMAGES) as folder:
-        images = decode_all(manifest["path"], size, **preprocess, workers=workers)
+        images = decode_all(manifest["path"], size, preprocess, workers)
         n = write_shards(folder, (image[None] for image in images), (size, size, 3), "uint8",
-                         shard_size(params), manifest_digest())
-    print(f"prepare: {n} images at {size}x{size}, crop {preprocess['crop']},"
-          f" CLAHE {preprocess['clahe'] or 'off'}, decoded on {workers} core(s) in"
+                         params.shard_size, manifest_digest())
+    print(f"prepare: {n} images at {size}x{size}, crop {preprocess.crop},"
+          f" CLAHE {preprocess.clahe or 'off'}, decoded on {workers} core(s) in"
           f" {time.perf_counter() - started:.1f} s")
 
 

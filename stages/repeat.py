@@ -17,22 +17,25 @@ import time
 import numpy as np
 import pandas as pd
 
-from covidxray.common import (MANIFEST, METRICS, cli, load_params, read_recipe, shard_size,
-                              task_rows, whole_number, write_json)
-from covidxray.distribution import chief, distributed, distribution_param
-from covidxray.model import trainable_top
+from covidxray.backbone import trainable_top
+from covidxray.batching import batch_slices
+from covidxray.cli import cli
+from covidxray.distribution import chief, distributed
+from covidxray.files import write_json
+from covidxray.params import load_params
+from covidxray.paths import MANIFEST, METRICS
 from covidxray.scoring import (by_source, pooled, reference_model, scores, spread, summary,
                                val_scores)
 from covidxray.shards import read_features
-from covidxray.splitting import split
+from covidxray.splitting import draw_split, task_rows
 from covidxray.training import bank_probabilities, head_on_bank, through
 
 
-def split_scores(predict, parts, spec, seed):
+def split_scores(predict, parts, task, seed):
     """Validation and test scores of a model (rows -> class probabilities) on one split of a
-    task (spec: its params)."""
-    classes = spec["classes"]
-    val, test = (task_rows(parts[name], spec, f"split seed {seed}, {name}")
+    task."""
+    classes = task.classes
+    val, test = (task_rows(parts[name], task, f"split seed {seed}, {name}")
                  for name in ("val", "test"))
     val_probs, test_probs = predict(val), predict(test)
     # per source on validation too: mitigations of the source shortcut are chosen there
@@ -44,56 +47,54 @@ def split_scores(predict, parts, spec, seed):
 
 def head_scores(bank, parts, recipe, seed, top):
     """Train one task's head on one split's training images, as train does; its scores."""
-    train, val = (task_rows(parts[name], recipe["task"], f"split seed {seed}, {name}")
+    train, val = (task_rows(parts[name], recipe.task, f"split seed {seed}, {name}")
                   for name in ("train", "val"))
     model = head_on_bank(bank, train, val, recipe, seed, top)
     return split_scores(lambda rows: bank_probabilities(model, bank["plain"], rows, recipe),
-                        parts, recipe["task"], seed)
+                        parts, recipe.task, seed)
 
 
-def reference_scores(plain, parts, spec, seed):
+def reference_scores(plain, parts, task, seed):
     """The logistic-regression reference, trained on one split's (pooled) plain features; its
     scores."""
-    train = task_rows(parts["train"], spec, f"split seed {seed}, train")
+    train = task_rows(parts["train"], task, f"split seed {seed}, train")
     model = reference_model(plain[train["image"].to_numpy()], train["label"].to_numpy())
     return split_scores(lambda rows: model.predict_proba(plain[rows["image"].to_numpy()]),
-                        parts, spec, seed)
+                        parts, task, seed)
 
 
 def skip(params):
     # a valid config, so the pipeline goes on; the skip is recorded where results would be
     reason = ("skipped: repeat needs the bank (bank.views > 0 or bank.plain_view); per-epoch"
               " augmentation would run VGG16 for every split and epoch")
-    write_json(METRICS / "repeat.json", {task: {"skipped": reason} for task in params["tasks"]})
+    write_json(METRICS / "repeat.json", {task: {"skipped": reason} for task in params.tasks})
     print(f"repeat: {reason}")
 
 
-def top_and_pooled(params, bank, blocks):
+def top_and_pooled(params, bank):
     """The trainable top blocks (None when frozen) and every image's average-pooled block5
     features of the plain view, which the reference model reads: 2 KiB an image, made a shard's
     rows at a time."""
-    top = trainable_top(params["backbone"], params["image_size"], blocks)
-    plain, batch = bank["plain"], shard_size(params)
-    chunks = (plain[start:start + batch].astype(np.float32)
-              for start in range(0, len(plain), batch))
+    top = trainable_top(params.backbone, params.image_size)
+    plain, batch = bank["plain"], params.shard_size
+    chunks = (plain[rows].astype(np.float32) for rows in batch_slices(len(plain), batch))
     return top, np.concatenate([pooled(chunk if top is None else through(top, chunk, batch))
                                 for chunk in chunks])
 
 
 def run_splits(params, recipes, manifest, bank, seeds):
     """Each task's head and reference scores on each seed's split: {task: {model: [scores]}}."""
-    top, plain = top_and_pooled(params, bank, recipes[next(iter(recipes))]["fine_tune"]["blocks"])
+    top, plain = top_and_pooled(params, bank)
     start = top.get_weights() if top is not None else None
     runs = {task: {"head": [], "reference": []} for task in recipes}
     for i, seed in enumerate(seeds, start=1):
-        parts = split(manifest, params["split"]["test_per_class"], params["split"]["val_fraction"],
-                      seed, params["split"].get("separately", ()))
+        parts = draw_split(manifest, params.split, seed)
         for task, recipe in recipes.items():
             if top is not None:
                 top.set_weights(start)  # every split fine-tunes from the same weights
             runs[task]["head"].append(head_scores(bank, parts, recipe, seed, top))
             runs[task]["reference"].append(
-                reference_scores(plain, parts, recipe["task"], seed))
+                reference_scores(plain, parts, recipe.task, seed))
         line = ", ".join(f"{task} {r['head'][-1]['val']['accuracy']:.2f}"
                          f" (reference {r['reference'][-1]['val']['accuracy']:.2f})"
                          for task, r in runs.items())
@@ -103,15 +104,14 @@ def run_splits(params, recipes, manifest, bank, seeds):
 
 def main():
     params = load_params()
-    splits = whole_number(params["repeat"]["splits"], "repeat.splits", 1)
-    recipes = {task: read_recipe(params, task) for task in params["tasks"]}
-    setting = distribution_param(params)
-    if not recipes[next(iter(recipes))]["bank"]:
+    splits = params.repeat_splits
+    if not params.bank.stored:
         return skip(params)
+    recipes = {task: params.recipe(task) for task in params.tasks}
     manifest, bank = pd.read_csv(MANIFEST), read_features()
-    seeds = [params["seed"] + i for i in range(splits)]
+    seeds = [params.seed + i for i in range(splits)]
     started = time.perf_counter()
-    with distributed(setting) as where:  # the models are made inside, as the strategy needs
+    with distributed(params.distribution) as where:  # the models are made inside, as the strategy needs
         print(f"repeat: {splits} splits, training on {where}")
         runs = run_splits(params, recipes, manifest, bank, seeds)
     if not chief():  # several processes trained together; process 0 writes

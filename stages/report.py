@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from covidxray.common import (EXTERNAL_METRICS, METRICS, MODELS, PLOTS, TASK_PLOTS, cli,
-                              load_params, read_json, replacing, task_params)
+from covidxray.cli import cli
+from covidxray.files import read_json, replacing
+from covidxray.params import load_params
+from covidxray.paths import EXTERNAL_METRICS, METRICS, MODELS, PLOTS, TASK_PLOTS
 from covidxray.scoring import METRIC_KEYS
 
 REPORT = Path("report/index.html")
@@ -224,8 +226,8 @@ def data_section():
 
 def main():
     params = load_params()
-    sets = list(params.get("external") or {})
-    tasks = {task: task_params(params, task)["classes"] for task in params["tasks"]}
+    sets = list(params.external)
+    tasks = {name: list(task.classes) for name, task in params.tasks.items()}
     sections = [holdout_section(), data_section(),
                 *(task_section(t, c, sets) for t, c in tasks.items()), confound_section(),
                 controls_section()]

@@ -7,15 +7,16 @@ test image is the same image in every task and no patient is on both sides. Vali
 
 import pandas as pd
 
-from covidxray.common import MANIFEST, cli, load_params, write_split
-from covidxray.splitting import split
+from covidxray.cli import cli
+from covidxray.params import load_params
+from covidxray.paths import MANIFEST
+from covidxray.splitting import draw_split, write_split
 
 
 def main():
     params = load_params()
     manifest = pd.read_csv(MANIFEST)
-    parts = split(manifest, params["split"]["test_per_class"], params["split"]["val_fraction"],
-                  params["seed"], params["split"].get("separately", ()))
+    parts = draw_split(manifest, params.split, params.seed)
     write_split(parts)
     for name, rows in parts.items():
         counts = rows["class"].value_counts().sort_index().to_dict()

@@ -1,0 +1,133 @@
+"""params.yaml, read once into frozen dataclasses (covidxray/schema.py), one per section: every
+value is checked when the file is read, and stages and library take these typed values, never the
+raw dicts. Keys that name other keys (a task, an external set) are checked against them here."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from covidxray.checks import Section
+from covidxray.cli import PipelineError
+from covidxray.paths import PARAMS_FILE
+from covidxray.schema import (MIN_SIZE, Augment, Backbone, Bank, Confound, Controls, DISTRIBUTIONS,
+                              ExternalSet, Head, Holdout, Merge, Preprocess, Split, Task)
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every param that decides how one task's model trains."""
+    task: Task
+    backbone: Backbone
+    bank: Bank
+    augment: Augment
+    seed: int
+    shard_size: int
+
+    @property
+    def head(self):
+        return self.task.head
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    image_size: int
+    shard_size: int
+    preprocess: Preprocess
+    merge: Merge
+    split: Split
+    augment: Augment
+    head: Head
+    backbone: Backbone
+    bank: Bank
+    distribution: str
+    repeat_splits: int
+    external: dict  # name -> ExternalSet
+    controls: Controls
+    holdout: Holdout
+    confound: Confound
+    tasks: dict  # name -> Task
+
+    def task(self, name):
+        if name not in self.tasks:
+            raise PipelineError(f"params.yaml: unknown task {name!r} (tasks:"
+                                f" {', '.join(self.tasks)})")
+        return self.tasks[name]
+
+    def recipe(self, name):
+        return Recipe(self.task(name), self.backbone, self.bank, self.augment, self.seed,
+                      self.shard_size)
+
+    def external_set(self, name, key):
+        """External set `name`, which params key `key` names."""
+        if name not in self.external:
+            raise PipelineError(f"params.yaml: {key} names {name!r}, which is not a set under"
+                                " `external`")
+        return self.external[name]
+
+
+def augment(s):
+    """`augment`: a preset of augment_presets (each checked), or the settings themselves."""
+    presets = s.read("augment_presets", lambda p: {name: p.read(name, Augment.read)
+                                                   for name in list(p.mapping)}, default={})
+    chosen = s.raw("augment")
+    if isinstance(chosen, str):
+        if chosen not in presets:
+            s.fail("augment", f"a preset of augment_presets ({', '.join(presets)})", chosen)
+        return presets[chosen]
+    return s.read("augment", Augment.read)
+
+
+def tasks(s, head):
+    if not s.mapping:
+        raise PipelineError("params.yaml: tasks must name at least one task")
+    return {name: s.read(name, Task.read, name, head) for name in list(s.mapping)}
+
+
+def params(s):
+    head = s.read("head", Head.read)
+    return Params(
+        seed=s.whole("seed", 0), image_size=s.whole("image_size", MIN_SIZE),
+        shard_size=s.whole("shard_size", 1, default=1024),
+        preprocess=s.read("preprocess", Preprocess.read, default={}) or Preprocess(),
+        merge=s.read("merge", Merge.read), split=s.read("split", Split.read), augment=augment(s),
+        head=head, backbone=s.read("backbone", Backbone.read), bank=s.read("bank", Bank.read),
+        distribution=s.choice("distribution", DISTRIBUTIONS, default="auto"),
+        repeat_splits=s.read("repeat", lambda r: r.whole("splits", 1)),
+        external=s.read("external", lambda e: {name: e.read(name, ExternalSet.read, name)
+                                               for name in list(e.mapping)}, default={}) or {},
+        controls=s.read("controls", Controls.read), holdout=s.read("holdout", Holdout.read),
+        confound=s.read("confound", Confound.read), tasks=s.read("tasks", tasks, head))
+
+
+def load_params(path=PARAMS_FILE):
+    """params.yaml, every value checked, as Params; then the keys that name other keys (a task,
+    an external set, the bank that fine-tuning needs) are checked against them."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise PipelineError(f"{path}: cannot read params ({err})") from err
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: cannot read params (not a mapping of keys to values)")
+    return cross_checked(Section(raw).built(params))
+
+
+def cross_checked(params):
+    """Params whose keys that name tasks and external sets name ones that exist."""
+    params.task(params.controls.task)
+    holdout = params.task(params.holdout.task)
+    if "covid" not in holdout.classes:
+        raise PipelineError(f"params.yaml: holdout.task {holdout.name!r} has no covid class")
+    if any(source not in holdout.sources for source in params.holdout.sources):
+        raise PipelineError(f"params.yaml: holdout.sources must list sources of task"
+                            f" {holdout.name} ({', '.join(holdout.sources)}),"
+                            f" got {list(params.holdout.sources)!r}")
+    for key, name in (("controls.children", params.controls.children),
+                      ("confound.other_source", params.confound.other_source),
+                      ("holdout.within_source", params.holdout.within_source)):
+        if name is not None:
+            params.external_set(name, key)
+    if params.backbone.trainable_blocks and not params.bank.stored:
+        raise PipelineError("params.yaml: backbone.trainable_blocks > 0 needs the bank"
+                            " (bank.views > 0 or bank.plain_view)")
+    return params

@@ -1,0 +1,292 @@
+"""The sections of params.yaml as frozen dataclasses, each read and checked from its mapping
+(checks.Section) by its `read`. What each key means is said once, in params.yaml's comments."""
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from covidxray.checks import REQUIRED, is_number
+
+CLASSES = ("normal", "bacterial", "viral", "covid", "pneumonia_other")  # the last: NIH, untyped
+SOURCES = ("kermany", "covid-chestxray", "nih", "hannover")  # the manifest's `source` values
+MIN_SIZE = 32  # image_size: pixels a side that VGG16's five 2x2 poolings need
+VGG16_BLOCKS = 5
+POOLINGS = ("flatten", "average", "average_max")
+CLASS_WEIGHTS = ("none", "balanced", "balanced_by_source")
+FILL_MODES = ("constant", "nearest", "reflect", "wrap")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
+BANK_DTYPES = ("float32", "float16")  # bank.dtype: float16 halves the features' disk and memory
+DISTRIBUTIONS = ("auto", "none", "data_parallel")
+LAYOUT_KEYS = {"covid": ("modality", "views", "findings"), "kaggle": ("splits",),
+               "nih": ("findings", "ages", "views"), "hannover": ("views",)}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    crop: float = 0.0
+    clahe: float = 0.0
+
+    @classmethod
+    def read(cls, s):
+        return cls(crop=s.number("crop", lambda v: 0 <= v < 0.5, "in [0, 0.5)", default=0.0),
+                   clahe=s.number("clahe", lambda v: 0 <= v < 1, "in [0, 1)", default=0.0))
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which rows of an upstream layout are candidates (merge's sources, external sets)."""
+    views: tuple = ()
+    findings: dict = field(default_factory=dict)  # upstream label -> class
+    ages: tuple = None  # (low, high) years, inclusive
+    modality: str = None
+    splits: tuple = ()  # the Kaggle layout's split folders
+    per_class: dict = field(default_factory=dict)  # merge: images sampled per class
+
+    @classmethod
+    def read(cls, s, keys, per_class=False):
+        read = {"views": lambda: s.names("views"), "splits": lambda: s.names("splits"),
+                "findings": lambda: s.labels("findings", CLASSES),
+                "ages": lambda: s.span("ages"), "modality": lambda: s.text("modality")}
+        return cls(**{key: read[key]() for key in keys},
+                   per_class=s.counts("per_class", CLASSES) if per_class else {})
+
+
+def covid_filter(s):
+    """merge.covid: metadata.csv rows of one finding, which become the covid class."""
+    return replace(Filter.read(s, ("modality", "views")), findings={s.text("finding"): "covid"})
+
+
+@dataclass(frozen=True)
+class Merge:
+    kermany_splits: tuple
+    covid: Filter
+    per_class: dict
+    nih: Filter = None  # None: the source is left out
+    hannover: Filter = None
+
+    @classmethod
+    def read(cls, s):
+        return cls(kermany_splits=s.names("kermany_splits"), covid=s.read("covid", covid_filter),
+                   per_class=s.counts("per_class", CLASSES),
+                   nih=s.read("nih", Filter.read, LAYOUT_KEYS["nih"], True, default=None),
+                   hannover=s.read("hannover", Filter.read, ("views",), True, default=None))
+
+
+@dataclass(frozen=True)
+class Split:
+    test_per_class: int
+    val_fraction: float
+    separately: tuple = ()
+
+    @classmethod
+    def read(cls, s):
+        return cls(test_per_class=s.whole("test_per_class", 1),
+                   val_fraction=s.number("val_fraction", lambda v: 0 < v <= 0.5, "in (0, 0.5]"),
+                   separately=s.names("separately", SOURCES) if s.raw("separately", [])
+                   else ())
+
+
+@dataclass(frozen=True)
+class Augment:
+    rotation_degrees: float
+    shift: float
+    shear_degrees: float
+    zoom: float
+    channel_shift: float
+    horizontal_flip: bool
+    vertical_flip: bool
+    fill_mode: str
+
+    @classmethod
+    def read(cls, s):
+        def share(name):
+            return s.number(name, lambda v: 0 <= v < 1, "in [0, 1)")
+
+        return cls(rotation_degrees=s.number("rotation_degrees", lambda v: 0 <= v <= 180,
+                                             "in [0, 180]"),
+                   shift=share("shift"), zoom=share("zoom"),
+                   shear_degrees=s.number("shear_degrees", lambda v: 0 <= v < 90, "in [0, 90)"),
+                   channel_shift=s.number("channel_shift", lambda v: 0 <= v <= 255,
+                                          "in [0, 255]"),
+                   horizontal_flip=s.flag("horizontal_flip"),
+                   vertical_flip=s.flag("vertical_flip"),
+                   fill_mode=s.choice("fill_mode", FILL_MODES))
+
+
+@dataclass(frozen=True)
+class Head:
+    pooling: str
+    normalize: bool
+    variance_floor: float
+    units: int
+    dropout: float
+    l2: float
+    class_weight: str
+    restore_best: bool
+
+    @classmethod
+    def read(cls, s, base=None):
+        """The `head` section, or a task's `head` keys over `base`, the checked `head`."""
+        given = {key: REQUIRED if base is None else getattr(base, key)
+                 for key in cls.__dataclass_fields__}
+        at_least_0 = (lambda v: v >= 0, ">= 0")
+        return cls(pooling=s.choice("pooling", POOLINGS, default=given["pooling"]),
+                   normalize=s.flag("normalize", default=given["normalize"]),
+                   variance_floor=s.number("variance_floor", *at_least_0,
+                                           default=given["variance_floor"]),
+                   units=s.whole("units", 0, default=given["units"]),
+                   dropout=s.number("dropout", lambda v: 0 <= v < 1, "in [0, 1)",
+                                    default=given["dropout"]),
+                   l2=s.number("l2", *at_least_0, default=given["l2"]),
+                   class_weight=s.choice("class_weight", CLASS_WEIGHTS,
+                                         default=given["class_weight"]),
+                   restore_best=s.flag("restore_best", default=given["restore_best"]))
+
+    def layers(self):
+        """build_head's arguments."""
+        return {"pooling": self.pooling, "normalize": self.normalize, "units": self.units,
+                "dropout": self.dropout, "l2": self.l2}
+
+
+@dataclass(frozen=True)
+class Backbone:
+    weights: str  # imagenet, hed, none or a file path
+    precision: str
+    feature_block: int = VGG16_BLOCKS
+    trainable_blocks: int = 0
+    fine_tune_lr: float = None  # set when trainable_blocks > 0
+    fine_tune_epochs: int = None
+
+    @classmethod
+    def read(cls, s):
+        top = s.raw("feature_block", VGG16_BLOCKS)
+        if top not in range(1, VGG16_BLOCKS + 1) or isinstance(top, bool):
+            s.fail("feature_block", f"1 to {VGG16_BLOCKS}", top)
+        blocks = s.raw("trainable_blocks", 0)
+        if blocks not in range(top) or isinstance(blocks, bool):
+            s.fail("trainable_blocks", f"0 (frozen) to {top - 1} (below backbone.feature_block)",
+                   blocks)
+        tune = {"fine_tune_lr": s.number("fine_tune_lr", default=None if not blocks else REQUIRED),
+                "fine_tune_epochs": s.whole("fine_tune_epochs", 1,
+                                            default=None if not blocks else REQUIRED)}
+        return cls(weights=s.text("weights"), precision=s.choice("precision", PRECISIONS),
+                   feature_block=top, trainable_blocks=blocks, **tune)
+
+
+@dataclass(frozen=True)
+class Bank:
+    views: int
+    plain_view: bool
+    batch_size: object  # images per forward pass, or "auto": measured on this machine
+    dtype: str = "float32"
+
+    @classmethod
+    def read(cls, s):
+        return cls(views=s.whole("views", 0), plain_view=s.flag("plain_view"),
+                   batch_size="auto" if s.raw("batch_size") == "auto" else s.whole("batch_size", 1),
+                   dtype=s.choice("dtype", BANK_DTYPES, default="float32"))
+
+    @property
+    def stored(self):
+        """Whether the features stage stores a bank, which the head then trains on."""
+        return bool(self.views or self.plain_view)
+
+
+@dataclass(frozen=True)
+class ExternalSet:
+    name: str
+    layout: str
+    path: Path
+    filter: Filter
+
+    @classmethod
+    def read(cls, s, name):
+        layout = s.choice("layout", tuple(LAYOUT_KEYS))
+        return cls(name=name, layout=layout, path=Path(s.text("path")),
+                   filter=Filter.read(s, LAYOUT_KEYS[layout]))
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    classes: tuple
+    sources: tuple
+    epochs: int
+    lr: float
+    batch_size: int
+    head: Head
+
+    @classmethod
+    def read(cls, s, name, head):
+        classes = s.names("classes", CLASSES)
+        if len(set(classes)) < 2:
+            s.fail("classes", f"at least two of {', '.join(CLASSES)}", list(classes))
+        return cls(name=name, classes=classes, sources=s.names("sources", SOURCES),
+                   epochs=s.whole("epochs", 1), lr=s.number("lr"),
+                   batch_size=s.whole("batch_size", 1),
+                   head=s.read("head", Head.read, head, default=None) or head)
+
+
+@dataclass(frozen=True)
+class Controls:
+    task: str
+    margin: float  # the lung field: the image less this share of each side
+    children: str = None  # an external set of children
+    folds: int = 5
+
+    @classmethod
+    def read(cls, s):
+        return cls(task=s.text("task"),
+                   margin=s.number("margin", lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
+                   children=s.text("children", default=None), folds=s.whole("folds", 2))
+
+
+@dataclass(frozen=True)
+class Targets:
+    recall: float
+    false_alarm: float
+    within_source_auc: float
+
+
+@dataclass(frozen=True)
+class Holdout:
+    task: str
+    sources: tuple
+    splits: int
+    fractions: tuple  # sorted, holding 1
+    within_source: str
+    targets: Targets
+
+    @classmethod
+    def read(cls, s):
+        fractions = s.raw("fractions")
+        if not isinstance(fractions, list) or 1 not in fractions:
+            s.fail("fractions", "a list holding 1 (the whole leave-one-out run)", fractions)
+        for f in fractions:
+            if not is_share(f) or f == 0:
+                s.fail("fractions", "a list of numbers in (0, 1]", fractions)
+        return cls(task=s.text("task"), sources=s.names("sources", SOURCES),
+                   splits=s.whole("splits", 1), fractions=tuple(sorted(map(float, fractions))),
+                   within_source=s.text("within_source", default=None),
+                   targets=s.read("targets", targets))
+
+
+def is_share(value):
+    return is_number(value) and 0 <= value <= 1
+
+
+def targets(s):
+    def share(name):
+        return s.number(name, lambda v: 0 <= v <= 1, "in [0, 1]")
+
+    return Targets(recall=share("recall"), false_alarm=share("false_alarm"),
+                   within_source_auc=share("within_source_auc"))
+
+
+@dataclass(frozen=True)
+class Confound:
+    other_source: str = None  # an external set with no COVID-19 and no Kermany images
+    folds: int = 5
+
+    @classmethod
+    def read(cls, s):
+        return cls(other_source=s.text("other_source", default=None), folds=s.whole("folds", 2))
