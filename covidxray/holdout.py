@@ -206,7 +206,8 @@ def curve_points(runs):
     training COVID-19 images, test recall and false alarms."""
     grouped = {}
     for (trained_on, fraction), results in runs.items():
-        grouped.setdefault((EVERY if trained_on == EVERY else WITHOUT, fraction), []).extend(results)
+        side = EVERY if trained_on == EVERY else WITHOUT
+        grouped.setdefault((side, fraction), []).extend(results)
     return [{"trained_on": trained_on, "fraction": fraction,
              "train_covid": float(np.mean([r["train_covid"] for r in results])),
              **{key: float(np.mean([r["test"][key] for r in results

@@ -94,8 +94,9 @@ def decode_all(paths, size, preprocess=NONE, workers=1):
     done = 0
     try:
         chunk = max(1, min(32, len(paths) // (4 * workers)))
-        for done, pixels in enumerate(pool.map(decode, paths, chunksize=chunk), start=1):
+        for pixels in pool.map(decode, paths, chunksize=chunk):
             yield pixels
+            done += 1
     except BrokenProcessPool as err:  # a worker was killed (say for memory): no file to name
         raise PipelineError(f"a process decoding images died ({err}) at or after"
                             f" {paths[done]}") from err

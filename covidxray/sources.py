@@ -58,7 +58,8 @@ def kermany_candidates(root, splits, skipped, key="merge.kermany_splits"):
                 if path.is_dir():
                     skipped.append({"path": str(path), "reason": "a folder, not an image"})
                 elif label is None:
-                    skipped.append({"path": str(path), "reason": "file name gives no class/patient"})
+                    skipped.append({"path": str(path),
+                                    "reason": "file name gives no class/patient"})
                 else:  # a broken link too: the decoder says why it cannot be read
                     rows.append({"path": str(path), "class": label[0],  # ages 1 to 5
                                  "patient": f"kermany:{label[1]}", "source": "kermany",
@@ -149,7 +150,8 @@ def nih_label(labels, findings):
     if unknown:
         return None, f"unknown label(s) {', '.join(unknown)}"
     if len(classes) > 1:
-        return None, f"labels {'|'.join(labels)} map to several classes ({', '.join(sorted(classes))})"
+        return None, (f"labels {'|'.join(labels)} map to several classes"
+                      f" ({', '.join(sorted(classes))})")
     return (classes.pop() if classes else None), None
 
 
@@ -176,7 +178,8 @@ def nih_candidates(root, findings, ages, views, skipped):
             continue  # another finding, view or age: not a candidate, by the params
         elif name not in images:
             skipped.append({"path": str(Path(root) / "images" / name),
-                            "reason": f"listed in {table.name} line {record['line']}, file missing"})
+                            "reason": f"listed in {table.name} line {record['line']},"
+                                      " file missing"})
         else:
             rows.append({"path": str(images[name]), "class": cls, "source": "nih",
                          "patient": f"nih:{record['Patient ID']}", "age_group": age_group(age)})
@@ -221,7 +224,8 @@ def candidates(layout, root, spec, skipped, where):
 
 
 def describe(rows, skipped):
-    """Decode every candidate once: drop unreadable files and byte-identical copies, with reasons."""
+    """Decode every candidate once: drop unreadable files and byte-identical copies, with
+    reasons."""
     kept, duplicates, seen = [], [], {}
     for row in rows:
         try:

@@ -74,18 +74,19 @@ def fit(model, inputs, task, restore_best=False, callbacks=(), verbose=None):
     return best[0].best_epoch + 1 if best else task.epochs
 
 
-def through(model, arrays, batch_size):
+def model_outputs(model, arrays, batch_size):
+    """A model's outputs on arrays (or batches of them), in float32, on this process's copy."""
     with undistributed(model) as local:
         return np.asarray(local.predict(arrays, batch_size=batch_size, verbose=0), np.float32)
 
 
-def carried(top, features, batch_size, shard_size, folder):
+def top_block_features(top, features, batch_size, shard_size, folder):
     """The bank and plain features carried through the (not yet trained) top blocks, written
     to folder as sharded arrays and read back lazily (read_features)."""
     named = {"plain": features["plain"],
              **{view_name(i): view for i, view in enumerate(features["bank"])}}
     for name, array in named.items():
-        outputs = (through(top, array[rows], batch_size)
+        outputs = (model_outputs(top, array[rows], batch_size)
                    for rows in batch_slices(len(array), batch_size))
         write_shards(folder / name, outputs, top.output_shape[1:], "float32", shard_size)
     return read_features(folder)
@@ -107,7 +108,7 @@ def fit_on_bank(head, features, train, val, recipe, top=None, callbacks=(), verb
     batches = {"in_memory": recipe.shard_size, "plain_view": plain_view,
                "weighting": hp.class_weight}
     with tempfile.TemporaryDirectory(prefix="carried-") as folder:
-        head_features = (carried(top, features, batch, recipe.shard_size, Path(folder))
+        head_features = (top_block_features(top, features, batch, recipe.shard_size, Path(folder))
                          if top is not None else features)
         adapt_head(head, training_views(head_features, plain_view), hp.variance_floor,
                    train["image"].to_numpy())

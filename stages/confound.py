@@ -14,7 +14,7 @@ telling the two sources apart. Two measurements:
    non-COVID images. A model that sees pneumonia calls few of either; one that sees the source
    calls most of the other source's.
 
-Writes metrics/confound.json: the numbers, and the findings in plain words under `summary`.
+Writes metrics/detail/confound.json: the numbers, and the findings in plain words under `summary`.
 """
 
 import numpy as np
@@ -25,7 +25,7 @@ from covidxray.cli import PipelineError, cli
 from covidxray.controls import linear_probe
 from covidxray.files import write_json
 from covidxray.params import load_params
-from covidxray.paths import EXTERNAL_METRICS, MANIFEST, METRICS
+from covidxray.paths import DETAIL, EXTERNAL_METRICS, MANIFEST, METRICS
 from covidxray.shards import read_features
 from covidxray.training import seed_everything
 
@@ -111,7 +111,7 @@ def main():
     else:
         result["summary"] = ["No confound.other_source set is given: only the probe on the"
                              " manifest, where the source is the COVID-19 label, was run."]
-    write_json(METRICS / "confound.json", result)
+    write_json(DETAIL / "confound.json", result)
     for line in result["summary"]:
         print(f"confound: {line}")
 

@@ -13,7 +13,7 @@ Then:
 - Grad-CAM: the share of the task's trained model's heatmap inside the lung field, per class,
   source and age group of the test images.
 
-Writes metrics/controls.json, with the findings in plain words under `summary`.
+Writes metrics/detail/controls.json, with the findings in plain words under `summary`.
 """
 
 import numpy as np
@@ -26,7 +26,7 @@ from covidxray.files import write_json
 from covidxray.gradcam import gradcam
 from covidxray.model import load_classifier, probabilities
 from covidxray.params import load_params
-from covidxray.paths import EXTERNAL, MANIFEST, METRICS, MODELS
+from covidxray.paths import DETAIL, EXTERNAL, MANIFEST, MODELS
 from covidxray.provenance import read_arrays, trained_record
 from covidxray.shards import prepared_images, read_features
 from covidxray.splitting import read_split
@@ -118,7 +118,7 @@ def main():
                                      params.seed) if children is not None else None,
               "gradcam_lung_share": lung_shares(task, test, margin)}
     result["summary"] = summary(result)
-    write_json(METRICS / "controls.json", result)
+    write_json(DETAIL / "controls.json", result)
     for line in result["summary"]:
         print(f"controls: {line}")
 

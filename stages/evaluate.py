@@ -1,10 +1,11 @@
 """evaluate <task>: score the trained model on the test split, validation and external sets.
 
-Writes metrics/<task>.json and metrics/predictions/<task>.csv (one row per test image), and for
-each external set (data/external, from the external stage) metrics/external/<set>/<task>.json, with
-the test metrics' keys plus the task's classes the set lacks, and <task>.csv, one row per image of the
-set, including images of classes outside the task (scored on the task's classes, not counted
-in the metrics).
+Writes metrics/detail/<task>.json (test and validation scores, per class and per source) and
+metrics/predictions/<task>.csv (one row per test image); for each external set (data/external)
+metrics/detail/external/<set>/<task>.json, with the test metrics' keys plus the task's classes
+the set lacks, and <task>.csv, one row per image of the set, including images of classes
+outside the task (scored on the task's classes, not counted in the metrics). Then
+metrics/<task>.json, the headline `dvc metrics show` prints (covidxray/headline.py).
 """
 
 import numpy as np
@@ -13,8 +14,9 @@ import pandas as pd
 from covidxray.cli import cli, task_argument
 from covidxray.inputs import RowBatches
 from covidxray.files import write_json, write_table
+from covidxray.headline import task_headline, task_verdict
 from covidxray.params import load_params
-from covidxray.paths import EXTERNAL, EXTERNAL_METRICS, METRICS, MODELS
+from covidxray.paths import DETAIL, EXTERNAL, EXTERNAL_METRICS, METRICS, MODELS
 from covidxray.provenance import read_arrays, trained_record
 from covidxray.splitting import read_split
 from covidxray.model import load_classifier, probabilities
@@ -38,9 +40,11 @@ def external_scores(model, name, classes, batch):
 
 
 def evaluate_external(model, sets, task, classes, batch):
-    """metrics/external/<set>/<task>.{json,csv} for every set; a dropped set's files go."""
+    """metrics/detail/external/<set>/<task>.{json,csv} for every set (a dropped set's files go);
+    their metrics."""
     for stale in EXTERNAL_METRICS.glob(f"*/{task}.*"):
         stale.unlink()
+    found = []
     for name in sets:
         metrics, table = external_scores(model, name, classes, batch)
         write_json(EXTERNAL_METRICS / name / f"{task}.json", metrics)
@@ -51,6 +55,8 @@ def evaluate_external(model, sets, task, classes, batch):
         alarm = "" if alarm is None else f"; adults without COVID-19 called COVID-19: {alarm:.0%}"
         print(f"evaluate {task}: external {name}: {metrics['n']} images of the task's classes"
               f"{accuracy}; classes absent: {absent}{alarm}")
+        found.append(metrics)
+    return found
 
 
 def main(task):
@@ -74,14 +80,15 @@ def main(task):
                  "by_source": by_source(test, test_probs, classes)},
         "val": val_scores(val["label"].to_numpy(), val_probs, classes),
     }
-    write_json(METRICS / f"{task}.json", metrics)
+    write_json(DETAIL / f"{task}.json", metrics)
     write_table(predictions_table(test, test_probs, classes),
                 METRICS / "predictions" / f"{task}.csv")
-    evaluate_external(model, params.external, task, classes, batch)
-    low, high = metrics["test"]["accuracy_ci95"]
-    print(f"evaluate {task}: test accuracy {metrics['test']['accuracy']:.3f}"
-          f" (95% CI {low:.2f}-{high:.2f}, n={metrics['test']['n']}),"
-          f" val accuracy {metrics['val']['accuracy']:.3f}")
+    headline = task_headline(metrics, evaluate_external(model, params.external, task, classes,
+                                                        batch))
+    write_json(METRICS / f"{task}.json", headline)
+    print(f"evaluate {task}: test accuracy {headline['accuracy']:.3f} (95% CI"
+          f" {headline['ci95_low']:.2f}-{headline['ci95_high']:.2f}, n={metrics['test']['n']}),"
+          f" val accuracy {metrics['val']['accuracy']:.3f}; {task_verdict(headline)}")
 
 
 if __name__ == "__main__":

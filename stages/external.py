@@ -12,8 +12,9 @@ Each set is a folder in one of the four upstream layouts:
 An image the manifest already holds (same bytes) or of a patient in the manifest is left out, with
 the reason, so a set scores images and patients the model never saw.
 
-Writes data/external/<set>.csv (path, class, patient, source, age_group) and <set>.npz (`images`, uint8,
-in that order), and metrics/data_external.json: per set, images per class and every file left out.
+Writes data/external/<set>.csv (path, class, patient, source, age_group) and <set>.npz
+(`images`, uint8, in that order), and metrics/detail/data_external.json: per set, images per
+class and every file left out.
 """
 
 import shutil
@@ -24,7 +25,7 @@ from covidxray.cli import cli
 from covidxray.files import write_json, write_table
 from covidxray.images import cores, load_images
 from covidxray.params import load_params
-from covidxray.paths import EXTERNAL, MANIFEST, METRICS
+from covidxray.paths import DETAIL, EXTERNAL, MANIFEST
 from covidxray.provenance import write_arrays
 from covidxray.sources import candidates, describe
 
@@ -41,7 +42,8 @@ def unseen(images, manifest, skipped):
             skipped.append({"path": row.path, "reason": "same bytes as manifest image"
                                                        f" {known_bytes[row.sha256]}"})
         elif row.patient in known_patients:
-            skipped.append({"path": row.path, "reason": f"patient {row.patient} is in the manifest"})
+            skipped.append({"path": row.path,
+                            "reason": f"patient {row.patient} is in the manifest"})
         else:
             keep.append(row.Index)
     return images.loc[keep, COLUMNS]
@@ -73,8 +75,8 @@ def main():
         report[name] = {"n": len(rows), "classes": rows["class"].value_counts().to_dict(),
                         "n_skipped": len(skipped), "skipped": skipped}
         print(f"external: {name}: {len(rows)} images {report[name]['classes']},"
-              f" {len(skipped)} left out (see metrics/data_external.json)")
-    write_json(METRICS / "data_external.json", report)
+              f" {len(skipped)} left out (see metrics/detail/data_external.json)")
+    write_json(DETAIL / "data_external.json", report)
 
 
 if __name__ == "__main__":

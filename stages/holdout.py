@@ -8,8 +8,9 @@ COVID-19, and, for the source of `holdout.within_source`'s images, the AUC betwe
 images and its own adults without COVID-19. The learning curve trains again on
 `holdout.fractions` of the training COVID-19 patients, without the source and with every source.
 
-Writes metrics/holdout.json: per left-out source and for every source together, the spread over
-the splits of each score with its interval; the verdict against `holdout.targets`; the curve.
+Writes metrics/detail/holdout.json: per left-out source and for every source together, the
+spread over the splits of each score with its interval; the verdict against `holdout.targets`;
+the curve. And metrics/holdout.json, the verdict's means (covidxray/headline.py).
 """
 
 import dataclasses
@@ -22,11 +23,12 @@ from covidxray.bank import external_features, external_rows
 from covidxray.cli import PipelineError, cli
 from covidxray.distribution import chief, distributed
 from covidxray.files import write_json
+from covidxray.headline import holdout_headline
 from covidxray.holdout import (EVERY, covid_share, curve_points, holdout_rows, run_scores,
                                summary, verdict, verdict_lines, within_source_rows)
 from covidxray.model import head_probabilities
 from covidxray.params import load_params
-from covidxray.paths import MANIFEST, METRICS
+from covidxray.paths import DETAIL, MANIFEST, METRICS
 from covidxray.shards import read_features
 from covidxray.splitting import draw_split
 from covidxray.training import bank_probabilities, head_on_bank
@@ -67,8 +69,8 @@ def run_split(bank, parts, spec, recipe, seed, top, within):
                 features, negative_rows = within[left_out]
                 negatives = (head_probabilities(model, features, batch), negative_rows)
             results[(left_out or EVERY, fraction)] = run_scores(
-                lambda r: bank_probabilities(model, bank["plain"], r, recipe), rows, classes,
-                negatives)
+                lambda r, model=model: bank_probabilities(model, bank["plain"], r, recipe), rows,
+                classes, negatives)
     return results
 
 
@@ -112,7 +114,8 @@ def main():
     if not chief():  # several processes trained together; process 0 writes
         return
     result = report(spec, seeds, runs)
-    write_json(METRICS / "holdout.json", result)
+    write_json(DETAIL / "holdout.json", result)
+    write_json(METRICS / "holdout.json", holdout_headline(result["verdict"]))
     for line in result["summary"]:
         print(f"holdout: {line}")
     print(f"holdout: {len(runs) * spec.splits} models in {time.perf_counter() - started:.0f} s")

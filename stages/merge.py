@@ -6,7 +6,7 @@ sampled after them, each by its own counts, and their rows come last in that ord
 tutorial's rows, NIH's, their order and everything made from them stay the same.
 
 Writes data/merged/manifest.csv (path, class, patient, source, age_group, sha256, width, height)
-and metrics/data.json (counts per class and every file that was left out, with the reason).
+and metrics/detail/data.json (counts per class and every file that was left out, with the reason).
 """
 
 import numpy as np
@@ -15,7 +15,7 @@ import pandas as pd
 from covidxray.cli import cli
 from covidxray.files import write_json, write_table
 from covidxray.params import load_params
-from covidxray.paths import MANIFEST, METRICS, RAW
+from covidxray.paths import DETAIL, MANIFEST, RAW
 from covidxray.sources import candidates, describe, kermany_candidates
 
 KERMANY = RAW / "chest-xray-pneumonia" / "chest_xray"
@@ -70,7 +70,7 @@ def main():
     manifest, counts, separate_counts = sample_all(images, merge, rng)
 
     write_table(manifest, MANIFEST)
-    write_json(METRICS / "data.json", {
+    write_json(DETAIL / "data.json", {
         "classes": counts,
         **separate_counts,
         "sources": manifest.groupby(["source", "class"]).size().unstack(fill_value=0)
@@ -87,7 +87,7 @@ def main():
             print(f"merge: {source:13s} {cls:15s} {count['selected']:4d} of {count['available']}"
                   " available")
     print(f"merge: {len(skipped)} file(s) skipped, {len(duplicates)} duplicate(s) dropped,"
-          " see metrics/data.json")
+          " see metrics/detail/data.json")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 from covidxray.cli import cli  # noqa: E402
 from covidxray.files import read_json, replacing  # noqa: E402
 from covidxray.params import load_params  # noqa: E402
-from covidxray.paths import METRICS, MODELS, PLOTS, TASK_PLOTS  # noqa: E402
+from covidxray.paths import DETAIL, METRICS, MODELS, PLOTS, TASK_PLOTS  # noqa: E402
 from covidxray.provenance import trained_record  # noqa: E402
 from covidxray.splitting import read_split  # noqa: E402
 from covidxray.gradcam import gradcam, overlay  # noqa: E402
@@ -35,6 +35,8 @@ def history(task, ax_acc, ax_loss):
             curve = pd.read_csv(logs / part / f"{metric}.tsv", sep="\t")
             ax.plot(curve["step"] + 1, curve[metric], marker=".", label=label)
         ax.set(title=f"{task}: {metric}", xlabel="epoch", ylabel=metric)
+        if metric == "loss":  # a first epoch's loss can be thousands of times the last's
+            ax.set_yscale("log")
         ax.legend()
 
 
@@ -70,7 +72,8 @@ def gallery(predictions, images, path):
     for ax, image, row in zip(axes.flat, images, predictions.itertuples()):
         ax.imshow(image)
         wrong = row.predicted != row.actual
-        ax.set_title(f"{row.predicted} {getattr(row, f'p_{row.predicted}'):.2f}\n(true {row.actual})",
+        p = getattr(row, f"p_{row.predicted}")
+        ax.set_title(f"{row.predicted} {p:.2f}\n(true {row.actual})",
                      fontsize=7, color="red" if wrong else "black")
     save(fig, path)
 
@@ -113,13 +116,14 @@ def holdout_curve(path):
     """Recall on the scored source and false alarms on adults without COVID-19, against the
     training COVID-19 images: without the scored source (a hospital it never saw) and with
     every source (unseen patients of hospitals it saw)."""
-    holdout = read_json(METRICS / "holdout.json")
+    holdout = read_json(DETAIL / "holdout.json")
     curve, targets = pd.DataFrame(holdout["curve"]), holdout["targets"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
     for ax, key, title in ((axes[0], "recall", "COVID-19 recall on the scored source"),
                            (axes[1], "false_alarm", "adults without COVID-19 called COVID-19")):
         for trained_on, points in curve.groupby("trained_on"):
-            ax.plot(points["train_covid"], points[key], marker="o", label=f"trained on {trained_on}")
+            ax.plot(points["train_covid"], points[key], marker="o",
+                    label=f"trained on {trained_on}")
         ax.axhline(targets[key], linestyle=":", color="grey", label="target")
         ax.set(title=title, xlabel="training COVID-19 images (mean over splits)", ylabel="share",
                ylim=(0, 1))

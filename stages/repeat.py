@@ -8,8 +8,8 @@ test images. Beside each head it fits the reference model, a logistic regression
 features and split (covidxray/scoring.py), which a head has to beat. The bank holds the views of
 every image, so a new split costs no VGG16 pass. With bank.views = 0 it records a skip.
 
-Writes metrics/repeat.json: per task, for the head and the reference, the mean, sd, min and max
-of each validation and test metric over the splits, per class too.
+Writes metrics/detail/repeat.json: per task, for the head and the reference, the mean, sd, min
+and max of each validation and test metric over the splits, per class too.
 """
 
 import time
@@ -23,12 +23,12 @@ from covidxray.cli import cli
 from covidxray.distribution import chief, distributed
 from covidxray.files import write_json
 from covidxray.params import load_params
-from covidxray.paths import MANIFEST, METRICS
+from covidxray.paths import DETAIL, MANIFEST
 from covidxray.scoring import (by_source, pooled, reference_model, scores, spread, summary,
                                val_scores)
 from covidxray.shards import read_features
 from covidxray.splitting import draw_split, task_rows
-from covidxray.training import bank_probabilities, head_on_bank, through
+from covidxray.training import bank_probabilities, head_on_bank, model_outputs
 
 
 def split_scores(predict, parts, task, seed):
@@ -67,7 +67,7 @@ def skip(params):
     # a valid config, so the pipeline goes on; the skip is recorded where results would be
     reason = ("skipped: repeat needs the bank (bank.views > 0 or bank.plain_view); per-epoch"
               " augmentation would run VGG16 for every split and epoch")
-    write_json(METRICS / "repeat.json", {task: {"skipped": reason} for task in params.tasks})
+    write_json(DETAIL / "repeat.json", {task: {"skipped": reason} for task in params.tasks})
     print(f"repeat: {reason}")
 
 
@@ -78,7 +78,7 @@ def top_and_pooled(params, bank):
     top = trainable_top(params.backbone, params.image_size)
     plain, batch = bank["plain"], params.shard_size
     chunks = (plain[rows].astype(np.float32) for rows in batch_slices(len(plain), batch))
-    return top, np.concatenate([pooled(chunk if top is None else through(top, chunk, batch))
+    return top, np.concatenate([pooled(chunk if top is None else model_outputs(top, chunk, batch))
                                 for chunk in chunks])
 
 
@@ -111,12 +111,12 @@ def main():
     manifest, bank = pd.read_csv(MANIFEST), read_features()
     seeds = [params.seed + i for i in range(splits)]
     started = time.perf_counter()
-    with distributed(params.distribution) as where:  # the models are made inside, as the strategy needs
+    with distributed(params.distribution) as where:  # models are made inside, as it needs
         print(f"repeat: {splits} splits, training on {where}")
         runs = run_splits(params, recipes, manifest, bank, seeds)
     if not chief():  # several processes trained together; process 0 writes
         return
-    write_json(METRICS / "repeat.json", {
+    write_json(DETAIL / "repeat.json", {
         task: {"splits": splits, "seeds": seeds,
                **{model: summary(results) for model, results in r.items()}}
         for task, r in runs.items()})

@@ -3,9 +3,11 @@
 The head trains on the bank of the features stage: each epoch shows it one stored view of every
 training image, cycling through `bank.views` augmented views and, with `bank.plain_view`, the
 unaugmented one. With neither, every epoch augments the decoded images afresh and runs them
-through VGG16 (the tutorial's way, many times slower on a CPU). Writes models/<task>.keras (the whole classifier, raw RGB in),
-models/<task>.json (preprocessing, backbone, head, epochs kept, device) and the training history
-through DVCLive under metrics/train/<task>/.
+through VGG16 (the tutorial's way, many times slower on a CPU).
+
+Writes models/<task>.keras (the whole classifier, raw RGB in), models/<task>.json (preprocessing,
+backbone, head, epochs kept, device) and the training history through DVCLive under
+metrics/train/<task>/.
 """
 
 import contextlib
@@ -27,14 +29,14 @@ from covidxray.paths import METRICS, MODELS
 from covidxray.provenance import manifest_digest, split_digest
 from covidxray.shards import prepared_images, read_features
 from covidxray.splitting import read_split
-from covidxray.training import LiveHistory, fit, fit_on_bank, seed_everything, through
+from covidxray.training import LiveHistory, fit, fit_on_bank, model_outputs, seed_everything
 
 
 def fit_per_epoch(extractor, head, recipe, train, val, callbacks):
     """The tutorial's way: augment every epoch, run the whole trainer (no bank)."""
     task, hp = recipe.task, recipe.head
     if hp.normalize:  # standardise with the plain training images' features, as on the bank
-        adapt_head(head, [through(extractor, prepared_images(train), task.batch_size)],
+        adapt_head(head, [model_outputs(extractor, prepared_images(train), task.batch_size)],
                    hp.variance_floor)
     inputs = image_inputs(train, val, len(task.classes), task.batch_size, recipe.seed,
                           hp.class_weight)
