@@ -1,4 +1,6 @@
-# make setup: virtual environment, DVC and the source data; make test: the test suite;
+# make setup: virtual environment, DVC and the source data; make test: the whole test suite;
+# make test-fast: the unit tests only (not those marked slow: dvc repro, stages run as processes,
+# servers; about a minute); make lint: ruff (settings in pyproject.toml);
 # make bench: the tutorial's recipe against `dvc repro` (about 1.5 h on 2 CPU cores).
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +10,7 @@ RAW_SOURCES := data/raw/covid-chestxray-dataset data/raw/chest-xray-pneumonia \
 # runs a command with the venv's python and kaggle CLI first on PATH, as activating it would
 IN_VENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: setup test repro bench
+.PHONY: setup test test-fast lint repro bench
 
 setup: $(BIN)/.installed
 	[ -d .dvc ] || $(BIN)/dvc init
@@ -24,6 +26,12 @@ $(BIN)/.installed: requirements.txt
 test: $(BIN)/.installed
 	# -n 2: two workers, a test file each at a time; -rs: why a test was skipped; the 15 slowest
 	$(BIN)/python -m pytest -n 2 --dist loadfile -v -rs --durations=15 tests
+
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -rs --durations=5 -m "not slow" tests
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
 
 repro: setup
 	$(IN_VENV) $(BIN)/dvc repro

@@ -97,7 +97,7 @@ def summarise(project, params, stages, noop, baseline, hardware):
     rows, shared = [], [s for s in stages if "@" not in s]
     for task, spec in params["tasks"].items():
         trained = json.loads((project / "models" / f"{task}.json").read_text())
-        tested = json.loads((project / "metrics" / f"{task}.json").read_text())["test"]
+        tested = json.loads((project / "metrics" / "detail" / f"{task}.json").read_text())["test"]
         ours = [stages[f"train@{task}"], stages[f"evaluate@{task}"]]
         row = {"task": task, "epochs": spec["epochs"],
                "project_seconds": sum(s["seconds"] for s in ours),

@@ -57,7 +57,8 @@ def write_image(path, seed=0, mode="L", size=(40, 32)):
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0]), dtype=np.uint8)
     image = Image.fromarray(pixels)
-    image = image.convert(mode) if mode != "I;16" else Image.fromarray(pixels.astype(np.uint16) * 200)
+    image = (image.convert(mode) if mode != "I;16"
+             else Image.fromarray(pixels.astype(np.uint16) * 200))
     image.save(path)
     return path
 
@@ -72,6 +73,69 @@ def write_params(**changes):
             params[section] = values
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return params
+
+
+DELETE = object()  # params_with: take the key out
+
+
+def params_with(folder, changes=None):
+    """The repo's params.yaml written into `folder`, each dotted key of `changes` (as
+    "head.pooling" or "tasks.binary.head") set to its value, or taken out when it is DELETE;
+    its path, for load_params."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in (changes or {}).items():
+        *parents, last = dotted.split(".")
+        section = params
+        for key in parents:
+            section = section.setdefault(key, {})
+        if value is DELETE:
+            del section[last]
+        else:
+            section[last] = value
+    path = Path(folder) / "params.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def external_set(name, spec):
+    """External set `name` of `spec` (a mapping, as under `external` in params.yaml) as
+    load_params reads it: a schema.ExternalSet."""
+    from covidxray.params import load_params
+
+    with tempfile.TemporaryDirectory(prefix="params-") as folder:
+        return load_params(params_with(folder, {f"external.{name}": spec})).external[name]
+
+
+def make_head(**changes):
+    """A head's params: a linear head on flattened features, no normalisation or weighting."""
+    from covidxray.schema import Head
+
+    return Head(**{"pooling": "flatten", "normalize": False, "variance_floor": 0.0, "units": 0,
+                   "dropout": 0.0, "l2": 0.0, "class_weight": "none", "restore_best": False,
+                   **changes})
+
+
+def make_task(classes=("normal", "covid"), sources=("kermany", "covid-chestxray"), epochs=1,
+              lr=1e-3, batch_size=4, name="t", **head_changes):
+    """A task's params (schema.Task), its head per make_head(**head_changes)."""
+    from covidxray.schema import Task
+
+    return Task(name, tuple(classes), tuple(sources), epochs, lr, batch_size,
+                make_head(**head_changes))
+
+
+def make_recipe(task, seed=0, shard_size=1024, plain_view=True, views=0, **backbone):
+    """A recipe (params.Recipe) for training `task` on the bank; backbone keys as
+    trainable_blocks=1, fine_tune_lr=..., fine_tune_epochs=... for fine-tuning."""
+    from covidxray.params import Recipe
+    from covidxray.schema import Augment, Backbone, Bank
+
+    still = Augment(rotation_degrees=0.0, shift=0.0, shear_degrees=0.0, zoom=0.0,
+                    channel_shift=0.0, horizontal_flip=False, vertical_flip=False,
+                    fill_mode="constant")
+    return Recipe(task, Backbone(**{"weights": "none", "precision": "float32", **backbone}),
+                  Bank(views=views, plain_view=plain_view, batch_size=8), still, seed, shard_size)
 
 
 @pytest.fixture

@@ -15,11 +15,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covidxray import common, model
-from covidxray.common import MANIFEST, PipelineError
+from covidxray import model
+from covidxray.backbone import build_backbone, build_extractor
+from covidxray.cli import PipelineError
+from covidxray.files import sha256
+from covidxray.head import build_head
+from covidxray.images import MAX_PIXELS
+from covidxray.paths import DETAIL, MANIFEST, PREPARED_IMAGES
+from covidxray.provenance import trained_record
 from covidxray.shards import Shards
 from stages import external, features, merge, prepare, split, train
-from tests.conftest import (HANNOVER_HEADER, METADATA_HEADER, ROOT, hannover_row,
+from tests.conftest import (HANNOVER_HEADER, METADATA_HEADER, ROOT, external_set, hannover_row,
                             write_awkward_files, write_image, write_params)
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -29,7 +35,7 @@ def check_kept_or_reasoned(made, kept, skipped):
     """Every awkward file is data (kept) or left out with a reason, never both or neither."""
     for kind, (name, is_data) in made.items():
         assert (name in kept) == is_data and (name in skipped) != is_data, kind
-    assert skipped[made["oversized"][0]].startswith(f"too large, over {common.MAX_PIXELS:,} pixels")
+    assert skipped[made["oversized"][0]].startswith(f"too large, over {MAX_PIXELS:,} pixels")
     assert "Too many levels of symbolic links" in skipped[made["looping"][0]]
     assert "No such file" in skipped[made["dangling"][0]]
 
@@ -37,7 +43,7 @@ def check_kept_or_reasoned(made, kept, skipped):
 def check_merge_kept_or_reasoned(made):
     merge.main()
     kept = set(pd.read_csv(MANIFEST)["path"].map(lambda p: Path(p).name))
-    report = json.loads(Path("metrics/data.json").read_text())
+    report = json.loads((DETAIL / "data.json").read_text())
     skipped = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
     check_kept_or_reasoned(made, kept, skipped)
 
@@ -73,7 +79,7 @@ def test_external_keeps_or_reports_every_awkward_file(sources, oversized):
     merge.main()
     spec = {"layout": "covid", "path": str(folder), "modality": "X-ray", "views": ["PA"],
             "findings": {"COVID-19": "covid"}}
-    rows, skipped = external.read_set("other", spec, pd.read_csv(MANIFEST))
+    rows, skipped = external.read_set(external_set("other", spec), pd.read_csv(MANIFEST))
     check_kept_or_reasoned(made, set(rows["path"].map(lambda p: Path(p).name)),
                            {Path(s["path"]).name: s["reason"] for s in skipped})
 
@@ -82,12 +88,12 @@ def test_prepare_decodes_every_awkward_image_and_names_each_file_it_cannot(sourc
     made = write_awkward_files(Path("awkward"), oversized)
     for name, is_data in made.values():
         path = Path("awkward", name)
-        digest = common.sha256(path) if path.is_file() else ""
+        digest = sha256(path) if path.is_file() else ""
         MANIFEST.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"path": [path], "sha256": [digest]}).to_csv(MANIFEST, index=False)
         if is_data:
             prepare.main()
-            assert len(Shards(common.PREPARED_IMAGES, "prepare")) == 1
+            assert len(Shards(PREPARED_IMAGES, "prepare")) == 1
         else:
             with pytest.raises(PipelineError, match=rf"^awkward/{name}: "):
                 prepare.main()
@@ -114,16 +120,19 @@ def test_a_malformed_metadata_row_is_skipped_with_its_line_and_reason(sources, r
         meta.write(rows)
     merge.main()
     skipped = {s["path"].rsplit(":", 1)[1]: s["reason"]
-               for s in json.loads(Path("metrics/data.json").read_text())["skipped"]
+               for s in json.loads((DETAIL / "data.json").read_text())["skipped"]
                if "metadata.csv:" in s["path"]}
     assert skipped == {str(line): reason for line, reason in reasons.items()}
     assert len(pd.read_csv(MANIFEST).query("`class` == 'covid'")) == 4  # the good rows stay
 
 
+@pytest.mark.slow
 def test_outputs_of_another_manifest_are_refused_with_the_stage_to_rerun(sources):
-    """The issue's case: new pixels, same row count; merge, prepare and split rerun, not features."""
+    """The issue's case: new pixels, same row count; merge, prepare and split rerun, not
+    features."""
     tiny = {"image_size": 32, "backbone": {"weights": "none"},
-            "tasks": {"binary": {"classes": ["normal", "covid"], "sources": ["kermany", "covid-chestxray"],
+            "tasks": {"binary": {"classes": ["normal", "covid"],
+                                 "sources": ["kermany", "covid-chestxray"],
                                  "epochs": 1, "lr": 1e-3,
                                  "batch_size": 4}},
             "split": {"test_per_class": 1, "val_fraction": 0.5}}
@@ -133,8 +142,9 @@ def test_outputs_of_another_manifest_are_refused_with_the_stage_to_rerun(sources
     write_image(sources["covid"] / "images" / "covid-0.png", 998, mode="RGB")
     for stage in (merge, prepare, split):
         stage.main()
-    with pytest.raises(PipelineError, match=r"data/features/plain was made from another data/merged/"
-                                            r"manifest.csv .*; run `dvc repro features`"):
+    with pytest.raises(PipelineError,
+                       match=r"data/features/plain was made from another data/merged/"
+                             r"manifest.csv .*; run `dvc repro features`"):
         train.main("binary")
     features.main()
     train.main("binary")
@@ -142,14 +152,15 @@ def test_outputs_of_another_manifest_are_refused_with_the_stage_to_rerun(sources
     split.main()
     with pytest.raises(PipelineError, match=r"binary.keras was trained on another split .*"
                                             r"`dvc repro train@binary`"):
-        common.trained_record("binary")
+        trained_record("binary")
 
 
 # A stand-in for a stage: it writes its output through `replacing` and takes a minute about it.
 SLOW_STAGE = """
 import os, time
 from pathlib import Path
-from covidxray.common import cli, replacing
+from covidxray.cli import cli
+from covidxray.files import replacing
 
 def main():
     Path("pid").write_text(str(os.getpid()))
@@ -199,6 +210,7 @@ def test_an_interrupted_stage_says_so_in_one_line_and_leaves_no_half_output(tmp_
     assert not half_written(tmp_path) and not (tmp_path / "out.txt").exists()
 
 
+@pytest.mark.slow
 def test_a_stage_stops_when_dvc_dies_and_leaves_no_half_output(tmp_path):
     """The issue's case: SIGKILL dvc; its stage used to run on and write its output later.
     The redirect keeps bash between dvc and the stage, the harder of the two process trees."""
@@ -225,9 +237,8 @@ def test_two_saves_of_a_model_are_byte_identical(tmp_path):
     def build():  # as a fresh process does: same seed, same automatic layer names
         keras.backend.clear_session()
         keras.utils.set_random_seed(0)
-        backbone = model.build_backbone("none", 32, "mixed_bfloat16")  # shares a dtype policy
-        return model.build_classifier(model.build_extractor(backbone),
-                                      model.build_head(2, (1, 1, 512)))
+        backbone = build_backbone("none", 32, "mixed_bfloat16")  # shares a dtype policy
+        return model.build_classifier(build_extractor(backbone), build_head(2, (1, 1, 512)))
 
     model.save_model(build(), tmp_path / "a.keras")
     time.sleep(2.1)  # a zip entry's time has a resolution of 2 s

@@ -8,7 +8,7 @@ import pytest
 from bench import device_files
 from bench.__main__ import stage_names, table, timed
 from bench.hardware import conv_flops
-from covidxray.model import build_backbone
+from covidxray.backbone import build_backbone
 from tests.conftest import ROOT
 
 
@@ -45,7 +45,8 @@ def test_the_table_compares_the_recipes_tasks_and_lists_the_others_alone():
                "total": {"baseline_seconds": 1000.0, "project_seconds": 250.0,
                          "baseline_peak_mib": 1100.0, "project_peak_mib": 1200.0}}
     lines = table(summary).splitlines()
-    assert "| binary | 20 / 20 | 200 / 10 | 0.050 | 9.0 / 400 | 1100 / 900 | 0.900 / 0.500 |" in lines
+    assert ("| binary | 20 / 20 | 200 / 10 | 0.050 | 9.0 / 400 | 1100 / 900 | 0.900 / 0.500 |"
+            in lines)
     assert "| adult_covid | - / 20 | - / 10 | - | - / 400 | - / 900 | - / 0.500 |" in lines
     assert lines[-1].startswith("| all (whole `dvc repro`; the recipe: binary, three, four)")
     assert "| 1000 / 250 | 0.250 |" in lines[-1]

@@ -3,9 +3,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covidxray.common import PipelineError
+from covidxray.cli import PipelineError
 from covidxray.controls import linear_probe
+from covidxray.params import load_params
 from stages.confound import other_source_features, summary
+from tests.conftest import ROOT, params_with
 
 
 def patients_and_source(n=60):
@@ -51,9 +53,9 @@ def test_the_verdict_thresholds(auc, words):
 
 def test_an_other_source_that_is_no_such_set_or_holds_covid_is_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    params = {"external": {"adults": {}}}
     with pytest.raises(PipelineError, match=r"confound.other_source names 'kids', which is not"):
-        other_source_features(params, "kids")
+        load_params(params_with(tmp_path, {"confound.other_source": "kids"}))
+    params = load_params(ROOT / "params.yaml")
     Path("data/external").mkdir(parents=True)
     Path("data/external/adults.csv").write_text(
         "path,class,patient,source\na.png,viral,covid:1,covid-chestxray\n"

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from covidxray import distribution
-from covidxray.common import PipelineError
-from covidxray.distribution import distributed, distribution_param, process_share
-from covidxray.training import EvenShare
-from tests.conftest import ROOT, free_port
+from covidxray.cli import PipelineError
+from covidxray.distribution import distributed, process_share
+from covidxray.inputs import EvenShare
+from covidxray.params import load_params
+from tests.conftest import ROOT, free_port, params_with
 
 # Trains a head with fit_on_bank (the bank's PyDataset batches, balanced weights, the weights of
 # the best epoch, Normalization adapted in the scope) on 41 images, so the last batch of 10 is one
@@ -33,19 +34,25 @@ if keras.backend.backend() == "tensorflow":
     cpu = tf.config.list_physical_devices("CPU")[0]  # before TensorFlow starts its runtime
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()]
                                                * logical_cpus)
-from covidxray import model, training
+from covidxray import head as heads, model, training
 from covidxray.distribution import chief, distributed
+from covidxray.params import Recipe
+from covidxray.schema import Augment, Backbone, Bank, Head, Task
 
 rng = np.random.default_rng(0)
 plain, view = rng.normal(size=(2, 41, 2, 2, 8)).astype("float32")
 rows = pd.DataFrame({"image": range(41), "label": (plain[:, 0, 0, 0] > 0).astype(int),
                      "source": "kermany"})
-recipe = {"task": {"classes": ["normal", "covid"], "lr": 0.01, "epochs": 3, "batch_size": 10},
-          "head": {"class_weight": "balanced", "restore_best": True, "variance_floor": 0.0},
-          "plain_view": True, "seed": 0, "shard_size": 1024}
+spec = Head(pooling="flatten", normalize=True, variance_floor=0.0, units=0, dropout=0.0, l2=0.01,
+            class_weight="balanced", restore_best=True)
+task = Task("binary", ("normal", "covid"), ("kermany",), epochs=3, lr=0.01, batch_size=10,
+            head=spec)
+still = Augment(0, 0, 0, 0, 0, False, False, "constant")
+recipe = Recipe(task, Backbone("none", "float32"), Bank(0, True, 10), still, seed=0,
+                shard_size=1024)
 with distributed(setting) as where:
     training.seed_everything(0)
-    head = model.build_head(2, (2, 2, 8), normalize=True, units=0, dropout=0.0, l2=0.01)
+    head = heads.build_head(2, (2, 2, 8), **spec.layers())
     training.fit_on_bank(head, {"bank": [view], "plain": plain}, rows, rows, recipe, verbose=0)
     probs = model.head_probabilities(head, plain, 10)[:, 1]
 print(json.dumps({"where": where, "chief": chief(), "probs": probs.tolist()}))
@@ -64,6 +71,7 @@ def result(process):
     return json.loads(out.splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_two_cpu_devices_train_a_head_that_predicts_as_the_one_device_head_does():
     """MirroredStrategy splits each batch of 10 in two and sums the gradients. With arrays as
     input the weights match to float rounding; with the bank's PyDataset they drift apart (0.10
@@ -79,6 +87,7 @@ def test_two_cpu_devices_train_a_head_that_predicts_as_the_one_device_head_does(
     assert np.array_equal(one > 0.5, two > 0.5)
 
 
+@pytest.mark.slow
 def test_jax_two_devices_and_two_processes_train_the_head_the_one_device_run_does():
     """Keras's DataParallel on JAX: two host devices in one process, then two processes on
     127.0.0.1 that each feed half of every batch (the one-image batch padded). Both end with
@@ -102,10 +111,11 @@ def test_auto_keeps_one_device_without_accelerators():
         assert where == "one device"
 
 
-def test_an_unknown_distribution_is_a_clear_error():
+def test_an_unknown_distribution_is_a_clear_error(tmp_path):
     with pytest.raises(PipelineError, match="distribution must be one of auto, none,"
                                             " data_parallel, got 'mirrored'"):
-        distribution_param({"distribution": "mirrored"})
+        load_params(params_with(tmp_path, {"distribution": "mirrored"}))
+    assert load_params(params_with(tmp_path, {"distribution": "none"})).distribution == "none"
 
 
 # The features pass over 5 images in batches of 4 (the last padded to split): VGG16 (random
@@ -115,22 +125,24 @@ import json, sys
 import keras
 import numpy as np
 
+from covidxray.augment import augmenter
 from covidxray.bank import build_features_model, feature_batches, feature_pass
-from covidxray.common import augment_params, load_params
 from covidxray.distribution import distributed
-from covidxray.model import augmenter
+from covidxray.params import load_params
+from covidxray.schema import Backbone
 
 images = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3)).astype("uint8")
 keras.utils.set_random_seed(0)
 with distributed(sys.argv[1], across_processes=False) as where:
-    extractor = build_features_model({"weights": "none", "precision": "float32"}, 32)
-    augment = augmenter(augment_params(load_params()))
+    extractor = build_features_model(Backbone(weights="none", precision="float32"), 32)
+    augment = augmenter(load_params().augment)
     plain, view = (np.concatenate(list(feature_batches(feature_pass(extractor, a), images, 4)))
                    for a in (None, augment))
 print(json.dumps({"where": where, "plain": plain.tolist(), "view": view.tolist()}))
 """
 
 
+@pytest.mark.slow
 def test_jax_two_devices_compute_the_features_one_device_does():
     runs = [start("jax", "none", script=FEATURES),
             start("jax", "data_parallel", script=FEATURES,

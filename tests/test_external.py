@@ -4,9 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covidxray.common import MANIFEST, PipelineError
+from covidxray.cli import PipelineError
+from covidxray.params import load_params
+from covidxray.paths import DETAIL, MANIFEST
 from stages import external, merge
-from tests.conftest import write_image, write_params
+from tests.conftest import external_set, params_with, write_image, write_params
 
 COVID_SET = {"layout": "covid", "path": "data/raw/covid-chestxray-dataset", "modality": "X-ray",
              "views": ["AP"], "findings": {"COVID-19": "covid", "SARS": "viral"}}
@@ -14,14 +16,20 @@ COVID_SET = {"layout": "covid", "path": "data/raw/covid-chestxray-dataset", "mod
 
 @pytest.mark.parametrize("spec, message", [
     ({"layout": "dicom"},
-     r"external.s.layout must be one of covid, kaggle, nih, hannover; got 'dicom'"),
-    ({"layout": "kaggle"}, r"external.s: missing key\(s\) path, splits for layout kaggle"),
-    ({"layout": "hannover", "path": "x"}, r"external.s: missing key\(s\) views for layout hannover"),
-    ({**COVID_SET, "findings": {"SARS": "sars"}}, r"external.s.findings maps to unknown class"),
+     r"external.s.layout must be one of covid, kaggle, nih, hannover, got 'dicom'"),
+    ({"layout": "kaggle"}, r"external.s.path is missing"),
+    ({"layout": "kaggle", "path": "x"}, r"external.s.splits is missing"),
+    ({"layout": "hannover", "path": "x"}, r"external.s.views is missing"),
+    ({"layout": "hannover", "path": "x", "views": ["AP"], "ages": [0, 17]},
+     r"external.s.ages is not a known key; known: layout, path, views"),
+    ({**COVID_SET, "findings": {"SARS": "sars"}},
+     r"external.s.findings must be a mapping of labels to classes \(normal, .*\),"
+     r" got \{'SARS': 'sars'\}"),
+    ("data/raw/other", r"external.s must be a mapping of keys to values, got 'data/raw/other'"),
 ])
-def test_a_bad_set_is_named_with_the_reason(spec, message):
-    with pytest.raises(PipelineError, match=message):
-        external.set_spec("s", spec)
+def test_a_bad_set_is_named_with_the_reason(tmp_path, spec, message):
+    with pytest.raises(PipelineError, match=f"^params.yaml: {message}$"):
+        load_params(params_with(tmp_path, {"external.s": spec}))
 
 
 def add_covid_rows(covid, rows):
@@ -43,7 +51,7 @@ def test_a_covid_layout_set_keeps_only_unseen_images_and_patients_and_says_why(s
     with open(covid / "metadata.csv", "a") as f:
         f.write("23,0,M,60,COVID-19,,AP,X-ray,2020,,ap-copy.png\n")
     merge.main()
-    rows, skipped = external.read_set("s", COVID_SET, pd.read_csv(MANIFEST))
+    rows, skipped = external.read_set(external_set("s", COVID_SET), pd.read_csv(MANIFEST))
     assert sorted(zip(rows["path"].str.rsplit("/", n=1).str[1], rows["class"])) == [
         ("ap-1.png", "covid"), ("sars.png", "viral")]
     reasons = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in skipped}
@@ -60,20 +68,23 @@ def test_a_kaggle_layout_set_is_labelled_by_file_name(sources, tmp_path):
     write_image(test / "PNEUMONIA" / "person1_bacteria_9.jpeg", 902)  # patient in the manifest
     merge.main()
     spec = {"layout": "kaggle", "path": str(tmp_path / "other" / "chest_xray"), "splits": ["test"]}
-    rows, skipped = external.read_set("k", spec, pd.read_csv(MANIFEST))
+    rows, skipped = external.read_set(external_set("k", spec), pd.read_csv(MANIFEST))
     assert sorted(rows["class"]) == ["normal", "viral"]
     assert [s["reason"] for s in skipped] == ["patient kermany:person1 is in the manifest"]
-    with pytest.raises(PipelineError, match=r"train/NORMAL: missing \(external.k.splits names .train.\)"):
-        external.read_set("k", {**spec, "splits": ["train"]}, pd.read_csv(MANIFEST))
+    with pytest.raises(PipelineError,
+                       match=r"train/NORMAL: missing \(external.k.splits names .train.\)"):
+        external.read_set(external_set("k", {**spec, "splits": ["train"]}),
+                          pd.read_csv(MANIFEST))
 
 
 def test_the_stage_writes_each_sets_images_and_report(sources):
     add_covid_rows(sources["covid"], [("20", "COVID-19", "AP", "ap-1.png")])
-    write_params(image_size=32, external={"views": {**COVID_SET, "findings": {"COVID-19": "covid"}}})
+    write_params(image_size=32,
+                 external={"views": {**COVID_SET, "findings": {"COVID-19": "covid"}}})
     merge.main()
     external.main()
     rows = pd.read_csv("data/external/views.csv")
     images = np.load("data/external/views.npz")["images"]
     assert len(rows) == 1 and images.shape == (1, 32, 32, 3)
-    report = json.loads(open("metrics/data_external.json").read())
+    report = json.loads((DETAIL / "data_external.json").read_text())
     assert report["views"]["classes"] == {"covid": 1} and report["views"]["n_skipped"] == 1

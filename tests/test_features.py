@@ -2,7 +2,8 @@ import keras
 import numpy as np
 
 from covidxray.bank import augmented_views, plain_features
-from covidxray.model import augmenter, build_backbone, build_extractor
+from covidxray.augment import augmenter
+from covidxray.backbone import build_backbone, build_extractor
 from tests.test_model import AUGMENT, SIZE, images
 
 

@@ -82,7 +82,8 @@ def test_any_of_nihs_labels_files_marks_its_folder_as_in_place(tmp_path, labels)
     ({"with_nih": False}, "nih-chestxray14",
      ["COVIDXRAY_MIRROR", "nih-chestxray14-sample/", "nihcc.app.box.com", "images_012/images/",
       "nih-chest-xrays/sample", "sample_labels.csv"]),
-    ({"with_kermany": False}, "chest-xray-pneumonia", ["~/.kaggle/kaggle.json", "COVIDXRAY_MIRROR"]),
+    ({"with_kermany": False}, "chest-xray-pneumonia",
+     ["~/.kaggle/kaggle.json", "COVIDXRAY_MIRROR"]),
     ({"with_hannover": False}, "hannover-covid-19",
      ["COVIDXRAY_MIRROR", "github.com/ml-workgroup/covid-19-image-repository", "10.25835/0090041",
       "data.csv and png/ into data/raw/hannover-covid-19/"]),
@@ -108,5 +109,6 @@ def test_a_failed_download_says_what_failed_and_what_to_do_instead(tmp_path, mon
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     monkeypatch.setenv("COVIDXRAY_MIRROR", str(tmp_path / "nowhere"))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="(?s)cannot download .*no route to host.*COVIDXRAY_MIRROR"):
+    with pytest.raises(SystemExit,
+                       match="(?s)cannot download .*no route to host.*COVIDXRAY_MIRROR"):
         get_data_module.main()

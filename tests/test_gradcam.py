@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from covidxray import model as m
-from covidxray.common import PipelineError
+from covidxray import backbone as b, head as h, model as m
+from covidxray.cli import PipelineError
 from covidxray.gradcam import gradcam, gradients, overlay
 
 # RGB at the ImageNet mean: zero after VGG16's input scaling, so zero activations throughout
@@ -13,8 +13,8 @@ MEAN_RGB = np.array([123.68, 116.779, 103.939], dtype="float32")
 
 def classifier(size, n_classes, precision="float32"):
     keras.utils.set_random_seed(0)
-    extractor = m.build_extractor(m.build_backbone("none", size, precision))
-    return m.build_classifier(extractor, m.build_head(n_classes, extractor.output_shape[1:]))
+    extractor = b.build_extractor(b.build_backbone("none", size, precision))
+    return m.build_classifier(extractor, h.build_head(n_classes, extractor.output_shape[1:]))
 
 
 def set_head(model, last_kernel):
@@ -41,8 +41,8 @@ def test_one_heatmap_per_image_over_block5_conv3_in_0_1():
 
 def test_a_backbone_cut_after_block4_maps_over_block4_conv3():
     keras.utils.set_random_seed(0)
-    extractor = m.build_extractor(m.build_backbone("none", 32, feature_block=4))
-    model = m.build_classifier(extractor, m.build_head(2, extractor.output_shape[1:]))
+    extractor = b.build_extractor(b.build_backbone("none", 32, feature_block=4))
+    model = m.build_classifier(extractor, h.build_head(2, extractor.output_shape[1:]))
     assert gradcam(model, images(2, 32), [0, 1]).shape == (2, 4, 4)  # 32 px: block4 is 4x4
 
 

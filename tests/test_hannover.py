@@ -8,10 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from covidxray.common import MANIFEST, PipelineError
+from covidxray.cli import PipelineError
+from covidxray.paths import DETAIL, MANIFEST
 from covidxray.sources import hannover_candidates
 from stages import external, merge
-from tests.conftest import hannover_layout, write_params
+from tests.conftest import external_set, hannover_layout, write_params
 
 PER_CLASS = {"normal": 4, "bacterial": 4, "viral": 4, "covid": 4}  # the sources fixture's
 
@@ -67,7 +68,7 @@ def test_a_data_csv_without_a_needed_column_or_at_all_is_a_clear_error(tmp_path,
 def merged(capsys):
     """merge's manifest lines, its data.json and what it printed."""
     merge.main()
-    report = json.loads(Path("metrics/data.json").read_text())
+    report = json.loads((DETAIL / "data.json").read_text())
     return Path(MANIFEST).read_text().splitlines(), report, capsys.readouterr().out
 
 
@@ -101,12 +102,13 @@ def test_a_hannover_layout_set_keeps_only_unseen_images_and_patients_and_says_wh
     ], seed=450)
     shutil.copy(sources["hannover"] / "png" / "a2.png", folder / "png" / "b2.png")
     spec = {"layout": "hannover", "path": str(folder), "views": ["AP", "PA"]}
-    rows, skipped = external.read_set("h", {**spec, "views": ["AP"]}, pd.read_csv(MANIFEST))
+    rows, skipped = external.read_set(external_set("h", {**spec, "views": ["AP"]}),
+                                      pd.read_csv(MANIFEST))
     assert list(rows["path"].map(lambda p: Path(p).name)) == ["b5.png"]
     assert {Path(s["path"]).name: s["reason"] for s in skipped} == {
         "b1.png": "patient hannover:p1 is in the manifest",
         "b2.png": f"same bytes as manifest image {sources['hannover'] / 'png' / 'a2.png'}"}
-    rows, _ = external.read_set("h", spec, pd.read_csv(MANIFEST))
+    rows, _ = external.read_set(external_set("h", spec), pd.read_csv(MANIFEST))
     names = rows["path"].map(lambda p: Path(p).name)
     assert sorted(zip(names, rows["class"], rows["patient"])) == [
         ("b3.png", "covid", "hannover:p9"), ("b5.png", "covid", "hannover:p11")]

@@ -6,13 +6,14 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from covidxray.common import PipelineError
-from covidxray.holdout import (auc_interval, covid_share, holdout_params, holdout_rows, run_scores,
-                               verdict, wilson, within_source_rows)
+from covidxray.cli import PipelineError
+from covidxray.holdout import (auc_interval, covid_share, holdout_rows, run_scores, verdict, wilson,
+                               within_source_rows)
+from covidxray.params import load_params
+from covidxray.schema import Targets
 from stages import holdout as stage
-from tests.conftest import ROOT, write_params
+from tests.conftest import make_task, params_with, write_params
 
 CLASSES = ["normal", "pneumonia_other", "covid"]
 
@@ -36,7 +37,7 @@ def split_parts():
     return parts
 
 
-SPEC = {"classes": CLASSES, "sources": ["a", "b", "nih"]}
+SPEC = make_task(CLASSES, ["a", "b", "nih"], name="adult_covid")
 
 
 def test_the_left_out_source_never_trains_and_is_scored_outside_its_validation_patients():
@@ -106,46 +107,53 @@ def test_the_verdict_averages_the_left_out_sources_and_checks_the_targets():
         test = {"recall": {"mean": recall}, "false_alarm": {"mean": alarm}}
         return {"test": {**test, **({"within_source": {"auc": {"mean": auc}}} if auc else {})}}
 
-    targets = {"recall": 0.85, "false_alarm": 0.1, "within_source_auc": 0.8}
+    targets = Targets(recall=0.85, false_alarm=0.1, within_source_auc=0.8)
     result = verdict({"a": left(0.9, 0.05, 0.7), "b": left(0.7, 0.1)}, targets)
     assert result["recall"] == pytest.approx(0.8) and result["false_alarm"] == pytest.approx(0.075)
     assert result["met"] == {"recall": False, "false_alarm": True, "within_source_auc": False}
     assert verdict({"b": left(0.9, 0.2)}, targets)["met"]["within_source_auc"] is None
 
 
-def repo_params(**holdout):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["holdout"].update(holdout)
-    return params
+def repo_params(folder, **holdout):
+    """load_params of the repo's params.yaml with these holdout keys."""
+    return load_params(params_with(folder, {f"holdout.{key}": value
+                                            for key, value in holdout.items()}))
 
 
 @pytest.mark.parametrize("change, message", [
     ({"task": "binary_typo"}, "unknown task 'binary_typo'"),
     ({"task": "adult_pneumonia", "sources": ["hannover"]},
      "holdout.sources must list sources of task adult_pneumonia"),
-    ({"sources": []}, "holdout.sources must list sources of task adult_covid"),
+    ({"sources": ["covid-chestxray", "kermany"]},
+     "holdout.sources must list sources of task adult_covid (covid-chestxray, nih, hannover),"
+     " got ['covid-chestxray', 'kermany']"),
+    ({"sources": []}, "holdout.sources must be a list of kermany, covid-chestxray, nih, hannover,"
+                      " got []"),
     ({"fractions": [0.5]}, "holdout.fractions must be a list holding 1"),
-    ({"fractions": [0, 1]}, "holdout.fractions must be a number in (0, 1], got 0"),
+    ({"fractions": [0, 1]}, "holdout.fractions must be a list of numbers in (0, 1], got [0, 1]"),
+    ({"within_source": "nowhere"},
+     "holdout.within_source names 'nowhere', which is not a set under `external`"),
     ({"splits": 0}, "holdout.splits must be a whole number >= 1, got 0"),
     ({"targets": {"recall": 1.5, "false_alarm": 0.1, "within_source_auc": 0.8}},
      "holdout.targets.recall must be a number in [0, 1], got 1.5"),
 ])
-def test_bad_holdout_params_are_named_with_the_reason(change, message):
+def test_bad_holdout_params_are_named_with_the_reason(tmp_path, change, message):
     with pytest.raises(PipelineError, match=re.escape(message)):
-        holdout_params(repo_params(**change))
+        repo_params(tmp_path, **change)
 
 
-def test_a_task_without_covid_cannot_be_left_out():
-    params = repo_params(task="adult_pneumonia")
-    params["tasks"]["adult_pneumonia"]["classes"] = ["normal", "pneumonia_other"]
+def test_a_task_without_covid_cannot_be_left_out(tmp_path):
     with pytest.raises(PipelineError, match="holdout.task 'adult_pneumonia' has no covid class"):
-        holdout_params(params)
+        load_params(params_with(tmp_path, {
+            "holdout.task": "adult_pneumonia",
+            "tasks.adult_pneumonia.classes": ["normal", "pneumonia_other"]}))
 
 
-def test_the_default_params_read_as_the_docs_say():
-    spec = holdout_params(repo_params())
-    assert spec["task"] == "adult_covid" and spec["fractions"][-1] == 1.0
-    assert spec["sources"] == ["covid-chestxray", "hannover"] and spec["within_source"]
+def test_the_default_params_read_as_the_docs_say(tmp_path):
+    spec = repo_params(tmp_path).holdout
+    assert spec.task == "adult_covid" and spec.fractions[-1] == 1.0
+    assert spec.sources == ("covid-chestxray", "hannover") and spec.within_source
+    assert repo_params(tmp_path, fractions=[1, 0.25, 0.5]).holdout.fractions == (0.25, 0.5, 1.0)
 
 
 def test_without_the_bank_the_stage_stops_before_reading_anything(tmp_path, monkeypatch):

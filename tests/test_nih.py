@@ -1,4 +1,5 @@
-"""NIH ChestX-ray14, the third source: its three layouts, its bad rows, and the per-source scores."""
+"""NIH ChestX-ray14, the third source: its three layouts, its bad rows, and the per-source
+scores."""
 
 import re
 from pathlib import Path
@@ -8,11 +9,12 @@ import pandas as pd
 import pytest
 
 from covidxray import controls
-from covidxray.common import PipelineError
+from covidxray.cli import PipelineError
+from covidxray.params import load_params
 from covidxray.scoring import by_source
 from covidxray.sources import nih_candidates
 from stages.controls import children_rows
-from tests.conftest import NIH_HEADER, nih_row, write_image
+from tests.conftest import DELETE, NIH_HEADER, nih_row, params_with, write_image
 
 FINDINGS = {"No Finding": "normal", "Pneumonia": "pneumonia_other"}
 ADULTS = (18, 120)
@@ -99,7 +101,8 @@ def test_by_source_counts_recall_and_covid_calls_per_class_source_and_age():
         "normal/kermany/child": {"n": 1, "recall": 1.0, "called_covid": 0.0},
         "normal/nih/adult": {"n": 2, "recall": 0.5, "called_covid": 0.5},
         "pneumonia_other/nih/adult": {"n": 1, "called_covid": 1.0}}  # outside the task: no recall
-    assert result["adult_false_alarm"] == pytest.approx(2 / 3) and result["adult_false_alarm_n"] == 3
+    assert result["adult_false_alarm"] == pytest.approx(2 / 3)
+    assert result["adult_false_alarm_n"] == 3
     assert by_source(rows, probs[:, ::-1], ["normal", "bacterial"])["adult_false_alarm"] is None
 
 
@@ -139,19 +142,31 @@ def test_the_probe_scores_report_covid_recall_and_adult_false_alarms():
     assert result["adult_false_alarm"] < 0.1
 
 
-@pytest.mark.parametrize("sets, rows, message", [
-    ({}, None, "controls.children names 'kids', which is not a set under `external`"),
-    ({"kids": {}}, "a.png,normal,nih:1,nih,adult\n",
+@pytest.mark.parametrize("rows, message", [
+    ("a.png,normal,nih:1,nih,adult\n",
      "controls.children set 'kids' must hold children of one source; it holds 1 image(s) of"
      " age groups ['adult'] from ['nih']"),
-    ({"kids": {}}, "", "controls.children set 'kids' must hold children of one source; it holds"
-                       " 0 image(s)"),
+    ("a.png,normal,nih:1,nih,child\nb.png,normal,k:2,kermany,child\n",
+     "controls.children set 'kids' must hold children of one source; it holds 2 image(s) of"
+     " age groups ['child'] from ['kermany', 'nih']"),
+    ("", "controls.children set 'kids' must hold children of one source; it holds"
+         " 0 image(s)"),
 ])
 def test_the_age_probes_children_must_be_an_external_set_of_one_sources_children(
-        tmp_path, monkeypatch, sets, rows, message):
+        tmp_path, monkeypatch, rows, message):
     monkeypatch.chdir(tmp_path)
-    if rows is not None:
-        Path("data/external").mkdir(parents=True)
-        Path("data/external/kids.csv").write_text("path,class,patient,source,age_group\n" + rows)
+    Path("data/external").mkdir(parents=True)
+    Path("data/external/kids.csv").write_text("path,class,patient,source,age_group\n" + rows)
     with pytest.raises(PipelineError, match=re.escape(message)):
-        children_rows({"external": sets}, "kids")
+        children_rows("kids")
+    Path("data/external/kids.csv").write_text("path,class,patient,source,age_group\n"
+                                              "a.png,normal,nih:1,nih,child\n")
+    assert list(children_rows("kids")["patient"]) == ["nih:1"]
+
+
+def test_the_age_probes_children_must_name_an_external_set(tmp_path):
+    with pytest.raises(PipelineError, match=re.escape(
+            "params.yaml: controls.children names 'kids', which is not a set under `external`")):
+        load_params(params_with(tmp_path, {"controls.children": "kids"}))
+    assert load_params(params_with(tmp_path, {"controls.children": DELETE})).controls.children \
+        is None

@@ -13,9 +13,14 @@ import pytest
 from PIL import Image
 
 from covidxray import model as m
-from covidxray.common import HEAD_LAYERS, head_params, load_images, load_params
+from covidxray.backbone import build_backbone, build_extractor
+from covidxray.head import adapt_head, build_head
+from covidxray.images import load_images
+from covidxray.params import load_params
+from covidxray.schema import Preprocess
 from tests.conftest import ROOT, write_awkward_files, write_image
 
+pytestmark = pytest.mark.slow  # every test runs stages.predict as a process
 SIZE = 32
 PREPROCESSED = {"crop": 0.2, "clahe": 0.02}  # a model trained on cropped, equalised images
 CLASSES = {"binary": ["normal", "covid"], "three": ["normal", "bacterial", "covid"]}
@@ -31,13 +36,12 @@ def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("project")
     shutil.copy(ROOT / "params.yaml", root)
     (root / "models").mkdir()
-    extractor = m.build_extractor(m.build_backbone("none", SIZE))
-    layers = head_params(load_params(ROOT / "params.yaml"))  # the default head
+    extractor = build_extractor(build_backbone("none", SIZE))
+    layers = load_params(ROOT / "params.yaml").head.layers()  # the default head
     features = np.random.default_rng(0).uniform(0, 9, (8, *extractor.output_shape[1:]))
     for task, classes in CLASSES.items():
-        head = m.build_head(len(classes), extractor.output_shape[1:],
-                            **{key: layers[key] for key in HEAD_LAYERS})
-        m.adapt_head(head, [features])
+        head = build_head(len(classes), extractor.output_shape[1:], **layers)
+        adapt_head(head, [features])
         m.build_classifier(extractor, head).save(root / "models" / f"{task}.keras")
     # as train would record a model trained with the binary classes in the other order
     shutil.copy(root / "models" / "binary.keras", root / "models" / "swapped.keras")
@@ -101,7 +105,7 @@ def test_images_are_preprocessed_as_the_models_record_says_not_as_params_yaml(pr
     image = project / "images/good/b_rgb.png"
     got = list(records(run)[0]["probabilities"].values())
     np.testing.assert_allclose(got, m.probabilities(
-        model, load_images([image], SIZE, **PREPROCESSED), 1)[0], atol=1.5e-6)
+        model, load_images([image], SIZE, Preprocess(**PREPROCESSED)), 1)[0], atol=1.5e-6)
     assert not np.allclose(got, m.probabilities(model, load_images([image], SIZE), 1)[0],
                            atol=1e-4)
     width, height = Image.open(image).size  # the overlay covers what the model saw

@@ -2,9 +2,11 @@ import json
 
 import pytest
 
-from covidxray.common import PipelineError
+from covidxray.cli import PipelineError
+from covidxray.paths import DETAIL
+from covidxray.report import repeat_section
 from covidxray.scoring import spread
-from stages import repeat, report
+from stages import repeat
 from tests.conftest import write_params
 
 
@@ -27,8 +29,8 @@ def test_without_a_bank_repeat_records_that_it_was_skipped(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     params = write_params(bank={"views": 0, "plain_view": False})
     repeat.main()
-    result = json.loads(open("metrics/repeat.json").read())
+    result = json.loads((DETAIL / "repeat.json").read_text())
     assert set(result) == set(params["tasks"])
     assert all(r["skipped"].startswith("skipped: repeat needs the bank")
                for r in result.values())
-    assert "needs the bank" in "".join(report.repeat_section(result["binary"]))
+    assert "needs the bank" in "".join(repeat_section(result["binary"]))

@@ -6,20 +6,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covidxray import common
-from covidxray.common import PipelineError
-from covidxray.shards import (INDEX, Shards, ShardWriter, prepared_images, replacing_folder,
-                              write_shards)
-from covidxray.training import BankBatches, RowBatches
-from tests.conftest import write_params
+from covidxray.cli import PipelineError
+from covidxray.files import read_json, replacing_folder
+from covidxray.images import decoded
+from covidxray.inputs import BankBatches, RowBatches, batches_of
+from covidxray.paths import FEATURES, MANIFEST, MODELS, PREPARED_IMAGES
+from covidxray.provenance import manifest_digest
+from covidxray.shards import INDEX, Shards, ShardWriter, prepared_images, write_shards
+from tests.conftest import make_recipe, make_task, write_params
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A folder with a manifest, which shards written for the pipeline are stamped with."""
     monkeypatch.chdir(tmp_path)
-    common.MANIFEST.parent.mkdir(parents=True)
-    common.MANIFEST.write_text("path\na\nb\nc\nd\ne\nf\ng\n")
+    MANIFEST.parent.mkdir(parents=True)
+    MANIFEST.write_text("path\na\nb\nc\nd\ne\nf\ng\n")
     return tmp_path
 
 
@@ -92,13 +94,13 @@ def test_shards_of_another_manifest_or_none_at_all_are_refused(project):
                                             r" `dvc repro prepare`"):
         prepared_images()
     images = np.arange(7, dtype=np.uint8).reshape(7, 1, 1, 1)
-    with replacing_folder(common.PREPARED_IMAGES) as folder:
-        written(folder, images, 4, made_from=common.manifest_digest())
+    with replacing_folder(PREPARED_IMAGES) as folder:
+        written(folder, images, 4, made_from=manifest_digest())
     rows = pd.DataFrame({"image": [6, 1]})
     assert prepared_images(rows).ravel().tolist() == [6, 1]
     with pytest.raises(PipelineError, match=r"fewer images than data/merged/manifest.csv"):
         prepared_images(pd.DataFrame({"image": [7]}))
-    common.MANIFEST.write_text("path\nother\n")
+    MANIFEST.write_text("path\nother\n")
     with pytest.raises(PipelineError, match=r"made from another .*manifest.csv.*dvc repro"
                                             r" prepare"):
         prepared_images()
@@ -145,20 +147,20 @@ def test_prepare_and_features_write_shards_that_train_reads_in_float16_too(sourc
     write_params(**tiny, bank={"views": 1, "dtype": "float32"})
     for stage in (merge, prepare, split, features):
         stage.main()
-    images = Shards(common.PREPARED_IMAGES, "prepare")
-    assert len(images) == 24 and len(list(common.PREPARED_IMAGES.glob("*.npy"))) == 5
-    assert np.load(common.PREPARED_IMAGES / "00004.npy").shape == (4, 32, 32, 3)
-    single = np.stack([common.decoded(p, 32) for p in pd.read_csv(common.MANIFEST)["path"]])
+    images = Shards(PREPARED_IMAGES, "prepare")
+    assert len(images) == 24 and len(list(PREPARED_IMAGES.glob("*.npy"))) == 5
+    assert np.load(PREPARED_IMAGES / "00004.npy").shape == (4, 32, 32, 3)
+    single = np.stack([decoded(p, 32) for p in pd.read_csv(MANIFEST)["path"]])
     np.testing.assert_array_equal(images[:], single)  # decoded in parallel, then sharded
-    full = {name: Shards(common.FEATURES / name, "features")[:] for name in ("plain", "view-00")}
+    full = {name: Shards(FEATURES / name, "features")[:] for name in ("plain", "view-00")}
     write_params(**tiny, bank={"views": 1, "dtype": "float16"})
     features.main()
     for name, array in full.items():
-        half = Shards(common.FEATURES / name, "features")
-        assert half.dtype == np.float16 and len(list((common.FEATURES / name).glob("*.npy"))) == 5
+        half = Shards(FEATURES / name, "features")
+        assert half.dtype == np.float16 and len(list((FEATURES / name).glob("*.npy"))) == 5
         np.testing.assert_allclose(half[:], array, rtol=1e-3, atol=1e-3 * np.abs(array).max())
     train.main("binary")
-    assert common.read_json(common.MODELS / "binary.json")["train_images"] > 0
+    assert read_json(MODELS / "binary.json")["train_images"] > 0
     write_params(**tiny, bank={"views": 1, "dtype": "float64"})
     with pytest.raises(PipelineError, match=r"params.yaml: bank.dtype must be one of float32,"
                                             r" float16, got 'float64'"):
@@ -168,7 +170,7 @@ def test_prepare_and_features_write_shards_that_train_reads_in_float16_too(sourc
 def test_a_head_trains_the_same_with_validation_in_memory_or_read_a_batch_at_a_time(tmp_path):
     """Up to a shard's worth of validation rows are read into memory, more a batch at a time
     (RowBatches): the same batches, so the same weights and the same history."""
-    from covidxray import model, training
+    from covidxray import head, training
 
     rng = np.random.default_rng(0)
     plain = written(tmp_path / "plain", rng.normal(size=(30, 1, 1, 4)).astype(np.float32), 8)
@@ -176,18 +178,16 @@ def test_a_head_trains_the_same_with_validation_in_memory_or_read_a_batch_at_a_t
                          "source": "kermany"})
     runs = []
     for in_memory in (1024, 0):
-        recipe = {"task": {"classes": ["normal", "covid"], "lr": 0.01, "epochs": 2,
-                           "batch_size": 4},
-                  "head": {"class_weight": "balanced", "restore_best": True,
-                           "variance_floor": 0.0},
-                  "plain_view": True, "seed": 0, "shard_size": in_memory}
+        task = make_task(lr=0.01, epochs=2, batch_size=4, normalize=True,
+                         class_weight="balanced", restore_best=True)
+        recipe = make_recipe(task, seed=0, plain_view=True, shard_size=in_memory)
         training.seed_everything(0)
-        head = model.build_head(2, (1, 1, 4), normalize=True, units=0, dropout=0.0)
+        model = head.build_head(2, (1, 1, 4), normalize=True, units=0, dropout=0.0)
         history = keras.callbacks.History()
-        training.fit_on_bank(head, {"bank": [], "plain": plain}, rows[:20], rows[20:], recipe,
+        training.fit_on_bank(model, {"bank": [], "plain": plain}, rows[:20], rows[20:], recipe,
                              callbacks=[history], verbose=0)
-        runs.append((head.get_weights(), history.history["val_loss"]))
-    assert isinstance(training.batches_of(plain, np.arange(3), 2, 0), RowBatches)
+        runs.append((model.get_weights(), history.history["val_loss"]))
+    assert isinstance(batches_of(plain, np.arange(3), 2, 0), RowBatches)
     for a, b in zip(runs[0][0], runs[1][0]):
         np.testing.assert_array_equal(a, b)
     assert runs[0][1] == runs[1][1]
@@ -197,9 +197,10 @@ def test_a_head_trains_the_same_with_validation_in_memory_or_read_a_batch_at_a_t
 def test_a_bad_shard_size_is_one_clear_error(sources, value):
     from stages import merge, prepare
 
-    write_params(image_size=32, shard_size=value)
+    write_params(image_size=32)
     merge.main()
+    write_params(image_size=32, shard_size=value)
     with pytest.raises(PipelineError, match=r"^params.yaml: shard_size must be a whole number"
-                                            r" >= 1, got"):
+                                            rf" >= 1, got {value!r}$"):
         prepare.main()
-    assert not common.PREPARED_IMAGES.exists()
+    assert not PREPARED_IMAGES.exists()

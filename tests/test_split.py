@@ -1,8 +1,19 @@
+import io
+
 import pandas as pd
 import pytest
 
-from covidxray.common import PipelineError
-from covidxray.splitting import split
+from covidxray.cli import PipelineError
+from covidxray.params import load_params
+from covidxray.paths import MANIFEST
+from covidxray.schema import Split
+from covidxray.splitting import draw_split, read_split, write_split
+from tests.conftest import make_task, params_with
+
+
+def split(manifest, test_per_class, val_fraction, seed, separately=()):
+    """draw_split with the split params given one by one."""
+    return draw_split(manifest, Split(test_per_class, val_fraction, tuple(separately)), seed)
 
 
 def manifest(patients_per_class=12, images_per_patient=(1, 2, 3)):
@@ -70,16 +81,24 @@ def test_when_whole_patients_cannot_make_the_count_the_error_says_so():
 
 
 @pytest.mark.parametrize("fraction", [0.9, 0, "0.2", None])
-def test_a_validation_fraction_out_of_range_is_a_clear_error(fraction):
+def test_a_validation_fraction_out_of_range_is_a_clear_error(tmp_path, fraction):
     with pytest.raises(PipelineError, match=r"split\.val_fraction must be a number in \(0, 0\.5\],"
                                             rf" got {fraction!r}"):
-        split(manifest(), 5, fraction, seed=1)
+        load_params(params_with(tmp_path, {"split.val_fraction": fraction}))
 
 
 @pytest.mark.parametrize("per_class", [0, -1, 2.5])
-def test_a_test_size_that_is_not_a_positive_whole_number_is_a_clear_error(per_class):
-    with pytest.raises(PipelineError, match=r"split\.test_per_class must be a whole number >= 1"):
-        split(manifest(), per_class, 0.2, seed=1)
+def test_a_test_size_that_is_not_a_positive_whole_number_is_a_clear_error(tmp_path, per_class):
+    with pytest.raises(PipelineError, match=r"split\.test_per_class must be a whole number >= 1,"
+                                            rf" got {per_class!r}"):
+        load_params(params_with(tmp_path, {"split.test_per_class": per_class}))
+
+
+def test_a_source_split_separately_must_be_a_known_source(tmp_path):
+    with pytest.raises(PipelineError, match=r"split\.separately must be a list of kermany,"
+                                            r" covid-chestxray, nih, hannover, got \['mayo'\]"):
+        load_params(params_with(tmp_path, {"split.separately": ["mayo"]}))
+    assert load_params(params_with(tmp_path, {"split.separately": []})).split.separately == ()
 
 
 def test_too_few_images_left_for_the_validation_folds_is_a_clear_error():
@@ -124,3 +143,41 @@ def test_each_source_split_separately_leaves_the_earlier_ones_split_as_they_were
     sides = [set(part["patient"]) for part in after.values()]
     assert not sides[0] & sides[1] and not sides[0] & sides[2] and not sides[1] & sides[2]
     assert sum(map(len, after.values())) == len(rows) + len(hannover)
+
+
+TUTORIAL = ("kermany", "covid-chestxray")
+
+
+def write_split_tables(folder, monkeypatch, **tables):
+    """data/split/<name>.csv from CSV texts, as split writes them for a (dummy) manifest."""
+    monkeypatch.chdir(folder)
+    MANIFEST.parent.mkdir(parents=True, exist_ok=True)
+    MANIFEST.write_text("path\na\n")
+    write_split({name: pd.read_csv(io.StringIO(text)) for name, text in tables.items()})
+
+
+def test_a_task_class_missing_from_the_split_is_a_clear_error(tmp_path, monkeypatch):
+    write_split_tables(tmp_path, monkeypatch, val="path,class,patient,source\n"
+                       "a.png,normal,p1,kermany\nb.png,covid,p2,covid-chestxray\n"
+                       "c.png,normal,p3,nih\n")
+    assert read_split("val", make_task(["covid", "normal"], TUTORIAL))["label"].tolist() == [1, 0]
+    with pytest.raises(PipelineError, match=r"val\.csv: no images of class\(es\) viral"):
+        read_split("val", make_task(["normal", "viral"], TUTORIAL))
+
+
+def test_a_tasks_rows_keep_their_manifest_row(tmp_path, monkeypatch):
+    """The `image` column indexes the prepared images and features, which hold every image."""
+    write_split_tables(tmp_path, monkeypatch,
+                       test="image,path,class,patient,source\n7,a,normal,p1,kermany\n"
+                            "3,b,viral,p2,kermany\n5,c,covid,p3,covid-chestxray\n")
+    rows = read_split("test", make_task(["normal", "covid"], TUTORIAL))
+    assert rows["image"].tolist() == [7, 5] and rows["label"].tolist() == [0, 1]
+
+
+def test_a_split_of_another_manifest_is_refused(tmp_path, monkeypatch):
+    write_split_tables(tmp_path, monkeypatch, val="image,path,class,patient,source\n"
+                       "0,a,normal,p1,kermany\n1,b,covid,p2,covid-chestxray\n")
+    MANIFEST.write_text("path\nanother\n")
+    with pytest.raises(PipelineError, match=r"data/split/val\.csv was made from another"
+                                            r" .*manifest\.csv.*`dvc repro split`"):
+        read_split("val", make_task())

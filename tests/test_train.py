@@ -1,8 +1,10 @@
 import keras
 import numpy as np
 
-from covidxray.model import build_head
-from covidxray.training import BankBatches, fit, shuffled_batches
+from covidxray.head import build_head
+from covidxray.inputs import BankBatches, shuffled_batches
+from covidxray.training import fit
+from tests.conftest import make_task
 
 
 def bank(views=3, n=7):
@@ -46,7 +48,7 @@ def test_batches_depend_only_on_the_seed():
 def test_keras_fit_moves_the_bank_on_every_epoch():
     batches = BankBatches(np.random.default_rng(0).normal(size=(2, 8, 4)).astype("float32"),
                           np.arange(8), np.arange(8) % 2, batch_size=4, seed=0)
-    fit(build_head(2, (4,)), {"x": batches}, {"lr": 1e-3, "epochs": 3, "batch_size": 4}, 2,
+    fit(build_head(2, (4,)), {"x": batches}, make_task(lr=1e-3, epochs=3, batch_size=4),
         verbose=0)
     assert batches.epoch >= 2  # on_epoch_begin ran for each epoch
 

@@ -1,0 +1,169 @@
+"""params.yaml read by load_params (covidxray/params.py): every value checked on reading, keys
+that name other keys checked against them, misspelt keys refused, the result frozen."""
+
+import dataclasses
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from covidxray.cli import PipelineError
+from covidxray.params import load_params
+from covidxray.schema import CLASSES, SOURCES
+from tests.conftest import DELETE, ROOT, params_with
+
+TUTORIAL = ["kermany", "covid-chestxray"]
+
+
+def refused(folder, changes, message):
+    """load_params of the repo's params with `changes` fails with exactly `message`."""
+    with pytest.raises(PipelineError, match=f"^{re.escape(f'params.yaml: {message}')}$"):
+        load_params(params_with(folder, changes))
+
+
+def test_the_repos_params_load_as_written():
+    written = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load_params(ROOT / "params.yaml")
+    assert params.seed == written["seed"] and params.image_size == written["image_size"]
+    assert list(params.tasks) == list(written["tasks"])
+    for name, spec in written["tasks"].items():
+        task = params.task(name)
+        assert (task.name, list(task.classes), list(task.sources)) == (
+            name, spec["classes"], spec["sources"])
+        assert (task.epochs, task.lr, task.batch_size) == (spec["epochs"], spec["lr"],
+                                                            spec["batch_size"])
+        expected = {**written["head"], **spec.get("head", {})}
+        assert dataclasses.asdict(task.head) == expected
+    assert dataclasses.asdict(params.augment) == written["augment_presets"][written["augment"]]
+    assert set(params.external) == set(written["external"])
+    assert params.holdout.task == written["holdout"]["task"]
+    assert params.recipe("binary").head is params.task("binary").head
+
+
+def test_params_are_frozen():
+    params = load_params(ROOT / "params.yaml")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.seed = 7
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.task("binary").head.units = 256
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"crop": 0.5}, "preprocess.crop must be a number in [0, 0.5), got 0.5"),
+    ({"clahe": "yes"}, "preprocess.clahe must be a number in [0, 1), got 'yes'"),
+])
+def test_preprocess_params_name_the_bad_key(tmp_path, section, message):
+    refused(tmp_path, {"preprocess": section}, message)
+
+
+def test_an_unknown_task_is_named_with_the_tasks_there_are():
+    params = load_params(ROOT / "params.yaml")
+    assert params.task("binary").classes == ("normal", "covid")
+    with pytest.raises(PipelineError, match=re.escape(
+            f"params.yaml: unknown task 'eight' (tasks: {', '.join(params.tasks)})")):
+        params.task("eight")
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"classes": ["normal", "fungal"], "sources": TUTORIAL},
+     f"tasks.odd.classes must be a list of {', '.join(CLASSES)}, got ['normal', 'fungal']"),
+    ({"classes": ["covid"], "sources": TUTORIAL},
+     f"tasks.odd.classes must be at least two of {', '.join(CLASSES)}, got ['covid']"),
+    ({"classes": ["covid", "covid"], "sources": TUTORIAL},
+     f"tasks.odd.classes must be at least two of {', '.join(CLASSES)}, got ['covid', 'covid']"),
+    ({"classes": ["normal", "covid"], "sources": ["mayo"]},
+     f"tasks.odd.sources must be a list of {', '.join(SOURCES)}, got ['mayo']"),
+    ({"classes": ["normal", "covid"]}, "tasks.odd.sources is missing"),
+])
+def test_a_tasks_classes_and_sources_must_be_known_ones(tmp_path, spec, message):
+    refused(tmp_path, {"tasks.odd": {**spec, "epochs": 1, "lr": 0.001, "batch_size": 4}},
+            message)
+
+
+@pytest.mark.slow
+def test_a_stage_reports_bad_params_in_one_line_without_a_traceback():
+    run = subprocess.run([sys.executable, "-m", "stages.evaluate", "nosuchtask"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert run.returncode == 1
+    tasks = ", ".join(load_params(ROOT / "params.yaml").tasks)
+    assert f"error: params.yaml: unknown task 'nosuchtask' (tasks: {tasks})" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "3", None])
+def test_whole_number_params_name_the_key(tmp_path, value):
+    refused(tmp_path, {"bank.views": value},
+            f"bank.views must be a whole number >= 0, got {value!r}")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"seed": "forty-two"}, "seed must be a whole number >= 0, got 'forty-two'"),
+    ({"seed": -1}, "seed must be a whole number >= 0, got -1"),
+    ({"image_size": 16}, "image_size must be a whole number >= 32, got 16"),
+    ({"image_size": 150.5}, "image_size must be a whole number >= 32, got 150.5"),
+    ({"head": DELETE}, "head is missing"),
+    ({"bank": [0, True]}, "bank must be a mapping of keys to values, got [0, True]"),
+])
+def test_params_that_no_stage_could_use_are_refused_on_reading(tmp_path, changes, message):
+    refused(tmp_path, changes, message)
+
+
+def test_a_file_that_is_not_a_mapping_is_refused(tmp_path):
+    (tmp_path / "params.yaml").write_text("- a list\n")
+    with pytest.raises(PipelineError, match=re.escape(
+            "params.yaml: cannot read params (not a mapping of keys to values)")):
+        load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"shard_sise": 512}, "shard_sise is not a known key; did you mean shard_size?"),
+    ({"sead": 42}, "sead is not a known key; did you mean seed?"),
+    ({"preprocess.crp": 0.1}, "preprocess.crp is not a known key; did you mean preprocess.crop?"),
+    ({"tasks.binary.head": {"variance_flor": 0.01}},
+     "tasks.binary.head.variance_flor is not a known key; did you mean"
+     " tasks.binary.head.variance_floor?"),
+    ({"augment_presets.mild.zooom": 0.1},
+     "augment_presets.mild.zooom is not a known key; did you mean augment_presets.mild.zoom?"),
+    ({"bank.colour": "red"},
+     "bank.colour is not a known key; known: batch_size, dtype, plain_view, views"),
+])
+def test_a_misspelt_or_unknown_key_is_named_with_the_nearest_known_one(tmp_path, changes,
+                                                                       message):
+    """Read by nothing, it would be silently ignored: the run would use the default."""
+    refused(tmp_path, changes, message)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"head.poolng": "flatten", "head.pooling": DELETE}, "head.pooling is missing"),
+    ({"sead": 42, "seed": DELETE}, "seed is missing"),
+])
+def test_a_misspelt_required_key_is_refused_as_missing(tmp_path, changes, message):
+    refused(tmp_path, changes, message)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"controls.task": "nosuch"}, "unknown task 'nosuch' (tasks: "
+     + ", ".join(yaml.safe_load((ROOT / "params.yaml").read_text())["tasks"]) + ")"),
+    ({"holdout.within_source": "nowhere"},
+     "holdout.within_source names 'nowhere', which is not a set under `external`"),
+    ({"confound.other_source": "kids"},
+     "confound.other_source names 'kids', which is not a set under `external`"),
+    ({"controls.children": "kids"},
+     "controls.children names 'kids', which is not a set under `external`"),
+    ({"bank.views": 0, "bank.plain_view": False, "backbone.trainable_blocks": 1,
+      "backbone.fine_tune_lr": 1e-5, "backbone.fine_tune_epochs": 1},
+     "backbone.trainable_blocks > 0 needs the bank (bank.views > 0 or bank.plain_view)"),
+])
+def test_keys_that_name_other_keys_must_name_existing_ones(tmp_path, changes, message):
+    refused(tmp_path, changes, message)
+
+
+def test_optional_cross_references_may_be_left_out(tmp_path):
+    params = load_params(params_with(tmp_path, {
+        "holdout.within_source": None, "confound.other_source": DELETE,
+        "controls.children": DELETE, "external": DELETE}))
+    assert params.external == {}
+    assert (params.holdout.within_source, params.confound.other_source,
+            params.controls.children) == (None, None, None)
