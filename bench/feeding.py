@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from covidxray.bank import feature_batches, feature_pass
+from covidxray.batching import batch_slices
 from covidxray.distribution import predict_on_batch
 from covidxray.machine import device, processor
 from covidxray.model import VGGPreprocess
@@ -44,8 +45,8 @@ def trivial_extractor():
 def stored_images(folder, n):
     """n random uint8 images as a sharded array, as prepare stores them."""
     rng = np.random.default_rng(0)
-    batches = (rng.integers(0, 255, (min(256, n - start), SIZE, SIZE, 3), dtype=np.uint8)
-               for start in range(0, n, 256))
+    batches = (rng.integers(0, 255, (len(range(n)[rows]), SIZE, SIZE, 3), dtype=np.uint8)
+               for rows in batch_slices(n, 256))
     write_shards(folder, batches, (SIZE, SIZE, 3), "uint8", 1024)
     return Shards(folder, "prepare")
 

@@ -193,10 +193,14 @@ def test_the_data_report_counts_classes_and_the_missing_covid_image(project):
 
 
 def test_a_second_repro_has_nothing_to_do_and_says_so_fast(project):
+    """As fast as `dvc status` plus DVC's own start: it hashes no data again. Timed against
+    status, on the same loaded machine, rather than against a fixed number of seconds."""
+    started = time.perf_counter()
     assert "up to date" in dvc(project["path"], "status")
+    status = time.perf_counter() - started
     started = time.perf_counter()
     assert "Running stage" not in dvc(project["path"], "repro")
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < 2 * status + 2
 
 
 def test_metrics_diff_answers_against_the_commit_before_the_run(project):
