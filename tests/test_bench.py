@@ -119,6 +119,32 @@ def test_selection_ranks_by_mean_validation_accuracy_and_names_changed_params():
     assert page.splitlines()[-1].startswith("| reference |")
 
 
+def test_selection_reads_each_experiments_detail_from_its_commit(tmp_path, monkeypatch):
+    """dvc exp show has the headline metrics only; the repeated splits' and holdout's scores
+    come from metrics/detail/ in each experiment's commit, named as exp show names metrics."""
+    import subprocess
+
+    import pandas as pd
+
+    from bench import selection
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    (tmp_path / "metrics" / "detail").mkdir(parents=True)
+    (tmp_path / "metrics" / "detail" / "repeat.json").write_text(
+        '{"binary": {"head": {"val": {"accuracy": {"mean": 0.75}}}}}')
+    git("add", "-A")
+    git("commit", "-qm", "a run")
+    monkeypatch.chdir(tmp_path)
+    table = selection.with_detail(pd.DataFrame({"rev": [git("rev-parse", "HEAD").strip(),
+                                                        "0" * 40]}))
+    assert table.loc[0, "binary.head.val.accuracy.mean"] == 0.75
+    assert pd.isna(table.loc[1, "binary.head.val.accuracy.mean"])  # no such commit: no scores
+
+
 def test_the_shortcut_table_ranks_by_covid_recall_less_adult_false_alarms():
     import pandas as pd
 
