@@ -9,6 +9,7 @@ merge builds the manifest from them, external builds the extra evaluation sets.
 
 import csv
 import io
+import os
 import re
 from pathlib import Path
 
@@ -36,6 +37,63 @@ CAUSE = {"bacteria": "bacterial", "virus": "viral"}
 NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what decoding with surrogateescape makes of bad bytes
 
 
+def shown(path):
+    """A path as valid UTF-8 text for the report: bytes that are not UTF-8 as \\xNN."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
+def misnamed(path, skipped):
+    """Whether `path` is not valid UTF-8 (its bad bytes decoded with surrogateescape); such a
+    path goes to `skipped`, since the manifest and the other CSV files must stay UTF-8."""
+    if NOT_UTF8.search(str(path)):
+        skipped.append({"path": shown(path),
+                        "reason": "file or folder name is not valid UTF-8; rename it"})
+        return True
+    return False
+
+
+def unreadable(folder, err):
+    """The stop for a source's folder that cannot be read: it is the whole source, or a whole
+    class of it, not one file, so leaving it out would change the data without a word."""
+    if not isinstance(err, PermissionError):
+        return PipelineError(f"{shown(folder)}: cannot read this folder of the source"
+                             f" ({err.strerror}); check the folder and the disk it is on")
+    return PipelineError(f"{shown(folder)}: permission denied, cannot read this folder of the"
+                         " source; let the user who runs the pipeline read it (e.g."
+                         f" `chmod -R a+rX {shown(folder)}`)")
+
+
+def listing(folder):
+    """The entries of one of a source's folders, by name; one that cannot be read stops the
+    stage (unreadable)."""
+    try:
+        found = sorted(Path(folder).iterdir())
+        for path in found[:1]:
+            os.lstat(path)  # listing needs read permission, reaching a file search permission
+        return found
+    except OSError as err:
+        raise unreadable(folder, err) from err
+
+
+def blocked(path):
+    """The first folder on the way to `path` that cannot be searched."""
+    for step in [*reversed(path.parents), path][1:]:
+        try:
+            os.lstat(step)
+        except PermissionError:
+            return step.parent
+    return path.parent
+
+
+def present(path, kind=Path.is_file):
+    """Whether `path` is there and of its kind (Path.is_file, Path.is_dir); a folder on the way
+    that cannot be searched stops the stage (unreadable), where is_file would raise."""
+    try:
+        return kind(path)
+    except PermissionError as err:
+        raise unreadable(blocked(path), err) from err
+
+
 def kermany_label(folder, name):
     """(class, patient) from a Kaggle file's folder and name, or None if the name says neither."""
     if folder == "NORMAL" and (match := NORMAL_NAME.match(name)):
@@ -51,9 +109,11 @@ def kermany_candidates(root, splits, skipped, key="merge.kermany_splits"):
     for split in splits:
         for folder in ("NORMAL", "PNEUMONIA"):
             directory = Path(root) / split / folder
-            if not directory.is_dir():
+            if not present(directory, Path.is_dir):
                 raise PipelineError(f"{directory}: missing ({key} names {split!r})")
-            for path in sorted(directory.iterdir()):
+            for path in listing(directory):
+                if misnamed(path, skipped):
+                    continue
                 label = kermany_label(folder, path.name)
                 if path.is_dir():
                     skipped.append({"path": str(path), "reason": "a folder, not an image"})
@@ -74,7 +134,8 @@ def read_rows(path, columns, skipped):
     into one such row)."""
     try:
         reader = csv.reader(io.StringIO(
-            Path(path).read_bytes().decode("utf-8", errors="surrogateescape"), newline=""))
+            # utf-8-sig: Excel's "CSV UTF-8" starts the file with a byte-order mark
+            Path(path).read_bytes().decode("utf-8-sig", errors="surrogateescape"), newline=""))
         header = next(reader, None)
         missing = [c for c in columns if c not in (header or [])]
         if not header or missing:
@@ -113,7 +174,7 @@ def covid_candidates(root, findings, modality, views, skipped):
             skipped.append({"path": f"{metadata}:{record['line']}",
                             "reason": "no Patientid" if not patient else
                             f"filename {name!r} is not a file name in images/"})
-        elif not (path.is_file() or path.is_symlink()):  # a broken link is for the decoder
+        elif not (present(path) or path.is_symlink()):  # a broken link is for the decoder
             skipped.append({"path": str(path), "reason": f"listed in metadata.csv line"
                                                          f" {record['line']}, file missing"})
         else:
@@ -138,7 +199,7 @@ def nih_table(root):
     """The labels file of an NIH layout: the full download's, its 2020 release's or Kaggle's
     5% sample's."""
     for name in NIH_TABLES:
-        if (Path(root) / name).is_file():
+        if present(Path(root) / name):
             return Path(root) / name
     raise PipelineError(f"{root}: no NIH labels file ({', '.join(NIH_TABLES)})")
 
@@ -155,19 +216,36 @@ def nih_label(labels, findings):
     return (classes.pop() if classes else None), None
 
 
+def image_folders(root):
+    """The images/ folders at any depth under an NIH layout's root (a link to one too), by
+    path; a folder on the way that cannot be read stops the stage (unreadable)."""
+    found = []
+
+    def refuse(err):
+        raise unreadable(err.filename, err) from err
+
+    for folder, subfolders, _ in os.walk(root, onerror=refuse):
+        found += [Path(folder, name) for name in subfolders if name == "images"]
+        subfolders[:] = [name for name in subfolders if name != "images"]  # listed apart
+    return sorted(found)
+
+
 def nih_candidates(root, findings, ages, views, skipped):
     """Rows of NIH ChestX-ray14 in any of its layouts: a labels file (nih_table) beside
     images/, images_0NN/images/ (the full download) or any other */images/ folder. A row is a
     candidate when a label maps to a class in `findings` and its age (in [low, high]) and view
     are wanted; a row with an unknown label, an age that is none or above 120, or a missing
-    image is left out with its line and the reason."""
+    image is left out with its line and the reason, as is a later row of an image listed twice."""
     table = nih_table(root)
-    images = {path.name: path for path in sorted(Path(root).glob("**/images/*"))}
-    rows = []
+    images = {path.name: path for folder in image_folders(root) for path in listing(folder)}
+    rows, listed = [], {}
     for record in read_rows(table, NIH_COLUMNS, skipped):
         where = f"{table}:{record['line']}"
         cls, reason = nih_label(record["Finding Labels"].split("|"), findings)
         age, name = years(record["Patient Age"]), record["Image Index"]
+        first = listed.setdefault(name, record["line"])
+        if first != record["line"]:  # the first row of an image decides, whatever a later says
+            reason = f"{name} listed twice in {table.name} (lines {first} and {record['line']})"
         if reason is None and (age is None or age > MAX_AGE):
             reason = f"age {record['Patient Age']!r} is not a whole number of years up to {MAX_AGE}"
         if reason is None and not record["Patient ID"]:
@@ -202,7 +280,7 @@ def hannover_candidates(root, views, skipped):
                             "reason": f"projection {projection!r} is not ap or pa"})
         elif projection.upper() not in views:
             continue  # another view: not a candidate, by the params
-        elif not (path.is_file() or path.is_symlink()):  # a broken link is for the decoder
+        elif not (present(path) or path.is_symlink()):  # a broken link is for the decoder
             skipped.append({"path": str(path), "reason": f"listed in data.csv line"
                                                          f" {record['line']}, file missing"})
         else:  # age is redacted upstream; every patient is an adult, says the provenance
@@ -224,10 +302,12 @@ def candidates(layout, root, spec, skipped, where):
 
 
 def describe(rows, skipped):
-    """Decode every candidate once: drop unreadable files and byte-identical copies, with
-    reasons."""
+    """Decode every candidate once: drop paths that are not UTF-8, unreadable files and
+    byte-identical copies, with reasons."""
     kept, duplicates, seen = [], [], {}
     for row in rows:
+        if misnamed(row["path"], skipped):
+            continue
         try:
             image = open_rgb(row["path"])
         except PipelineError as err:

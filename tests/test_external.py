@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,8 @@ from covidxray.cli import PipelineError
 from covidxray.params import load_params
 from covidxray.paths import DETAIL, MANIFEST
 from stages import external, merge
-from tests.conftest import external_set, params_with, write_image, write_params
+from tests.conftest import (NIH_HEADER, external_set, nih_row, params_with, write_image,
+                            write_params)
 
 COVID_SET = {"layout": "covid", "path": "data/raw/covid-chestxray-dataset", "modality": "X-ray",
              "views": ["AP"], "findings": {"COVID-19": "covid", "SARS": "viral"}}
@@ -88,3 +90,19 @@ def test_the_stage_writes_each_sets_images_and_report(sources):
     assert len(rows) == 1 and images.shape == (1, 32, 32, 3)
     report = json.loads((DETAIL / "data_external.json").read_text())
     assert report["views"]["classes"] == {"covid": 1} and report["views"]["n_skipped"] == 1
+
+
+def test_a_set_image_under_a_folder_name_that_is_not_utf8_is_left_out_with_the_reason(sources,
+                                                                                     tmp_path):
+    folder, bad = tmp_path / "nih-more", os.fsdecode(b"\xff")
+    image = write_image(folder / f"part{bad}" / "images" / "00000900_000.png", 900)
+    write_image(folder / "images" / "00000901_000.png", 901)
+    rows = [nih_row(f"0000090{i}_000.png", "No Finding", 900 + i, 40) for i in range(2)]
+    (folder / "Data_Entry_2017.csv").write_text(NIH_HEADER + "".join(rows))
+    merge.main()
+    spec = {"layout": "nih", "path": str(folder), "findings": {"No Finding": "normal"},
+            "ages": [18, 120], "views": ["PA"]}
+    rows, skipped = external.read_set(external_set("n", spec), pd.read_csv(MANIFEST))
+    assert list(rows["patient"]) == ["nih:901"]
+    assert skipped == [{"path": str(image).replace(bad, "\\xff"),
+                        "reason": "file or folder name is not valid UTF-8; rename it"}]

@@ -1,6 +1,9 @@
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +13,11 @@ from covidxray import sources
 from covidxray.cli import PipelineError
 from covidxray.paths import DETAIL, MANIFEST
 from stages import merge
-from tests.conftest import write_image, write_params
+from tests.conftest import ROOT, hannover_layout, write_image, write_params
+
+NOT_UTF8 = os.fsdecode(b"x\xff")  # a name of raw bytes, as a file system may hold
+# root without the capabilities that let it read any file: a user's view of file modes
+UNPRIVILEGED = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all")
 
 
 @pytest.mark.parametrize("folder, name, expected", [
@@ -158,3 +165,77 @@ def test_a_negative_or_fractional_class_count_is_a_clear_error(sources, per_clas
     write_params(merge={"per_class": per_class})
     with pytest.raises(PipelineError, match=re.escape(f"params.yaml: {message}")):
         merge.main()
+
+
+def test_a_path_that_is_not_utf8_is_a_recorded_skip_and_the_manifest_stays_utf8(sources):
+    normal = write_image(sources["kermany"] / "NORMAL" / f"IM-0990-0001{NOT_UTF8}.jpeg", 990)
+    nih = sources["nih"] / NOT_UTF8 / "images" / "00000100_000.png"  # NIH's rows name the file
+    nih.parent.mkdir(parents=True)
+    (sources["nih"] / "images" / nih.name).rename(nih)
+    merge.main()
+    manifest = MANIFEST.read_bytes().decode("utf-8")  # raises if any byte is not UTF-8
+    report = json.loads((DETAIL / "data.json").read_text())
+    reason = "file or folder name is not valid UTF-8; rename it"
+    assert report["skipped"] == [{"path": str(path).replace(NOT_UTF8, "x\\xff"), "reason": reason}
+                                 for path in (normal, nih)]
+    assert "00000100_000.png" not in manifest and report["total"] == 23
+
+
+def test_a_table_with_a_byte_order_mark_gives_the_same_manifest(sources):
+    hannover_layout(sources["hannover"], [("p1", "a1", "ap"), ("p2", "a2", "pa")])
+    write_params(merge={"per_class": {"normal": 4, "bacterial": 4, "viral": 4, "covid": 4},
+                        "hannover": {"views": ["AP", "PA"], "per_class": {"covid": 2}}})
+    merge.main()
+    without = MANIFEST.read_bytes()
+    for table in (sources["covid"] / "metadata.csv", sources["nih"] / "Data_Entry_2017.csv",
+                  sources["hannover"] / "data.csv"):  # Excel's "CSV UTF-8" begins with one
+        table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
+    merge.main()
+    assert MANIFEST.read_bytes() == without and b"hannover" in without
+
+
+def unprivileged(*command):
+    """A command run as root without the capabilities that override file modes."""
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is missing: cannot run as a user that file modes stop")
+    return subprocess.run([*UNPRIVILEGED, *map(str, command)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.fixture
+def locked():
+    """chmod 000 a folder, skip if that does not keep an unprivileged user out, and give the
+    folder its mode back afterwards so that tmp_path can be removed."""
+    folders = []
+
+    def lock(folder):
+        folders.append((folder, folder.stat().st_mode))
+        folder.chmod(0)
+        if unprivileged(sys.executable, "-c", "import os, sys; os.listdir(sys.argv[1])",
+                        folder).returncode == 0:
+            pytest.skip("a mode-000 folder is still readable without root's capabilities")
+        return folder
+
+    yield lock
+    for folder, mode in folders:
+        folder.chmod(mode)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", [
+    "chest-xray-pneumonia/chest_xray/train/PNEUMONIA",  # a class of the Kaggle set
+    "chest-xray-pneumonia/chest_xray",  # a folder on the way to the classes
+    "covid-chestxray-dataset/images",
+    "nih-chestxray14/images",  # was 8 rows "file missing", and exit 0
+    "nih-chestxray14",
+    "hannover-covid-19/png",
+])
+def test_an_unreadable_source_folder_stops_merge_naming_it(sources, locked, folder):
+    hannover_layout(sources["hannover"], [("p1", "a1", "ap")])
+    write_params(merge={"hannover": {"views": ["AP"], "per_class": {"covid": 1}}})
+    folder = locked(Path("data/raw", folder))
+    run = unprivileged(sys.executable, "-m", "stages.merge")
+    assert run.returncode == 1 and run.stderr == (
+        f"error: {folder}: permission denied, cannot read this folder of the source; let the"
+        f" user who runs the pipeline read it (e.g. `chmod -R a+rX {folder}`)\n")
+    assert not MANIFEST.exists()

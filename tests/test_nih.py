@@ -73,6 +73,20 @@ def test_bad_nih_rows_are_skipped_with_their_line_and_reason(tmp_path):
     assert [r["patient"] for r in rows] == ["nih:5"]
 
 
+def test_an_image_listed_twice_keeps_its_first_row_and_records_both_lines(tmp_path):
+    root = nih_layout(tmp_path, "Data_Entry_2017.csv", "images", [
+        ("00000001_000.png", "No Finding", 1, 45),     # line 2: kept
+        ("00000002_000.png", "Pneumonia", 2, 50),      # line 3
+        ("00000001_000.png", "Pneumonia", 1, 45),      # line 4: the image of line 2 again
+    ])
+    skipped = []
+    rows = nih_candidates(root, FINDINGS, ADULTS, ["PA"], skipped)
+    assert skipped == [{"path": f"{root / 'Data_Entry_2017.csv'}:4", "reason":
+                        "00000001_000.png listed twice in Data_Entry_2017.csv (lines 2 and 4)"}]
+    assert [(Path(r["path"]).name, r["class"]) for r in rows] == [
+        ("00000001_000.png", "normal"), ("00000002_000.png", "pneumonia_other")]
+
+
 def test_labels_mapping_to_two_classes_are_a_recorded_skip(tmp_path):
     root = nih_layout(tmp_path, "sample_labels.csv", "images",
                       [("00000001_000.png", "Pneumonia|Effusion", 1, 50)])
