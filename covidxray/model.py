@@ -5,6 +5,7 @@ error, and its probabilities on images or on backbone features.
 
 import json
 import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -14,6 +15,7 @@ from covidxray.cli import PipelineError
 from covidxray.distribution import undistributed
 from covidxray.files import replacing
 from covidxray.head import probability_layer
+from covidxray.paths import MODELS
 
 
 # here, not in backbone.py: a saved classifier records the module of its custom layers
@@ -75,10 +77,26 @@ def renumbered(config, numbers):
 
 
 def load_classifier(path):
+    """The saved classifier, or a PipelineError naming the file, the reason and what to do."""
+    path = Path(path)
     try:
+        # Keras calls a .keras file that is not a whole zip archive "File not found"
+        if path.suffix == ".keras" and path.is_file() and not zipfile.is_zipfile(path):
+            raise zipfile.BadZipFile("not a whole zip archive")
         return keras.models.load_model(path)
+    except zipfile.BadZipFile as err:
+        raise PipelineError(f"{path}: cannot load the model, not a readable .keras model ({err};"
+                            f" damaged or truncated?); {restoring(path)}") from err
     except (OSError, ValueError, TypeError) as err:
         raise PipelineError(f"{path}: cannot load the model ({err})") from err
+
+
+def restoring(path):
+    """How to get a whole model file back: train writes models/<task>.keras and DVC tracks it."""
+    if path.parent.resolve() != MODELS.resolve():
+        return "replace it with a whole copy"
+    return (f"restore it with `dvc checkout --force {path}` (plain `dvc checkout` leaves a"
+            f" modified file as it is) or rebuild it with `dvc repro train@{path.stem}`")
 
 
 def probabilities(model, images, batch_size):

@@ -3,14 +3,17 @@
     python -m stages.predict --task TASK [--model FILE] [--csv FILE] [--gradcam DIR]
                              [--batch-size N] PATH...
 
-A PATH is an image file or a folder, searched recursively for image files. Images are decoded,
-cropped, resized and equalised exactly as the model's training images were (the `preprocess`
-in models/TASK.json). Exit status: 0 when every image was predicted, 1 when
-some could not be (or none were found), 2 on bad usage.
+A PATH is an image file or a folder, searched recursively for image files; an image or a
+folder that cannot be read gets an error record. Images are decoded, cropped, resized and
+equalised exactly as the model's training images were (the `preprocess` in models/TASK.json).
+A file name that is not UTF-8 keeps its bytes: \\udcNN escapes in JSON (os.fsencode gives
+them back), the bytes themselves in the CSV. Exit status: 0 when every image was predicted, 1
+when some image or folder could not be read (or none were found), 2 on bad usage.
 """
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -63,6 +66,26 @@ def image_size(model, path):
     return shape[1]
 
 
+def output_count(classes):
+    return 1 if len(classes) == 2 else len(classes)  # a sigmoid for two classes
+
+
+def tasks_where(params, fits):
+    """The tasks of params.yaml whose classes (a list) fit."""
+    return [name for name, task in params.tasks.items() if fits(list(task.classes))]
+
+
+def use_instead(tasks, otherwise):
+    return "use --task " + " or --task ".join(tasks) if tasks else otherwise
+
+
+def made_for(params, made):
+    """The tasks of params.yaml with the classes of train's record of a model, the one it
+    names alone when it is one of them (binary and binary_mixed share their classes)."""
+    tasks = tasks_where(params, lambda classes: classes == made["classes"])
+    return [made["task"]] if made.get("task") in tasks else tasks
+
+
 def load(args):
     """The model, its class names and how to decode images for it (load_images' size and
     preprocess), checked against each other."""
@@ -78,13 +101,18 @@ def load(args):
     trained = made.get("classes", classes)
     preprocess = Preprocess(**made["preprocess"]) if "preprocess" in made else params.preprocess
     if trained != classes:
+        retrain = (f"no task of params.yaml has those classes now; retrain it with"
+                   f" `dvc repro train@{made.get('task', args.task)}`")
         raise PipelineError(f"{record}: the model was trained on classes {trained}, params.yaml"
-                            f" tasks.{args.task}.classes are {classes}; retrain it")
+                            f" tasks.{args.task}.classes are {classes};"
+                            f" {use_instead(made_for(params, made), retrain)}")
     model = load_classifier(path)
     size, outputs = image_size(model, path), model.output_shape[-1]
-    if outputs != (1 if len(classes) == 2 else len(classes)):
+    if outputs != output_count(classes):
+        fitting = tasks_where(params, lambda other: output_count(other) == outputs)
         raise PipelineError(f"{path}: {outputs} output(s) do not fit the {len(classes)} classes"
-                            f" of params.yaml tasks.{args.task}.classes ({', '.join(classes)})")
+                            f" of params.yaml tasks.{args.task}.classes ({', '.join(classes)});"
+                            f" {use_instead(fitting, 'no task of params.yaml fits it')}")
     if args.gradcam:
         gradcam.check_classifier(model)
         try:
@@ -96,16 +124,38 @@ def load(args):
 
 
 def find_images(paths):
-    """Each PATH as given, whatever its suffix, or a folder's image files in sorted order."""
-    found = []
+    """Each PATH as given, whatever its suffix, or a folder's image files in sorted order; and
+    an error record for each folder, a PATH or one inside it, that could not be read."""
+    found, unread = [], []
     for path in paths:
-        if path.is_dir():
-            # not is_file(): a dangling or looping link is reported like any unreadable file
-            found += sorted(p for p in path.rglob("*")
-                            if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+        if is_folder(path):
+            found += folder_images(path, unread)
         else:
             found.append(path)  # a missing one gets an error record like an unreadable one
-    return found
+    return found, unread
+
+
+def is_folder(path):
+    """Whether PATH is a folder. One that cannot be looked at (in a folder that cannot be
+    entered) is not: it is then tried as an image, whose error record says why it failed."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def folder_images(folder, unread):
+    """The image files in a folder and the folders inside it (not links to folders), sorted;
+    an error record in `unread` for each of those folders that cannot be read."""
+    def record(err):
+        unread.append({"path": err.filename, "error": f"{err.filename}: cannot read this folder"
+                       f" ({err.strerror.lower()}), so its images were not predicted; make it"
+                       " readable to this user and predict them again"})
+
+    # files, not only regular ones: a dangling or looping link gets an error record like any
+    # unreadable file
+    return sorted(Path(parent, name) for parent, _, files in os.walk(folder, onerror=record)
+                  for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES)
 
 
 def decode(paths, decoding):
@@ -159,8 +209,14 @@ def write_csv(path, records, classes):
         raise PipelineError(f"--csv {path}: cannot write ({err})") from err
 
 
-def run(args, model, classes, decoding, paths):
-    """Predict batch by batch, printing each batch's records as soon as it is done."""
+def emit(records):
+    for record in records:
+        print(json.dumps(record), flush=True)
+
+
+def run(args, model, classes, decoding, paths, first_line):
+    """Predict batch by batch, printing each batch's records as soon as it is done; the first
+    one is output line `first_line`."""
     records = []
     with tqdm(total=len(paths), unit="image", disable=len(paths) <= QUIET_UP_TO,
               file=sys.stderr) as progress:
@@ -168,10 +224,9 @@ def run(args, model, classes, decoding, paths):
             batch = paths[rows]
             batch_records, predicted = classify(model, classes, batch, decoding)
             if args.gradcam and predicted:
-                write_overlays(model, args.gradcam, batch, predicted, rows.start + 1,
+                write_overlays(model, args.gradcam, batch, predicted, first_line + rows.start,
                                decoding["preprocess"].crop)
-            for record in batch_records:
-                print(json.dumps(record), flush=True)
+            emit(batch_records)
             records += batch_records
             progress.update(len(batch))
     return records
@@ -184,17 +239,20 @@ def main(argv=None):
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    paths = find_images(args.paths)
-    if not paths:
+    paths, unread = find_images(args.paths)
+    if not paths and not unread:
         raise PipelineError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in"
                             f" {', '.join(map(str, args.paths))}")
-    records = run(args, model, classes, decoding, paths)
+    emit(unread)
+    records = run(args, model, classes, decoding, paths, len(unread) + 1)
     if args.csv:
-        write_csv(args.csv, records, classes)
+        write_csv(args.csv, unread + records, classes)
     failed = sum("error" in r for r in records)
     if failed:
         print(f"error: {failed} of {len(records)} images could not be read", file=sys.stderr)
-    return 1 if failed else 0
+    if unread:
+        print(f"error: {len(unread)} folder(s) could not be read", file=sys.stderr)
+    return 1 if failed or unread else 0
 
 
 if __name__ == "__main__":

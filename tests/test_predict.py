@@ -1,5 +1,6 @@
 """The real `python -m stages.predict` in a project folder holding params.yaml and tiny models."""
 
+import functools
 import json
 import os
 import shutil
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +16,7 @@ from PIL import Image
 
 from covidxray import model as m
 from covidxray.backbone import build_backbone, build_extractor
+from covidxray.cli import PipelineError
 from covidxray.head import adapt_head, build_head
 from covidxray.images import load_images
 from covidxray.params import load_params
@@ -28,11 +31,14 @@ CLASSES = {"binary": ["normal", "covid"], "three": ["normal", "bacterial", "covi
 GOOD = {"a_gray.png": "L", "b_rgb.png": "RGB", "c.bmp": "RGB", "d.tif": "I;16",
         "nested/a_gray.jpeg": "L", "nested/e_rgb.JPG": "RGB", "nested/f.gif": "L",
         "nested/deeper/g.tiff": "RGB"}
+# a user without root's capabilities, to whom a folder's mode applies (tests run as root)
+UNPRIVILEGED = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"]
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """params.yaml, models/{binary,three}.keras (untrained, 32 px) and good and bad images."""
+    """params.yaml, models/{binary,three}.keras (untrained, 32 px) with three's record as train
+    writes it, a 5-output model that fits no task, and good and bad images."""
     root = tmp_path_factory.mktemp("project")
     shutil.copy(ROOT / "params.yaml", root)
     (root / "models").mkdir()
@@ -43,6 +49,10 @@ def project(tmp_path_factory):
         head = build_head(len(classes), extractor.output_shape[1:], **layers)
         adapt_head(head, [features])
         m.build_classifier(extractor, head).save(root / "models" / f"{task}.keras")
+    (root / "models" / "three.json").write_text(json.dumps({"task": "three",
+                                                            "classes": CLASSES["three"]}))
+    keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Flatten(),
+                      keras.layers.Dense(5, activation="softmax")]).save(root / "models/five.keras")
     # as train would record a model trained with the binary classes in the other order
     shutil.copy(root / "models" / "binary.keras", root / "models" / "swapped.keras")
     (root / "models" / "swapped.json").write_text(json.dumps({"classes": ["covid", "normal"]}))
@@ -60,10 +70,11 @@ def project(tmp_path_factory):
     return root
 
 
-def predict(project, *args):
+def predict(project, *args, user=()):
+    """stages.predict run in `project`, as `user` (a command prefix) when given."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
-    return subprocess.run([sys.executable, "-m", "stages.predict", *map(str, args)],
+    return subprocess.run([*user, sys.executable, "-m", "stages.predict", *map(str, args)],
                           cwd=project, env=env, capture_output=True, text=True)
 
 
@@ -170,9 +181,19 @@ def test_gradcam_writes_an_overlay_of_each_predicted_image_at_its_size(project, 
     (["--task", "binary", "--model", "models/none.keras"], "error: no such model file"),
     (["--task", "binary", "--model", "params.yaml"], "error: params.yaml: cannot load the model"),
     (["--task", "three", "--model", "models/binary.keras"],
-     "error: models/binary.keras: 1 output(s) do not fit the 3 classes"),
+     "error: models/binary.keras: 1 output(s) do not fit the 3 classes of params.yaml"
+     " tasks.three.classes (normal, bacterial, covid); use --task binary or --task binary_mixed"),
+    (["--task", "binary", "--model", "models/five.keras"],
+     "error: models/five.keras: 5 output(s) do not fit the 2 classes of params.yaml"
+     " tasks.binary.classes (normal, covid); no task of params.yaml fits it"),
+    # three's record names its task, the one to use
+    (["--task", "binary", "--model", "models/three.keras"],
+     "error: models/three.json: the model was trained on classes ['normal', 'bacterial', 'covid'],"
+     " params.yaml tasks.binary.classes are ['normal', 'covid']; use --task three\n"),
     (["--task", "binary", "--model", "models/swapped.keras"],
-     "error: models/swapped.json: the model was trained on classes ['covid', 'normal']"),
+     "error: models/swapped.json: the model was trained on classes ['covid', 'normal'],"
+     " params.yaml tasks.binary.classes are ['normal', 'covid']; no task of params.yaml has those"
+     " classes now; retrain it with `dvc repro train@binary`"),
     (["--task", "binary", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
 ])
 def test_bad_usage_exits_2_with_a_one_line_error(project, args, message):
@@ -187,3 +208,123 @@ def test_no_images_at_all_is_an_error(project):
     assert run.returncode == 1
     assert "error: no image files" in run.stderr and "in images/empty" in run.stderr
     assert run.stdout == ""
+
+
+def test_a_truncated_model_file_says_so_and_how_to_get_it_back(project, tmp_path):
+    """Keras itself calls a .keras file that is not a whole zip archive "File not found"."""
+    shutil.copy(project / "params.yaml", tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/binary.keras").write_bytes(
+        (project / "models/binary.keras").read_bytes()[:1000])
+    run = predict(tmp_path, "--task", "binary", project / "images/good")
+    assert run.returncode == 2 and run.stdout == "" and "Traceback" not in run.stderr
+    assert run.stderr.endswith(
+        "error: models/binary.keras: cannot load the model, not a readable .keras model (not a"
+        " whole zip archive; damaged or truncated?); restore it with `dvc checkout --force"
+        " models/binary.keras` (plain `dvc checkout` leaves a modified file as it is) or rebuild"
+        " it with `dvc repro train@binary`\n")
+
+
+def damaged_config(data):
+    """A whole .keras zip whose config.json no longer matches its checksum."""
+    at = data.index(b'"class_name"')  # config.json comes before the weights
+    return data[:at] + b'"class_nane"' + data[at + len(b'"class_name"'):]
+
+
+@pytest.mark.parametrize("damage, path, message", [
+    (damaged_config, "models/binary.keras",
+     r"models/binary\.keras: cannot load the model, not a readable \.keras model \(Bad CRC-32 for"
+     r" file 'config\.json'; damaged or truncated\?\); restore it with `dvc checkout --force"),
+    (lambda data: data[:1000], "mine.keras",
+     r"mine\.keras: cannot load the model, not a readable \.keras model \(not a whole zip"
+     r" archive; damaged or truncated\?\); replace it with a whole copy$"),
+])
+def test_a_damaged_model_file_is_a_clear_error(project, tmp_path, monkeypatch, damage, path,
+                                              message):
+    """Only a file where train writes models is restored with dvc."""
+    monkeypatch.chdir(tmp_path)
+    Path(path).parent.mkdir(exist_ok=True)
+    Path(path).write_bytes(damage((project / "models/binary.keras").read_bytes()))
+    with pytest.raises(PipelineError, match=message):
+        m.load_classifier(path)
+
+
+def test_a_file_name_that_is_not_utf8_is_predicted_with_its_bytes_kept(project):
+    """The JSON line escapes the byte as Python does (os.fsencode gives it back), the CSV row
+    holds the byte itself."""
+    write_image(project / "latin1" / os.fsdecode(b"a\xff.jpeg"), 5, "RGB")
+    run = predict(project, "--task", "binary", "--csv", "latin1.csv", "latin1")
+    assert run.returncode == 0, run.stderr
+    [record] = records(run)
+    assert os.fsencode(record["path"]) == b"latin1/a\xff.jpeg" and "prediction" in record
+    row = (project / "latin1.csv").read_bytes().splitlines()[1]
+    assert row.startswith(b"latin1/a\xff.jpeg," + record["prediction"].encode() + b",")
+
+
+@pytest.fixture(scope="module")
+def unprivileged(tmp_path_factory):
+    """The prefix that runs a command as a user to whom file modes apply, or a skip."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is missing: root reads any folder whatever its mode")
+    closed = tmp_path_factory.mktemp("closed")
+    closed.chmod(0)
+    try:
+        listing = subprocess.run([*UNPRIVILEGED, "ls", closed], capture_output=True, text=True)
+    finally:
+        closed.chmod(0o700)
+    if "Permission denied" not in listing.stderr:
+        pytest.skip("setpriv did not take root's power to read a mode-000 folder"
+                    f" ({listing.stderr.strip() or 'it listed it'})")
+    return UNPRIVILEGED
+
+
+@pytest.fixture(scope="module")
+def unreadable(project, unprivileged):
+    """predict as that user on a PATH folder with a folder inside that it cannot read, and on
+    a file in a folder it cannot enter (in one run); then on that folder alone."""
+    root = project / "locked"
+    for seed, name in enumerate(["open/good.png", "open/shut/hidden.png", "closed/x.png"]):
+        write_image(root / name, 200 + seed, "RGB")
+    closed = [root / "open/shut", root / "closed"]
+    for folder in closed:
+        folder.chmod(0)
+    try:
+        run = functools.partial(predict, project, "--task", "binary", user=unprivileged)
+        return (run("--csv", "locked.csv", "--gradcam", "locked_cams", "locked/open",
+                    "locked/closed/x.png"),
+                run("locked/closed"))
+    finally:
+        for folder in closed:
+            folder.chmod(0o755)
+
+
+def test_a_file_in_a_folder_that_cannot_be_entered_gets_an_error_record(unreadable):
+    run = unreadable[0]
+    out = {r["path"]: r for r in records(run)}
+    assert "PermissionError" in out["locked/closed/x.png"]["error"]
+    assert "prediction" in out["locked/open/good.png"]
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "error: 1 of 2 images could not be read" in run.stderr
+
+
+def test_a_folder_that_cannot_be_read_inside_a_path_gets_an_error_record(project, unreadable):
+    run = unreadable[0]
+    folder = {"path": "locked/open/shut", "error": "locked/open/shut: cannot read this folder"
+              " (permission denied), so its images were not predicted; make it readable to this"
+              " user and predict them again"}
+    assert records(run)[0] == folder  # first, before the images
+    assert "error: 1 folder(s) could not be read" in run.stderr
+    table = pd.read_csv(project / "locked.csv")
+    assert table.iloc[0].path == folder["path"] and table.iloc[0].error == folder["error"]
+    # overlays are numbered by output line, the folder's record included
+    assert [p.name for p in (project / "locked_cams").iterdir()] == ["0002_good.png"]
+
+
+def test_a_path_folder_that_cannot_be_read_says_so_not_that_it_has_no_images(unreadable):
+    run = unreadable[1]
+    assert [r["path"] for r in records(run)] == ["locked/closed"]
+    assert "locked/closed: cannot read this folder (permission denied)" in run.stdout
+    assert "no image files" not in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode == 1 and run.stderr.endswith("error: 1 folder(s) could not be read\n")
