@@ -2,6 +2,7 @@
 complete), and reading and writing the JSON, CSV and .npz files the stages exchange."""
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -18,35 +19,95 @@ from covidxray.cli import PipelineError
 def replacing(path):
     """A temporary file beside `path` (same suffix, which savez and Keras need) that replaces it
     only when the block ends normally: a stage that is stopped leaves the old file or none,
-    never half of one. Only a SIGKILL of the stage itself can leave a `.<name>.partial-*` file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    never half of one. Only a SIGKILL of the stage itself can leave a `.<name>.partial-*` file.
+    A symbolic link is followed: the file it points to is replaced, on its own disk."""
+    target = resolved(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
     try:
-        yield partial
-        os.replace(partial, path)
+        with named_if_full(path, partial):
+            yield partial
+        os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def replacing_folder(path):
+def replacing_folder(path, needs=0):
     """A new folder beside `path` that replaces it only when the block ends normally, as
-    `replacing` does for a file: a stopped stage leaves the old folder or none."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    `replacing` does for a file: a stopped stage leaves the old folder or none. `needs`, the
+    bytes the block will write, is checked against the free space first (the old folder stays
+    until the new one is whole, so both must fit)."""
+    target = resolved(path)
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        yield partial
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(partial, path)
+        has_room(path, partial, needs)
+        with named_if_full(path, partial):
+            yield partial
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(partial, target)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
 
 
+def resolved(path):
+    """`path`, or where it points when it is a symbolic link (an output moved to another disk
+    by a link stays there, and the link stays a link)."""
+    path = Path(path)
+    return path.resolve() if path.is_symlink() else path
+
+
+def size_text(size):
+    """A size in bytes, as people read it: 900 bytes, 71.0 KB, 1.5 GB."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024:
+            return f"{size:,.0f} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.1f} TB"
+
+
+def has_room(path, partial, needs):
+    free = shutil.disk_usage(partial).free
+    if needs > free:
+        raise PipelineError(f"{path}: needs about {size_text(needs)} and its disk has"
+                            f" {size_text(free)} free; {FREE_SPACE}")
+
+
+FREE_SPACE = ("free some space, or make it a symbolic link to a folder on a larger disk, and run"
+              " the stage again")
+
+
+@contextlib.contextmanager
+def named_if_full(path, partial):
+    """A write that fails because the disk filled up, as one line naming the output, what was
+    written and what is free (numpy's short writes carry no errno: the free space tells)."""
+    try:
+        yield
+    except OSError as err:
+        free = shutil.disk_usage(partial.parent).free
+        if err.errno != errno.ENOSPC and free >= 2**20:
+            raise
+        raise PipelineError(f"{path}: the disk filled up after {size_text(size_of(partial))}"
+                            f" written ({size_text(free)} free); {FREE_SPACE}") from err
+
+
+def size_of(path):
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
 def read_json(path):
-    return json.loads(Path(path).read_text())
+    """A JSON file the pipeline wrote; damaged, it is named with the way to restore it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PipelineError(f"{path}: not valid JSON ({err}); run `dvc repro` to rebuild it (a"
+                            " stage whose outputs changed runs again), or `dvc checkout --force`"
+                            " to restore the changed outputs from the cache") from err
 
 
 def write_json(path, data):
@@ -55,8 +116,10 @@ def write_json(path, data):
 
 
 def write_table(table, path):
+    """A CSV file. A path that is not valid UTF-8 (a file name of raw bytes) is written as those
+    same bytes, so the row still names the file on disk."""
     with replacing(path) as partial:
-        table.to_csv(partial, index=False)
+        table.to_csv(partial, index=False, errors="surrogateescape")
 
 
 def sha256(path):
@@ -77,6 +140,6 @@ def read_npz(path, stage):
     try:
         with np.load(path) as arrays:
             return dict(arrays)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise PipelineError(f"{path}: cannot read ({err}); run `dvc repro {stage}` to rebuild"
                             " it") from err

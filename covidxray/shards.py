@@ -89,13 +89,20 @@ class Shards:
         if not index.is_file():
             raise PipelineError(f"{index}: missing; run `dvc repro {stage}`")
         meta = read_json(index)
-        if meta["manifest_sha256"] is not None:
-            made_from_manifest(self.folder, meta["manifest_sha256"], stage)
-        self.row_shape, self.dtype = tuple(meta["row_shape"]), np.dtype(meta["dtype"])
-        self.shard_size, rows = meta["shard_size"], meta["rows"]
+        try:
+            made_from, shape, dtype = meta["manifest_sha256"], meta["row_shape"], meta["dtype"]
+            self.shard_size, rows = int(meta["shard_size"]), int(meta["rows"])
+            self.row_shape, self.dtype = tuple(shape), np.dtype(dtype)
+        except (KeyError, TypeError, ValueError) as err:
+            raise PipelineError(f"{index}: not an index of shards ({err!r});"
+                                f" {restore(stage)}") from err
+        if made_from is not None:
+            made_from_manifest(self.folder, made_from, stage)
         self.shape = (rows, *self.row_shape)
         self.row_bytes = int(np.prod(self.row_shape)) * self.dtype.itemsize
         self.opened = {}
+        for k in range(-(-rows // self.shard_size)):  # every shard checked before any is read
+            self._open(k)
 
     def __len__(self):
         return self.shape[0]
@@ -154,7 +161,7 @@ class Shards:
 def _open_checked(path, shape, dtype, stage):
     """An open shard and its data's offset; a clear error if it is missing, is not the .npy
     the index describes, or is cut short."""
-    rebuild = f"run `dvc checkout` or `dvc repro {stage}` to restore it"
+    rebuild = restore(stage)
     try:
         file = open(path, "rb")
         read_header = {(1, 0): np.lib.format.read_array_header_1_0,
@@ -173,6 +180,11 @@ def _open_checked(path, shape, dtype, stage):
         raise PipelineError(f"{path}: {size:,} bytes where its header says {expected:,}"
                             f" (cut short?); {rebuild}")
     return file, offset
+
+
+def restore(stage):
+    """What brings back a damaged shard folder (plain `dvc checkout` refuses a changed one)."""
+    return f"run `dvc repro {stage}` to rebuild it, or `dvc checkout --force {stage}`"
 
 
 def prepared_images(rows=None):

@@ -13,9 +13,11 @@ at a time. With `distribution` set to spread over several devices, each batch is
 them (in this one process).
 """
 
+import math
 import time
 
 import keras
+import numpy as np
 
 from covidxray.augment import augmenter
 from covidxray.bank import bank_batch, build_features_model, feature_batches, feature_pass
@@ -41,7 +43,8 @@ def write_bank(params):
           f" {resolved_precision(params.backbone.precision)}")
     progress = keras.utils.Progbar((views + 1) * batch_count(len(images), batch),
                                    unit_name="batch")
-    with replacing_folder(FEATURES) as folder:
+    needs = (views + 1) * len(images) * math.prod(shape) * np.dtype(dtype).itemsize
+    with replacing_folder(FEATURES, needs) as folder:
         passes = [(view_name(view), augmented) for view in range(views)] + [("plain", plain)]
         for name, model in passes:
             write_shards(folder / name, feature_batches(model, images, batch, progress),

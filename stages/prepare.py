@@ -39,7 +39,7 @@ def main():
     manifest = pd.read_csv(MANIFEST)
     check_unchanged(manifest)
     started = time.perf_counter()
-    with replacing_folder(PREPARED_IMAGES) as folder:
+    with replacing_folder(PREPARED_IMAGES, needs=len(manifest) * size * size * 3) as folder:
         images = decode_all(manifest["path"], size, preprocess, workers)
         n = write_shards(folder, (image[None] for image in images), (size, size, 3), "uint8",
                          params.shard_size, manifest_digest())

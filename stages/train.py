@@ -63,6 +63,8 @@ def fit_classifier(params, recipe, train, val, spread):
     print(f"train {task.name}: {len(train)} train / {len(val)} val images, classes"
           f" {list(task.classes)}, backbone {params.backbone.weights} ({blocks} block(s)"
           f" trained), {training_mode(params.bank)}, on {device()}, {spread}")
+    # read (and so checked) first: DVCLive empties metrics/train/<task>/ when it opens
+    features = read_features() if params.bank.stored else None
     # with several processes, process 0 alone logs and writes
     log = (Live(str(METRICS / "train" / task.name), dvcyaml=None, save_dvc_exp=False)
            if chief() else contextlib.nullcontext())
@@ -70,7 +72,7 @@ def fit_classifier(params, recipe, train, val, spread):
         callbacks = [LiveHistory(live)] if live else []
         if params.bank.stored:
             top = top_blocks(backbone, blocks) if blocks else None
-            _, kept = fit_on_bank(head, read_features(), train, val, recipe, top, callbacks)
+            _, kept = fit_on_bank(head, features, train, val, recipe, top, callbacks)
         else:
             kept = fit_per_epoch(extractor, head, recipe, train, val, callbacks)
     return classifier, started_from, kept

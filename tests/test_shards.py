@@ -10,7 +10,7 @@ from covidxray.cli import PipelineError
 from covidxray.files import read_json, replacing_folder
 from covidxray.images import decoded
 from covidxray.inputs import BankBatches, RowBatches, batches_of
-from covidxray.paths import FEATURES, MANIFEST, MODELS, PREPARED_IMAGES
+from covidxray.paths import FEATURES, MANIFEST, METRICS, MODELS, PREPARED_IMAGES
 from covidxray.provenance import manifest_digest
 from covidxray.shards import INDEX, Shards, ShardWriter, prepared_images, write_shards
 from tests.conftest import make_recipe, make_task, write_params
@@ -72,6 +72,13 @@ def test_float16_storage_casts_rows_and_reads_back_to_within_its_precision(tmp_p
         writer.write(np.zeros((1, 3)))
 
 
+TINY = {"image_size": 32, "shard_size": 5, "backbone": {"weights": "none"},
+        "tasks": {"binary": {"classes": ["normal", "covid"],
+                             "sources": ["kermany", "covid-chestxray"], "epochs": 1,
+                             "lr": 1e-3, "batch_size": 4}},
+        "split": {"test_per_class": 1, "val_fraction": 0.5}}
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda path: path.unlink(), r"00001\.npy: not a readable shard"),
     (lambda path: path.write_bytes(path.read_bytes()[:-5]), r"00001\.npy: .* bytes where its"
@@ -80,13 +87,17 @@ def test_float16_storage_casts_rows_and_reads_back_to_within_its_precision(tmp_p
     (lambda path: np.save(path, np.zeros((2, 3), np.float64)),
      r"00001\.npy: holds float64 of shape \(2, 3\), where .*shards\.json says float32 of shape"
      r" \(1, 3\)"),
+    (lambda path: (path.parent / INDEX).write_text("{not json"), r"shards\.json: not valid JSON"),
+    (lambda path: (path.parent / INDEX).write_text("{}"), r"shards\.json: not an index of shards"),
 ])
-def test_a_damaged_shard_is_named_with_the_way_to_restore_it(tmp_path, damage, message):
-    shards = written(tmp_path / "a", np.ones((5, 3), np.float32), shard_size=4)
+def test_a_damaged_shard_is_named_with_the_way_to_restore_it_before_any_row_is_read(
+        tmp_path, damage, message):
+    """Checked when the folder is opened: train used to open DVCLive (emptying its metrics) and
+    only then find the damage. Plain `dvc checkout` refuses a changed output: --force is named."""
+    written(tmp_path / "a", np.ones((5, 3), np.float32), shard_size=4)
     damage(tmp_path / "a" / "00001.npy")
-    np.testing.assert_array_equal(shards[:4], 1)  # the intact shard still reads
-    with pytest.raises(PipelineError, match=message + r".*dvc checkout.*dvc repro features"):
-        shards[4]
+    with pytest.raises(PipelineError, match=message + r".*`dvc repro.*`dvc checkout --force"):
+        Shards(tmp_path / "a", "features")
 
 
 def test_shards_of_another_manifest_or_none_at_all_are_refused(project):
@@ -139,11 +150,7 @@ def test_prepare_and_features_write_shards_that_train_reads_in_float16_too(sourc
     of float32 ones, and a head trains on them."""
     from stages import features, merge, prepare, split, train
 
-    tiny = {"image_size": 32, "shard_size": 5, "backbone": {"weights": "none"},
-            "tasks": {"binary": {"classes": ["normal", "covid"],
-                                 "sources": ["kermany", "covid-chestxray"], "epochs": 1,
-                                 "lr": 1e-3, "batch_size": 4}},
-            "split": {"test_per_class": 1, "val_fraction": 0.5}}
+    tiny = TINY
     write_params(**tiny, bank={"views": 1, "dtype": "float32"})
     for stage in (merge, prepare, split, features):
         stage.main()
@@ -204,3 +211,20 @@ def test_a_bad_shard_size_is_one_clear_error(sources, value):
                                             rf" >= 1, got {value!r}$"):
         prepare.main()
     assert not PREPARED_IMAGES.exists()
+
+
+def test_train_finds_a_damaged_bank_before_it_touches_its_training_log(sources):
+    """DVCLive empties metrics/train/<task>/ when it opens: the bank is read first."""
+    from stages import features, merge, prepare, split, train
+
+    write_params(**TINY, bank={"views": 1, "dtype": "float32"})
+    for stage in (merge, prepare, split, features):
+        stage.main()
+    train.main("binary")
+    log = METRICS / "train" / "binary"
+    before = {path: path.read_bytes() for path in log.rglob("*") if path.is_file()}
+    assert log / "metrics.json" in before
+    (FEATURES / "plain" / "00001.npy").unlink()
+    with pytest.raises(PipelineError, match=r"plain/00001\.npy: not a readable shard"):
+        train.main("binary")
+    assert {path: path.read_bytes() for path in log.rglob("*") if path.is_file()} == before
