@@ -50,7 +50,10 @@ class Section:
         if name in self.mapping:
             return self.mapping[name]
         if default is REQUIRED:
-            raise PipelineError(f"params.yaml: {self.key(name)} is missing")
+            unread = [str(key) for key in self.mapping if key not in self.known]
+            near = difflib.get_close_matches(str(name), unread, n=1)
+            hint = f" (is {self.key(near[0])} a misspelling of it?)" if near else ""
+            raise PipelineError(f"params.yaml: {self.key(name)} is missing{hint}")
         return default
 
     @defaulted

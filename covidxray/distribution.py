@@ -25,22 +25,37 @@ import numpy as np
 from covidxray.cli import PipelineError
 
 PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"
+ADDRESSES = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
+PROCESS_ID = "KERAS_DISTRIBUTION_PROCESS_ID"
+
+
+def process_count():
+    """KERAS_DISTRIBUTION_NUM_PROCESSES, checked: 1 when unset."""
+    value = os.environ.get(PROCESSES, "1")
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise PipelineError(f"{PROCESSES} must be a whole number of at least 1, got {value!r}")
+    return count
 
 
 @functools.cache
 def process_share():
     """(this process's index, how many processes train together): (0, 1) for one host. Joins
     the others on first use, before any JAX computation, as jax.distributed must."""
-    try:
-        count = int(os.environ.get(PROCESSES, "1"))
-    except ValueError:
-        raise PipelineError(f"{PROCESSES} must be a whole number, got"
-                            f" {os.environ[PROCESSES]!r}") from None
+    count = process_count()
     if count == 1:
         return 0, 1
     if keras.backend.backend() != "jax":
         raise PipelineError(f"{PROCESSES}={count}: training in several processes needs"
                             f" KERAS_BACKEND=jax, not {keras.backend.backend()}")
+    for name, what in ((ADDRESSES, "the first host's address:port"),
+                       (PROCESS_ID, f"this process's number, 0 to {count - 1}")):
+        if not os.environ.get(name):
+            raise PipelineError(f"{PROCESSES}={count} needs {name} too ({what});"
+                                " docs/performance.md shows a run on several hosts")
     keras.distribution.initialize()
     import jax
 

@@ -48,9 +48,11 @@ class Params:
     confound: Confound
     tasks: dict  # name -> Task
 
-    def task(self, name):
+    def task(self, name, key=None):
+        """Task `name`, which params key `key` names (None: a stage's command line)."""
         if name not in self.tasks:
-            raise PipelineError(f"params.yaml: unknown task {name!r} (tasks:"
+            named = f"{key} names unknown task" if key else "unknown task"
+            raise PipelineError(f"params.yaml: {named} {name!r} (tasks:"
                                 f" {', '.join(self.tasks)})")
         return self.tasks[name]
 
@@ -114,8 +116,8 @@ def load_params(path=PARAMS_FILE):
 
 def cross_checked(params):
     """Params whose keys that name tasks and external sets name ones that exist."""
-    params.task(params.controls.task)
-    holdout = params.task(params.holdout.task)
+    params.task(params.controls.task, "controls.task")
+    holdout = params.task(params.holdout.task, "holdout.task")
     if "covid" not in holdout.classes:
         raise PipelineError(f"params.yaml: holdout.task {holdout.name!r} has no covid class")
     if any(source not in holdout.sources for source in params.holdout.sources):

@@ -181,14 +181,35 @@ def processes(monkeypatch):
     process_share.cache_clear()
 
 
-@pytest.mark.parametrize("value, message", [
-    ("two", "KERAS_DISTRIBUTION_NUM_PROCESSES must be a whole number, got 'two'"),
-    ("2", "KERAS_DISTRIBUTION_NUM_PROCESSES=2: training in several processes needs"
-          " KERAS_BACKEND=jax, not tensorflow"),
+@pytest.mark.parametrize("value, backend, message", [
+    ("two", "tensorflow", "KERAS_DISTRIBUTION_NUM_PROCESSES must be a whole number of at least 1,"
+                          " got 'two'"),
+    ("0", "tensorflow", "KERAS_DISTRIBUTION_NUM_PROCESSES must be a whole number of at least 1,"
+                        " got '0'"),
+    ("-1", "jax", "KERAS_DISTRIBUTION_NUM_PROCESSES must be a whole number of at least 1,"
+                  " got '-1'"),
+    ("2", "tensorflow", "KERAS_DISTRIBUTION_NUM_PROCESSES=2: training in several processes"
+                        " needs KERAS_BACKEND=jax, not tensorflow"),
+    ("2", "jax", "KERAS_DISTRIBUTION_NUM_PROCESSES=2 needs KERAS_DISTRIBUTION_JOB_ADDRESSES too"
+                 " (the first host's address:port)"),
 ])
-def test_bad_process_settings_are_clear_errors(processes, value, message):
+def test_bad_process_settings_are_clear_errors(processes, monkeypatch, value, backend, message):
+    """Checked before JAX is asked to join other processes: it would raise its own ValueError."""
     processes(value)
+    monkeypatch.delenv("KERAS_DISTRIBUTION_JOB_ADDRESSES", raising=False)
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
+    monkeypatch.setattr(keras.distribution, "initialize", lambda: pytest.fail("joined"))
     with pytest.raises(PipelineError, match=re.escape(message)):
+        process_share()
+
+
+def test_several_processes_need_each_ones_number(processes, monkeypatch):
+    processes("2")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_JOB_ADDRESSES", "host0:1234")
+    monkeypatch.delenv("KERAS_DISTRIBUTION_PROCESS_ID", raising=False)
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(PipelineError, match=r"needs KERAS_DISTRIBUTION_PROCESS_ID too \(this"
+                                            r" process's number, 0 to 1\)"):
         process_share()
 
 

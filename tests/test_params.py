@@ -136,15 +136,21 @@ def test_a_misspelt_or_unknown_key_is_named_with_the_nearest_known_one(tmp_path,
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"head.poolng": "flatten", "head.pooling": DELETE}, "head.pooling is missing"),
-    ({"sead": 42, "seed": DELETE}, "seed is missing"),
+    ({"head.poolng": "flatten", "head.pooling": DELETE},
+     "head.pooling is missing (is head.poolng a misspelling of it?)"),
+    ({"sead": 42, "seed": DELETE}, "seed is missing (is sead a misspelling of it?)"),
+    ({"bnak": {"views": 2}, "bank": DELETE}, "bank is missing (is bnak a misspelling of it?)"),
+    ({"mrege": {}, "merge": DELETE}, "merge is missing (is mrege a misspelling of it?)"),
+    ({"head.pooling": DELETE}, "head.pooling is missing"),
 ])
-def test_a_misspelt_required_key_is_refused_as_missing(tmp_path, changes, message):
+def test_a_misspelt_required_key_is_refused_as_missing_with_the_misspelling(tmp_path, changes,
+                                                                            message):
+    """A renamed section used to be a KeyError traceback from the stage that read it."""
     refused(tmp_path, changes, message)
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"controls.task": "nosuch"}, "unknown task 'nosuch' (tasks: "
+    ({"controls.task": "nosuch"}, "controls.task names unknown task 'nosuch' (tasks: "
      + ", ".join(yaml.safe_load((ROOT / "params.yaml").read_text())["tasks"]) + ")"),
     ({"holdout.within_source": "nowhere"},
      "holdout.within_source names 'nowhere', which is not a set under `external`"),
