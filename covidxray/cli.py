@@ -66,21 +66,36 @@ def parent_of(pid):
         return None
 
 
+def command_line(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def runs_dvc(pid):
+    """Whether the process is `dvc ...` or `python -m dvc ...`."""
+    return any(Path(os.fsdecode(arg)).name == "dvc" for arg in command_line(pid)[:3])
+
+
 def is_shell_command(pid):
     """Whether the process is `<shell> [options] -c <command>`, as DVC starts a stage."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"-c" in argv[1:-1]
+    return b"-c" in command_line(pid)[1:-1]
 
 
 def stop_with_parents(seconds=1.0):
     """SIGTERM this process once the dvc process that runs it dies. DVC starts a stage through
     `$SHELL -c`, and the shell may stay in between; a dead process's children are re-parented
-    at once, even while it is an unreaped zombie, so a changed parent id is the sign. dvc's own
-    parent is not watched: `nohup dvc repro &` outlives its terminal, and so do its stages."""
+    at once, even while it is an unreaped zombie, so a changed parent id is the sign, and a
+    parent that is already init means dvc died before the watch began. dvc's own parent is not
+    watched: `nohup dvc repro &` outlives its terminal, and so do its stages. Once a process."""
+    global _watching
+    if _watching:
+        return
+    _watching = True
     chain = [os.getpid(), os.getppid()]
+    if chain[-1] == 1 and not runs_dvc(1):  # (dvc itself may be init, in a container)
+        os.kill(os.getpid(), signal.SIGTERM)
     if is_shell_command(chain[-1]) and parent_of(chain[-1]) not in (None, 0, 1):
         chain.append(parent_of(chain[-1]))
     links = list(zip(chain, chain[1:]))
@@ -91,6 +106,9 @@ def stop_with_parents(seconds=1.0):
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="stop-with-parents", daemon=True).start()
+
+
+_watching = False
 
 
 def task_argument(stage):

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 PARAMS_FILE = Path("params.yaml")
+PARAMS_CHECKED = Path("data/params-checked.txt")  # the check stage's mark that the params passed
 RAW = Path("data/raw")
 MANIFEST = Path("data/merged/manifest.csv")
 SPLIT_DIR = Path("data/split")

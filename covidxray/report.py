@@ -76,7 +76,7 @@ def repeat_section(repeat):
 def external_rows(task, sets):
     rows = []
     for name in sets:
-        m = read_json(EXTERNAL_METRICS / name / f"{task}.json")
+        m = read_json(EXTERNAL_METRICS / task / f"{name}.json")
         rows.append({"set": name, "images": m["n"],
                      "accuracy": number(m.get("accuracy")),
                      "95% CI": interval(*m["accuracy_ci95"]) if m["n"] else "n/a",
@@ -97,7 +97,7 @@ def alarm_rows(task, metrics, repeat, sets):
     """The share of adults without COVID-19 called COVID-19: on the test split, over the
     repeated splits and on each external set."""
     found = [("test split", metrics["test"]["by_source"])]
-    found += [(f"external {name}", read_json(EXTERNAL_METRICS / name / f"{task}.json")["by_source"])
+    found += [(f"external {name}", read_json(EXTERNAL_METRICS / task / f"{name}.json")["by_source"])
               for name in sets]
     rows = [{"images": where, "adults without COVID-19": b["adult_false_alarm_n"],
              "share called COVID-19": number(b["adult_false_alarm"])} for where, b in found]

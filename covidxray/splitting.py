@@ -2,8 +2,8 @@
 
 The test set holds exactly `test_per_class` images of every class, made of whole patients, so a
 test image is the same image in every task and no patient is on both sides. Validation takes
-`val_fraction` of the rest, also by whole patients and stratified by class. split and repeat
-(which draws it again with other seeds) both call draw_split().
+`val_fraction` of the rest, also by whole patients and stratified by class. split, repeat and
+holdout (which draw it again with other seeds) call draw_splits().
 """
 
 from collections import Counter
@@ -79,6 +79,24 @@ def draw_split(manifest, split, seed):
     parts = [split_block(block, split.test_per_class, split.val_fraction, seed)
              for block in blocks if len(block)]
     return {name: pd.concat([part[name] for part in parts]) for name in SPLITS}
+
+
+def split_seeds(seed, count):
+    """The seeds of repeated splits: seed, seed + 1, ... (the first is split's own)."""
+    return [seed + i for i in range(count)]
+
+
+def draw_splits(manifest, split, seeds):
+    """draw_split for each seed, every one drawn before any is used: a test_per_class that
+    only some seeds can meet with whole patients is refused up front, naming the seed."""
+    drawn = []
+    for seed in seeds:
+        try:
+            drawn.append(draw_split(manifest, split, seed))
+        except PipelineError as err:
+            raise PipelineError(f"{err} (drawing the split of seed {seed}; split, repeat and"
+                                f" holdout draw seeds {seeds[0]} to {seeds[-1]})") from None
+    return drawn
 
 
 def split_block(manifest, test_per_class, val_fraction, seed):

@@ -42,7 +42,7 @@ def covid_calls(predictions):
 def model_calls(task, other):
     """COVID-19 calls of one task's model on the other source and on the non-COVID test images."""
     test = pd.read_csv(METRICS / "predictions" / f"{task}.csv")
-    return {"other_source": covid_calls(pd.read_csv(EXTERNAL_METRICS / other / f"{task}.csv")),
+    return {"other_source": covid_calls(pd.read_csv(EXTERNAL_METRICS / task / f"{other}.csv")),
             "test_non_covid": covid_calls(test[test["actual"] != "covid"])}
 
 

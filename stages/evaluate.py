@@ -2,10 +2,11 @@
 
 Writes metrics/detail/<task>.json (test and validation scores, per class and per source) and
 metrics/predictions/<task>.csv (one row per test image); for each external set (data/external)
-metrics/detail/external/<set>/<task>.json, with the test metrics' keys plus the task's classes
-the set lacks, and <task>.csv, one row per image of the set, including images of classes
+metrics/detail/external/<task>/<set>.json, with the test metrics' keys plus the task's classes
+the set lacks, and <set>.csv, one row per image of the set, including images of classes
 outside the task (scored on the task's classes, not counted in the metrics). Then
-metrics/<task>.json, the headline `dvc metrics show` prints (covidxray/headline.py).
+metrics/<task>.json, the headline `dvc metrics show` prints (covidxray/headline.py). Every
+input is read and scored before the first output is written.
 """
 
 import numpy as np
@@ -13,7 +14,7 @@ import pandas as pd
 
 from covidxray.cli import cli, task_argument
 from covidxray.inputs import RowBatches
-from covidxray.files import write_json, write_table
+from covidxray.files import replacing_folder, write_json, write_table
 from covidxray.headline import task_headline, task_verdict
 from covidxray.params import load_params
 from covidxray.paths import DETAIL, EXTERNAL, EXTERNAL_METRICS, METRICS, MODELS
@@ -40,23 +41,26 @@ def external_scores(model, name, classes, batch):
 
 
 def evaluate_external(model, sets, task, classes, batch):
-    """metrics/detail/external/<set>/<task>.{json,csv} for every set (a dropped set's files go);
-    their metrics."""
-    for stale in EXTERNAL_METRICS.glob(f"*/{task}.*"):
-        stale.unlink()
-    found = []
-    for name in sets:
-        metrics, table = external_scores(model, name, classes, batch)
-        write_json(EXTERNAL_METRICS / name / f"{task}.json", metrics)
-        write_table(table, EXTERNAL_METRICS / name / f"{task}.csv")
+    """Every external set's metrics and predictions, {set: (metrics, table)}: all of them
+    scored before any is written, so a damaged set leaves the old files as they were."""
+    scored = {name: external_scores(model, name, classes, batch) for name in sets}
+    for name, (metrics, _) in scored.items():
         accuracy = f", accuracy {metrics['accuracy']:.3f}" if metrics["n"] else ""
         absent = ", ".join(metrics["absent_classes"]) or "none"
         alarm = metrics["by_source"]["adult_false_alarm"]
         alarm = "" if alarm is None else f"; adults without COVID-19 called COVID-19: {alarm:.0%}"
         print(f"evaluate {task}: external {name}: {metrics['n']} images of the task's classes"
               f"{accuracy}; classes absent: {absent}{alarm}")
-        found.append(metrics)
-    return found
+    return scored
+
+
+def write_external(scored, task):
+    """metrics/detail/external/<task>/<set>.{json,csv}, one pair per set, replaced as a whole
+    (a dropped set's files go)."""
+    with replacing_folder(EXTERNAL_METRICS / task) as folder:
+        for name, (metrics, table) in scored.items():
+            write_json(folder / f"{name}.json", metrics)
+            write_table(table, folder / f"{name}.csv")
 
 
 def main(task):
@@ -76,15 +80,18 @@ def main(task):
         "classes": classes,
         "backbone": trained["backbone"]["weights"],
         "backbone_fingerprint": trained["backbone"]["fingerprint"],
+        # `auto` picks it per machine: two machines' metrics differ more when it differs
+        "precision": trained["backbone"]["precision"],
         "test": {**scores(test["label"].to_numpy(), test_probs, classes),
                  "by_source": by_source(test, test_probs, classes)},
         "val": val_scores(val["label"].to_numpy(), val_probs, classes),
     }
+    external = evaluate_external(model, params.external, task, classes, batch)
+    headline = task_headline(metrics, [found for found, _ in external.values()])
+    write_external(external, task)
     write_json(DETAIL / f"{task}.json", metrics)
     write_table(predictions_table(test, test_probs, classes),
                 METRICS / "predictions" / f"{task}.csv")
-    headline = task_headline(metrics, evaluate_external(model, params.external, task, classes,
-                                                        batch))
     write_json(METRICS / f"{task}.json", headline)
     print(f"evaluate {task}: test accuracy {headline['accuracy']:.3f} (95% CI"
           f" {headline['ci95_low']:.2f}-{headline['ci95_high']:.2f}, n={metrics['test']['n']}),"

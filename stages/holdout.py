@@ -30,7 +30,7 @@ from covidxray.model import head_probabilities
 from covidxray.params import load_params
 from covidxray.paths import DETAIL, MANIFEST, METRICS
 from covidxray.shards import read_features
-from covidxray.splitting import draw_split
+from covidxray.splitting import draw_splits, split_seeds
 from covidxray.training import bank_probabilities, head_on_bank
 
 
@@ -76,11 +76,11 @@ def run_split(bank, parts, spec, recipe, seed, top, within):
 
 def run_splits(params, manifest, bank, within):
     spec, recipe = params.holdout, params.recipe(params.holdout.task)
-    seeds = [params.seed + i for i in range(spec.splits)]
+    seeds = split_seeds(params.seed, spec.splits)
     top = trainable_top(params.backbone, params.image_size)
     runs = {}
-    for i, seed in enumerate(seeds, start=1):
-        parts = draw_split(manifest, params.split, seed)
+    drawn = draw_splits(manifest, params.split, seeds)
+    for i, (seed, parts) in enumerate(zip(seeds, drawn), start=1):
         for key, result in run_split(bank, parts, spec, recipe, seed, top, within).items():
             runs.setdefault(key, []).append(result)
         line = ", ".join(f"{s} recall {runs[(s, 1.0)][-1]['val']['recall']:.2f}"

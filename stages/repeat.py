@@ -27,7 +27,7 @@ from covidxray.paths import DETAIL, MANIFEST
 from covidxray.scoring import (by_source, pooled, reference_model, scores, spread, summary,
                                val_scores)
 from covidxray.shards import read_features
-from covidxray.splitting import draw_split, task_rows
+from covidxray.splitting import draw_splits, split_seeds, task_rows
 from covidxray.training import bank_probabilities, head_on_bank, model_outputs
 
 
@@ -87,8 +87,8 @@ def run_splits(params, recipes, manifest, bank, seeds):
     top, plain = top_and_pooled(params, bank)
     start = top.get_weights() if top is not None else None
     runs = {task: {"head": [], "reference": []} for task in recipes}
-    for i, seed in enumerate(seeds, start=1):
-        parts = draw_split(manifest, params.split, seed)
+    drawn = draw_splits(manifest, params.split, seeds)
+    for i, (seed, parts) in enumerate(zip(seeds, drawn), start=1):
         for task, recipe in recipes.items():
             if top is not None:
                 top.set_weights(start)  # every split fine-tunes from the same weights
@@ -109,7 +109,7 @@ def main():
         return skip(params)
     recipes = {task: params.recipe(task) for task in params.tasks}
     manifest, bank = pd.read_csv(MANIFEST), read_features()
-    seeds = [params.seed + i for i in range(splits)]
+    seeds = split_seeds(params.seed, splits)
     started = time.perf_counter()
     with distributed(params.distribution) as where:  # models are made inside, as it needs
         print(f"repeat: {splits} splits, training on {where}")

@@ -18,7 +18,7 @@ import pytest
 from covidxray import model
 from covidxray.backbone import build_backbone, build_extractor
 from covidxray.cli import PipelineError
-from covidxray.files import sha256
+from covidxray.files import replacing, sha256, write_table
 from covidxray.head import build_head
 from covidxray.images import MAX_PIXELS
 from covidxray.paths import DETAIL, MANIFEST, PREPARED_IMAGES
@@ -231,6 +231,31 @@ def test_a_stage_stops_when_dvc_dies_and_leaves_no_half_output(tmp_path):
     assert not half_written(tmp_path) and not (tmp_path / "out.txt").exists()
 
 
+def orphans_parent(folder):
+    """The process an orphan is re-parented to here: init (1), or a subreaper."""
+    subprocess.run(["sh", "-c", "(sleep 0.2; cut -d' ' -f4 /proc/self/stat > reaper) & exit"],
+                   cwd=folder, check=True)
+    wait_for(lambda: (folder / "reaper").is_file() and (folder / "reaper").read_text())
+    return int((folder / "reaper").read_text())
+
+
+@pytest.mark.slow
+def test_a_stage_whose_dvc_died_before_it_started_stops_before_it_writes(tmp_path):
+    """dvc SIGKILLed in a stage's first moments: the stage is init's child from its start. It
+    used to run on, the watch beginning only after Keras loaded, and rewrite its outputs."""
+    if orphans_parent(tmp_path) != 1:
+        pytest.skip("orphans here go to a subreaper, not init")
+    (tmp_path / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    orphan = f"exec sh -c 'echo $$ > pid; exec {sys.executable} -m stages.check'"
+    subprocess.run(["sh", "-c", f"(sleep 0.5; {orphan}) & exit"], cwd=tmp_path, check=True,
+                   env={**ENV, "DVC_STAGE": "check"})
+    wait_for(lambda: (tmp_path / "pid").is_file() and (tmp_path / "pid").read_text())
+    wait_for(lambda: not running(int((tmp_path / "pid").read_text())))
+    assert not (tmp_path / "data").exists()
+    subprocess.run([sys.executable, "-m", "stages.check"], cwd=tmp_path, env=ENV, check=True)
+    assert (tmp_path / "data" / "params-checked.txt").is_file()  # as it does when not orphaned
+
+
 def test_two_saves_of_a_model_are_byte_identical(tmp_path):
     """models/<task>.keras used to hold its save time and memory addresses (shared_object_id):
     every retrain changed its md5. Two builds of one model, saved 2 s apart, must not differ."""
@@ -249,3 +274,63 @@ def test_two_saves_of_a_model_are_byte_identical(tmp_path):
     reloaded = model.load_classifier(tmp_path / "b.keras")
     assert all(np.array_equal(a, b) for a, b in zip(reloaded.get_weights(),
                                                      classifier.get_weights()))
+
+
+TINY_BANK = {"image_size": 32, "backbone": {"weights": "none"}, "bank": {"views": 1},
+             "split": {"test_per_class": 1, "val_fraction": 0.5}}
+
+
+def test_an_output_folder_linked_to_another_disk_is_replaced_there_and_stays_a_link(sources,
+                                                                                   tmp_path):
+    """data/features as a link to a larger disk: the final rename used to fail
+    (NotADirectoryError), after an rmtree of the link had failed without a word."""
+    write_params(**TINY_BANK)
+    merge.main()
+    prepare.main()
+    elsewhere = tmp_path / "larger-disk" / "features"
+    (elsewhere / "old-view").mkdir(parents=True)
+    Path("data/features").symlink_to(elsewhere)
+    features.main()
+    assert Path("data/features").is_symlink()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["plain", "view-00"]
+    assert len(Shards("data/features/plain", "features")) == len(pd.read_csv(MANIFEST))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KB tmpfs: a disk that fills up (needs root and mount; skipped elsewhere)."""
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                             capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_an_output_too_large_for_its_disk_is_refused_with_the_room_it_needs(sources,
+                                                                           small_disk):
+    write_params(**TINY_BANK)
+    merge.main()
+    PREPARED_IMAGES.parent.mkdir(parents=True)
+    PREPARED_IMAGES.symlink_to(small_disk / "images")
+    # 24 images of 32 x 32 x 3 bytes
+    with pytest.raises(PipelineError, match=r"^data/prepared/images: needs about 72\.0 KB and its"
+                                            r" disk has 64\.0 KB free; free some space"):
+        prepare.main()
+    assert not list(small_disk.iterdir())
+
+
+def test_a_disk_that_fills_up_while_writing_is_named_and_keeps_the_old_output(small_disk):
+    """Each write of a stage (merge's manifest, split's tables, shards) ends this way, not in an
+    OSError traceback; numpy's short write carries no errno, so the free space tells."""
+    old = small_disk / "out.bin"
+    old.write_bytes(b"old")
+    with pytest.raises(PipelineError, match=r"out\.bin: the disk filled up after 6\d\.\d KB"
+                                            r" written \(0 bytes free\); free some space"):
+        with replacing(old) as partial:
+            np.zeros(100_000, np.uint8).tofile(partial)
+    assert old.read_bytes() == b"old" and list(small_disk.iterdir()) == [old]
+    with pytest.raises(PipelineError, match=r"the disk filled up"):
+        write_table(pd.DataFrame({"path": ["x" * 1000] * 100}), small_disk / "table.csv")

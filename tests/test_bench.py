@@ -31,8 +31,9 @@ def test_timed_stops_with_the_log_of_a_failed_command(tmp_path):
 
 def test_stage_names_follow_dvc_yaml_with_one_stage_per_task():
     names = stage_names(ROOT, ["binary", "three"])
-    assert names[:7] == ["merge", "split", "prepare", "features", "external", "repeat", "holdout"]
-    assert names[7:] == ["train@binary", "train@three", "evaluate@binary", "evaluate@three",
+    assert names[:8] == ["check", "merge", "split", "prepare", "features", "external", "repeat",
+                         "holdout"]
+    assert names[8:] == ["train@binary", "train@three", "evaluate@binary", "evaluate@three",
                          "confound", "controls", "plots", "report"]
 
 
@@ -192,3 +193,43 @@ def test_the_holdout_table_ranks_by_left_out_recall_less_false_alarms_over_the_s
     page = selection.holdout_markdown(ranked, ["a", "b"]).splitlines()
     assert page[2] == ("| size-224 | image_size=224 | 5 | 0.60 ± 0.10 | 0.10 ± 0.02 | 0.80 ± 0.10"
                        " | 0.10 ± 0.02 | 0.70 | 0.10 | 0.60 |")
+
+
+def test_the_bench_copy_gets_every_source_merge_reads_from_dvc_yaml(tmp_path):
+    """`python -m bench` stopped at merge with "no NIH labels file" when its own list of
+    sources fell behind the pipeline's; it now copies the data/raw deps dvc.yaml lists."""
+    from bench.workspace import raw_sources
+    from stages import merge
+
+    assert {str(merge.KERMANY.parent), str(merge.COVID), str(merge.NIH), str(merge.HANNOVER)} \
+        <= set(raw_sources(ROOT))
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n"
+        "  merge: {cmd: x, deps: [stages/merge.py, data/raw/one, data/raw/two/sub]}\n"
+        "  external: {cmd: y, deps: [data/raw]}\n"
+        "  train: {foreach: [a], do: {cmd: z, deps: [data/raw/three]}}\n"
+        "  plots: {cmd: w}\n")
+    assert raw_sources(tmp_path) == ["data/raw/one", "data/raw/three"]
+
+
+def test_selection_without_experiments_says_so_in_one_line(monkeypatch):
+    """A clone without the experiments of --rev: dvc exp show lists the base commit alone (and
+    no State column); a revision git does not know: dvc exp show fails."""
+    import subprocess
+
+    from bench import selection
+
+    def exp_show(stdout="", returncode=0, stderr=""):
+        def run(args, **kwargs):
+            return subprocess.CompletedProcess(args, returncode, stdout, stderr)
+        monkeypatch.setattr(selection.subprocess, "run", run)
+
+    exp_show("Experiment,rev,typ,Created,parent\n,workspace,baseline,,\n"
+             ",af13f3d,baseline,2026-11-26T13:53:30,\n")
+    monkeypatch.setattr(sys, "argv", ["selection", "--rev", "af13f3d", "--shortcut", "binary"])
+    with pytest.raises(SystemExit, match=r"^error: no experiments on af13f3d in this clone"):
+        selection.main()
+    exp_show(returncode=1, stderr="ERROR: failed to show experiments - unknown Git revision 'x'")
+    monkeypatch.setattr(sys, "argv", ["selection", "--rev", "x"])
+    with pytest.raises(SystemExit, match=r"dvc exp show --rev x failed: .*unknown Git revision"):
+        selection.main()

@@ -295,6 +295,17 @@ def test_every_stage_depends_on_exactly_the_library_modules_it_runs():
         assert listed <= needed, f"{name}: it runs none of {sorted(listed - needed)}"
 
 
+def test_every_stage_waits_for_the_params_check():
+    """DVC deletes a stage's outputs before it runs it: a bad value must stop `dvc repro` in
+    the check stage, before any stage that owns something is touched."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert "params.yaml" in stages["check"]["deps"]
+    assert stages["check"]["outs"] == ["data/params-checked.txt"]
+    for name, stage in stages.items():
+        if name != "check":
+            assert "data/params-checked.txt" in stage.get("do", stage)["deps"], name
+
+
 def test_a_classifier_with_every_head_option_saves_and_reloads(tmp_path):
     keras.utils.set_random_seed(0)
     extractor = vgg.build_extractor(vgg.build_backbone("none", SIZE))

@@ -7,7 +7,7 @@ from covidxray.cli import PipelineError
 from covidxray.params import load_params
 from covidxray.paths import MANIFEST
 from covidxray.schema import Split
-from covidxray.splitting import draw_split, read_split, write_split
+from covidxray.splitting import draw_split, draw_splits, read_split, split_seeds, write_split
 from tests.conftest import make_task, params_with
 
 
@@ -78,6 +78,18 @@ def test_when_whole_patients_cannot_make_the_count_the_error_says_so():
                          for c in ("normal", "covid") for i in range(6)])
     with pytest.raises(PipelineError, match="cannot make 2 test images of class 'covid'"):
         split(rows, test_per_class=2, val_fraction=0.2, seed=1)
+
+
+def test_a_test_size_only_some_seeds_can_meet_is_refused_naming_the_first_that_cannot():
+    """split accepted test_per_class 60 of 79 covid images with its seed, and repeat failed
+    after three splits of training: every seed split, repeat and holdout use is drawn first."""
+    rows, params = manifest(), Split(13, 0.2, ())
+    draw_split(rows, params, 0)  # split's own seed alone would accept it
+    with pytest.raises(PipelineError, match=r"cannot make 13 test images of class .* \(drawing"
+                                            r" the split of seed 3; split, repeat and holdout"
+                                            r" draw seeds 0 to 4\)"):
+        draw_splits(rows, params, split_seeds(0, 5))
+    assert len(draw_splits(rows, params, split_seeds(0, 3))) == 3
 
 
 @pytest.mark.parametrize("fraction", [0.9, 0, "0.2", None])

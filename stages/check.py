@@ -1,0 +1,25 @@
+"""check: every value of params.yaml, before any other stage runs.
+
+DVC deletes a stage's outputs just before it runs it, so a stage that found a bad value itself
+would already have lost them (data/features for a misspelt `bank`, metrics never cached). Every
+stage depends on this one's output, data/params-checked.txt, so `dvc repro` stops here first.
+The file says only that the check passed, the same bytes whatever the values: a change of
+params reruns this stage and then just the stages that read those params.
+"""
+
+from covidxray.cli import cli
+from covidxray.files import replacing
+from covidxray.params import load_params
+from covidxray.paths import PARAMS_CHECKED, PARAMS_FILE
+
+
+def main():
+    params = load_params()
+    with replacing(PARAMS_CHECKED) as partial:
+        partial.write_text(f"{PARAMS_FILE} passed the checks of covidxray/params.py\n")
+    print(f"check: {PARAMS_FILE} is valid ({len(params.tasks)} tasks,"
+          f" {len(params.external)} external sets)")
+
+
+if __name__ == "__main__":
+    cli(main)()
