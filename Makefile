@@ -1,7 +1,8 @@
 # make setup: virtual environment, DVC and the source data; make test: the whole test suite;
 # make test-fast: the unit tests only (not those marked slow: dvc repro, stages run as processes,
 # servers; about a minute); make lint: ruff (settings in pyproject.toml);
-# make bench: the tutorial's recipe against `dvc repro` (about 1.5 h on 2 CPU cores).
+# make bench: the tutorial's recipe against `dvc repro` (about 1.5 h on 2 CPU cores);
+# make verify: rebuild everything and compare every metric with HEAD's (docs/reproducibility.md).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ RAW_SOURCES := data/raw/covid-chestxray-dataset data/raw/chest-xray-pneumonia \
 # runs a command with the venv's python and kaggle CLI first on PATH, as activating it would
 IN_VENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: setup test test-fast lint repro bench
+.PHONY: setup test test-fast lint repro bench verify
 
 setup: $(BIN)/.installed
 	[ -d .dvc ] || $(BIN)/dvc init
@@ -38,3 +39,7 @@ repro: setup
 
 bench: setup
 	$(IN_VENV) $(BIN)/python -m bench
+
+verify: setup
+	$(IN_VENV) $(BIN)/dvc repro --force
+	$(IN_VENV) $(BIN)/python -m bench.verify

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.workspace import ROOT, SOURCES, copy_repository, machine, timed
+from bench.workspace import ROOT, copy_repository, machine, raw_sources, timed
 
 BASELINE_TASKS = ("binary", "three", "four")  # the tutorial's
 
@@ -42,7 +42,7 @@ def stage_names(project, tasks):
 
 def prepare_copy(project, quick):
     copy_repository(project)
-    for source in SOURCES:
+    for source in raw_sources():
         shutil.copytree(ROOT / source, project / source)
     params = yaml.safe_load((project / "params.yaml").read_text())
     if quick:

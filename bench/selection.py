@@ -27,14 +27,23 @@ import sys
 import pandas as pd
 import yaml
 
+from covidxray.cli import PipelineError, cli
 from covidxray.params import load_params
 from covidxray.paths import PARAMS_FILE
 
 
 def experiments(rev):
+    """`dvc exp show`'s table of the experiments on rev (HEAD when None), with their base."""
     args = [sys.executable, "-m", "dvc", "exp", "show", "--csv", *(["--rev", rev] if rev else [])]
-    table = pd.read_csv(io.StringIO(subprocess.run(args, check=True, capture_output=True,
-                                                   text=True).stdout))
+    shown = subprocess.run(args, capture_output=True, text=True)
+    if shown.returncode:
+        reason = (shown.stderr.strip().splitlines() or ["no message"])[-1]
+        raise PipelineError(f"dvc exp show{' --rev ' + rev if rev else ''} failed: {reason}")
+    table = pd.read_csv(io.StringIO(shown.stdout))
+    if (table["typ"] == "baseline").all():  # dvc leaves out the State column too then
+        raise PipelineError(f"no experiments on {rev or 'HEAD'} in this clone: queue and run"
+                            " some (docs/model-selection.md), or `dvc exp pull REMOTE` those"
+                            " another clone pushed")
     table = pd.concat([table, table["Experiment"].fillna(table["rev"]).rename("name")], axis=1)
     failed = table["State"].fillna("") == "Failed"  # a failed run shows its base's metrics
     return with_detail(table[(table["name"] != "workspace") & ~failed].drop_duplicates("name"))
@@ -177,6 +186,7 @@ PARAMS = list(dotted(yaml.safe_load(PARAMS_FILE.read_text())))
 TASKS = list(load_params().tasks)
 
 
+@cli
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", help="the commit the experiments ran on (default HEAD)")

@@ -10,11 +10,21 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+import yaml
+
 from covidxray.machine import processor
+from covidxray.paths import RAW
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("data/raw/chest-xray-pneumonia", "data/raw/covid-chestxray-dataset",
-           "data/raw/nih-chestxray14", "data/raw/hannover-covid-19")  # what merge reads
+
+
+def raw_sources(root=ROOT):
+    """The source folders in data/raw that the pipeline's stages read, as dvc.yaml lists them
+    in their deps: a copy made from these has every source merge needs, with no list of its own
+    to fall behind."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    deps = (dep for stage in stages.values() for dep in stage.get("do", stage).get("deps", []))
+    return sorted({dep for dep in deps if Path(dep).parent == RAW})
 
 
 def tree_files(root=ROOT):

@@ -232,13 +232,13 @@ def test_every_task_is_scored_on_each_external_set(project):
     assert sets["covid_other"]["classes"] == {"normal": 1, "bacterial": 2, "viral": 2}
     test_keys = set(json.loads((path / DETAIL / "binary.json").read_text())["test"])
     for task, spec in project["params"]["tasks"].items():
-        views = json.loads((path / DETAIL / "external" / "covid_views" / f"{task}.json")
+        views = json.loads((path / DETAIL / "external" / task / "covid_views.json")
                            .read_text())
         assert test_keys <= set(views) and views["n"] == 4
         assert views["absent_classes"] == [c for c in spec["classes"] if c != "covid"]
-        other = pd.read_csv(path / DETAIL / "external" / "covid_other" / f"{task}.csv")
+        other = pd.read_csv(path / DETAIL / "external" / task / "covid_other.csv")
         assert len(other) == 5  # every image, also of classes outside the task
-    binary_other = json.loads((path / DETAIL / "external" / "covid_other" / "binary.json")
+    binary_other = json.loads((path / DETAIL / "external" / "binary" / "covid_other.json")
                               .read_text())
     assert binary_other["n"] == 1 and binary_other["outside_task"] == {"bacterial": 2, "viral": 2}
     show = dvc(path, "metrics", "show")
@@ -256,7 +256,7 @@ def test_every_task_is_scored_per_source_and_age_with_the_adult_false_alarm_rate
     assert mixed["adult_false_alarm_n"] == 1 and mixed["adult_false_alarm"] in (0.0, 1.0)
     tutorial = json.loads((path / DETAIL / "binary.json").read_text())["test"]["by_source"]
     assert "normal/nih/adult" not in tutorial["groups"] and tutorial["adult_false_alarm"] is None
-    nih = json.loads((path / DETAIL / "external" / "nih_adults" / "binary.json").read_text())
+    nih = json.loads((path / DETAIL / "external" / "binary" / "nih_adults.json").read_text())
     assert nih["by_source"]["adult_false_alarm_n"] == 4  # the 2 + 2 adults the manifest lacks
     repeat = json.loads((path / DETAIL / "repeat.json").read_text())["binary_mixed"]
     alarm = repeat["head"]["test"]["by_source"]["adult_false_alarm"]
@@ -540,15 +540,49 @@ UNSTEADY = ("prepare", "external", "features", "train@binary", "train@four",
             "train@binary_mixed", "repeat", "holdout", "confound", "controls")
 
 
-def test_repro_force_again_gives_byte_identical_outputs(project):
+def commit_of_the_run(path):
+    """A commit of the workspace as it is, made without moving HEAD (later tests commit on it)."""
+    run(path, "git", "add", "-A")
+    tree = run(path, "git", "write-tree").strip()
+    return run(path, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit-tree", tree,
+               "-p", "HEAD", "-m", "the run").strip()
+
+
+def verify(path, rev):
+    return subprocess.run([sys.executable, "-m", "bench.verify", "--rev", rev], cwd=path,
+                          env=python_first_env(), capture_output=True, text=True)
+
+
+def test_repro_force_again_gives_byte_identical_outputs_and_verify_says_so(project):
     """Every output of the stages rerun, models and shards included: dvc.lock records each
-    one's md5."""
+    one's md5. bench.verify, against a commit of the run before the rebuild, agrees, and names
+    a headline moved past its tolerance with both values."""
     path = project["path"]
+    rev = commit_of_the_run(path)
     files = sorted(p for p in (path / "metrics").rglob("*") if p.is_file()) + [path / "dvc.lock"]
     before = {file: file.read_bytes() for file in files}
     dvc(path, "repro", "--force", "--single-item", *UNSTEADY)
     assert {file: file.read_bytes() for file in files} == before
     assert "changed" not in dvc(path, "status")
+
+    same = verify(path, rev)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert re.search(r"^same within tolerance: (\d+) metrics compared, \1 identical, 0 moved",
+                     same.stdout, re.M), same.stdout
+    assert "outputs that differ: 0 (none)" in same.stdout
+    headline = path / "metrics" / "binary.json"
+    committed = headline.read_text()
+    accuracy = json.loads(committed)["accuracy"]
+    try:
+        # past any tolerance: the tiny split's one test image per class allows 2 (two images)
+        headline.write_text(json.dumps({**json.loads(committed), "accuracy": accuracy + 10}))
+        moved = verify(path, rev)
+    finally:
+        headline.write_text(committed)
+    assert moved.returncode == 1, moved.stdout + moved.stderr
+    line = (rf"^metrics/binary.json accuracy: committed {accuracy:.6g}, workspace"
+            rf" {accuracy + 10:.6g}, tolerance [\d.e-]+$")
+    assert re.search(line, moved.stdout, re.M), moved.stdout
 
 
 def test_metrics_params_and_plots_diff_between_two_commits(project, tmp_path):
@@ -645,3 +679,57 @@ def test_fine_tuning_block5_runs_on_the_tiny_config(project):
         index = json.loads((path / "data" / "features" / name / "shards.json").read_text())
         assert index["row_shape"] == [2, 2, 512]
     assert json.loads((path / DETAIL / "repeat.json").read_text())["binary"]["splits"] == 1
+
+
+@pytest.mark.parametrize("change", [
+    lambda params: params.update(bnak=params.pop("bank")),
+    lambda params: params.update(image_size=0),
+    lambda params: params["repeat"].update(splits=0),
+])
+def test_a_bad_param_stops_dvc_repro_before_any_output_is_deleted(project, change):
+    """DVC deletes a stage's outputs just before it runs it; the stage's own check came too late
+    (a misspelt bank deleted data/features, repeat.splits 0 the uncached repeat.json)."""
+    path = project["path"]
+    params_file = path / "params.yaml"
+    written = params_file.read_text()
+    kept = [path / "data" / "features", path / "data" / "prepared", path / DETAIL / "repeat.json"]
+    before = {p: sorted(f.stat().st_mtime_ns for f in [p, *p.rglob("*")]) for p in kept}
+    params = yaml.safe_load(written)
+    change(params)
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=path, text=True,
+                              env=without_tensorflow(), capture_output=True)
+    finally:
+        params_file.write_text(written)
+    assert done.returncode != 0
+    assert re.search(r"error: params\.yaml: (bank is missing|image_size must be|repeat\.splits"
+                     r" must be)", done.stderr)
+    assert "failed to reproduce 'check'" in done.stderr
+    assert {p: sorted(f.stat().st_mtime_ns for f in [p, *p.rglob("*")]) for p in kept} == before
+    # DVC deleted only check's own mark; rebuilt, the same bytes, it reruns no other stage
+    assert re.findall(r"Running stage '([^']+)'", dvc(path, "repro")) == ["check"]
+
+
+def test_a_truncated_external_set_is_named_and_evaluate_keeps_its_old_outputs(project):
+    """It was a BadZipFile traceback, after evaluate had deleted most of the task's external
+    scores, which no stage owned: restoring the set then left report failing."""
+    path = project["path"]
+    npz = path / "data" / "external" / "nih_adults.npz"
+    whole = npz.read_bytes()
+    outputs = sorted(f for f in (path / "metrics").rglob("*") if f.is_file())
+    before = {f: f.read_bytes() for f in outputs}
+    npz.write_bytes(whole[:len(whole) // 2])
+    try:
+        done = subprocess.run([sys.executable, "-m", "stages.evaluate", "binary"], cwd=path,
+                              env=without_tensorflow(), capture_output=True, text=True)
+    finally:
+        npz.write_bytes(whole)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "error: data/external/nih_adults.npz: cannot read (")
+    assert "run `dvc repro external` to rebuild it" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert {f: f.read_bytes() for f in outputs} == before
+    stages = yaml.safe_load((path / "dvc.yaml").read_text())["stages"]
+    assert "metrics/detail/external/${key}" in str(stages["evaluate"]["do"]["outs"])
