@@ -592,7 +592,8 @@ def test_metrics_params_and_plots_diff_between_two_commits(project, tmp_path):
     ran = dvc(path, "exp", "run", "-S", "tasks.binary.lr=0.01", "evaluate@binary")
     commit_all(path, "binary with lr 0.01")
     stages = {line.split("'")[1] for line in ran.splitlines() if line.startswith("Running stage")}
-    assert stages == {"train@binary", "evaluate@binary"}  # one task's training only
+    # one task's training only, after the check of the changed params.yaml
+    assert stages == {"check", "train@binary", "evaluate@binary"}
 
     params = dvc(path, "params", "diff", "HEAD~1", "HEAD")
     assert "tasks.binary.lr" in params and "0.01" in params
