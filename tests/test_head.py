@@ -306,6 +306,19 @@ def test_every_stage_waits_for_the_params_check():
             assert "data/params-checked.txt" in stage.get("do", stage)["deps"], name
 
 
+def test_every_task_is_a_model_artifact_labelled_with_its_classes_and_sources():
+    """The registry names each task's model; an artifact of a task since removed, or a task
+    without one, would fetch nothing or nothing new."""
+    artifacts = yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"]
+    tasks = load_params(ROOT / "params.yaml").tasks
+    assert list(artifacts) == list(tasks)
+    for name, task in tasks.items():
+        artifact = artifacts[name]
+        assert artifact["path"] == f"models/{name}.keras" and artifact["type"] == "model"
+        assert artifact["labels"] == [f"task-{name}", *(f"class-{c}" for c in task.classes),
+                                      *(f"data-{s}" for s in task.sources)]
+
+
 def test_a_classifier_with_every_head_option_saves_and_reloads(tmp_path):
     keras.utils.set_random_seed(0)
     extractor = vgg.build_extractor(vgg.build_backbone("none", SIZE))
