@@ -1,11 +1,12 @@
 """predict: classify new chest X-rays with a trained model, one JSON line per image on stdout.
 
     python -m stages.predict --task TASK [--model FILE] [--csv FILE] [--gradcam DIR]
-                             [--batch-size N] PATH...
+                             [--batch-size N] [--recursive] PATH...
 
-A PATH is an image file or a folder, searched recursively for image files; an image or a
-folder that cannot be read gets an error record. Images are decoded, cropped, resized and
-equalised exactly as the model's training images were (the `preprocess` in models/TASK.json).
+A PATH is an image file or a folder of them (with --recursive, the folders inside it too); an
+image or a folder that cannot be read gets an error record, and stderr gets a summary line.
+Images are decoded, cropped, resized and equalised exactly as the model's training images were
+(the `preprocess` in models/TASK.json).
 A file name that is not UTF-8 keeps its bytes: \\udcNN escapes in JSON (os.fsencode gives
 them back), the bytes themselves in the CSV. Exit status: 0 when every image was predicted, 1
 when some image or folder could not be read (or none were found), 2 on bad usage.
@@ -34,6 +35,9 @@ from covidxray.model import load_classifier, probabilities
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
 QUIET_UP_TO = 8  # images; more get a progress bar
+EXAMPLE = """example, on an NIH adult without a finding from the shared datasets:
+  python -m stages.predict --task adult_covid \\
+      ../shared/datasets/nih-chestxray14-sample/images/00001299_000.png"""
 
 
 def positive(text):
@@ -44,8 +48,9 @@ def positive(text):
 
 
 def arguments(argv):
-    parser = argparse.ArgumentParser(prog="python -m stages.predict",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m stages.predict", description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE)
     parser.add_argument("--task", required=True, help="a task of params.yaml, e.g. binary")
     parser.add_argument("--model", type=Path, metavar="FILE",
                         help="the classifier (default models/TASK.keras)")
@@ -53,6 +58,8 @@ def arguments(argv):
     parser.add_argument("--gradcam", type=Path, metavar="DIR",
                         help="write each image's Grad-CAM overlay of its predicted class here")
     parser.add_argument("--batch-size", type=positive, default=32, metavar="N")
+    parser.add_argument("--recursive", action="store_true",
+                        help="search the folders inside each folder PATH too")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                         help="an image file or a folder of them")
     return parser.parse_args(argv)
@@ -123,13 +130,13 @@ def load(args):
     return model, classes, {"size": size, "preprocess": preprocess}
 
 
-def find_images(paths):
+def find_images(paths, recursive):
     """Each PATH as given, whatever its suffix, or a folder's image files in sorted order; and
     an error record for each folder, a PATH or one inside it, that could not be read."""
     found, unread = [], []
     for path in paths:
         if is_folder(path):
-            found += folder_images(path, unread)
+            found += folder_images(path, unread, recursive)
         else:
             found.append(path)  # a missing one gets an error record like an unreadable one
     return found, unread
@@ -144,9 +151,9 @@ def is_folder(path):
         return False
 
 
-def folder_images(folder, unread):
-    """The image files in a folder and the folders inside it (not links to folders), sorted;
-    an error record in `unread` for each of those folders that cannot be read."""
+def folder_images(folder, unread, recursive):
+    """The image files in a folder, and with `recursive` in the folders inside it (not links
+    to folders), sorted; an error record in `unread` for each folder that cannot be read."""
     def record(err):
         unread.append({"path": err.filename, "error": f"{err.filename}: cannot read this folder"
                        f" ({err.strerror.lower()}), so its images were not predicted; make it"
@@ -154,8 +161,13 @@ def folder_images(folder, unread):
 
     # files, not only regular ones: a dangling or looping link gets an error record like any
     # unreadable file
-    return sorted(Path(parent, name) for parent, _, files in os.walk(folder, onerror=record)
-                  for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES)
+    found = []
+    for parent, subfolders, files in os.walk(folder, onerror=record):
+        found += [Path(parent, name) for name in files
+                  if Path(name).suffix.lower() in IMAGE_SUFFIXES]
+        if not recursive:
+            subfolders.clear()
+    return sorted(found)
 
 
 def decode(paths, decoding):
@@ -239,7 +251,7 @@ def main(argv=None):
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    paths, unread = find_images(args.paths)
+    paths, unread = find_images(args.paths, args.recursive)
     if not paths and not unread:
         raise PipelineError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in"
                             f" {', '.join(map(str, args.paths))}")
@@ -248,6 +260,9 @@ def main(argv=None):
     if args.csv:
         write_csv(args.csv, unread + records, classes)
     failed = sum("error" in r for r in records)
+    print(f"predict: {len(records)} image(s) read, {len(records) - failed} predicted, {failed}"
+          f" failed" + (f", {len(unread)} folder(s) unreadable" if unread else ""),
+          file=sys.stderr)
     if failed:
         print(f"error: {failed} of {len(records)} images could not be read", file=sys.stderr)
     if unread:

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import re
 import sys
 from pathlib import Path
 
@@ -292,8 +293,8 @@ def unreadable(project, unprivileged):
         folder.chmod(0)
     try:
         run = functools.partial(predict, project, "--task", "binary", user=unprivileged)
-        return (run("--csv", "locked.csv", "--gradcam", "locked_cams", "locked/open",
-                    "locked/closed/x.png"),
+        return (run("--csv", "locked.csv", "--gradcam", "locked_cams", "--recursive",
+                    "locked/open", "locked/closed/x.png"),
                 run("locked/closed"))
     finally:
         for folder in closed:
@@ -328,3 +329,25 @@ def test_a_path_folder_that_cannot_be_read_says_so_not_that_it_has_no_images(unr
     assert "locked/closed: cannot read this folder (permission denied)" in run.stdout
     assert "no image files" not in run.stderr and "Traceback" not in run.stderr
     assert run.returncode == 1 and run.stderr.endswith("error: 1 folder(s) could not be read\n")
+
+
+def test_a_folder_is_searched_recursively_only_when_asked_and_a_summary_ends_it(project):
+    for seed, name in enumerate(["top.png", "inner/deep.png"]):
+        write_image(project / "nested" / name, 300 + seed, "RGB")
+    flat = predict(project, "--task", "binary", "nested")
+    assert [r["path"] for r in records(flat)] == ["nested/top.png"]
+    assert "predict: 1 image(s) read, 1 predicted, 0 failed" in flat.stderr
+    deep = predict(project, "--task", "binary", "--recursive", "nested", "images/bad")
+    assert [r["path"] for r in records(deep)] == [
+        "nested/inner/deep.png", "nested/top.png", "images/bad/corrupt.jpeg",
+        "images/bad/text.png"]
+    assert "predict: 4 image(s) read, 2 predicted, 2 failed" in deep.stderr
+
+
+def test_help_shows_an_example_on_an_image_of_the_shared_datasets(project):
+    shown = subprocess.run([sys.executable, "-m", "stages.predict", "--help"], cwd=ROOT,
+                           capture_output=True, text=True).stdout
+    example = re.search(r"(\.\./shared/datasets/\S+\.png)", shown)
+    assert example and "--task adult_covid" in shown and "--recursive" in shown
+    if (ROOT / example[1]).parent.parent.is_dir():  # with the mirror beside the checkout
+        assert (ROOT / example[1]).is_file()
