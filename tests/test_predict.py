@@ -88,12 +88,13 @@ def records(run):
 def mixed(project):
     """Unreadable files, a missing path and good images, in batches of 2 (one all bad)."""
     return predict(project, "--task", "three", "--batch-size", 2, "--csv", "out/three.csv",
-                   "--gradcam", "cams", "images/bad", "images/good/nested", "missing.png")
+                   "--gradcam", "cams", "--recursive", "images/bad", "images/good/nested",
+                   "missing.png")
 
 
 @pytest.mark.parametrize("task", CLASSES)
 def test_good_images_get_the_models_probabilities_of_the_tasks_classes(project, task):
-    run = predict(project, "--task", task, "images/good", "images/scan.dat")
+    run = predict(project, "--task", task, "--recursive", "images/good", "images/scan.dat")
     assert run.returncode == 0, run.stderr
     paths = [f"images/good/{name}" for name in sorted(GOOD)] + ["images/scan.dat"]
     assert [r["path"] for r in records(run)] == paths  # notes.txt is not an image suffix
