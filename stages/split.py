@@ -18,8 +18,9 @@ from covidxray.splitting import draw_splits, split_seeds, write_split
 def main():
     params = load_params()
     manifest = pd.read_csv(MANIFEST)
+    # both are at least 1 (the params checks): the first seed is split's own
     later = max(params.repeat_splits, params.holdout.splits)
-    parts = draw_splits(manifest, params.split, split_seeds(params.seed, max(later, 1)))[0]
+    parts = draw_splits(manifest, params.split, split_seeds(params.seed, later))[0]
     write_split(parts)
     for name, rows in parts.items():
         counts = rows["class"].value_counts().sort_index().to_dict()
