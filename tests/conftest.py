@@ -63,6 +63,14 @@ def write_image(path, seed=0, mode="L", size=(40, 32)):
     return path
 
 
+# params for running stages in-process on the `sources` fixture: 32 px, no backbone weights
+TINY = {"image_size": 32, "shard_size": 5, "backbone": {"weights": "none"},
+        "tasks": {"binary": {"classes": ["normal", "covid"],
+                             "sources": ["kermany", "covid-chestxray"], "epochs": 1,
+                             "lr": 1e-3, "batch_size": 4}},
+        "split": {"test_per_class": 1, "val_fraction": 0.5}}
+
+
 def write_params(**changes):
     """params.yaml in the current folder: the repo's, with a section's keys replaced."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

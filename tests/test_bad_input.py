@@ -25,8 +25,8 @@ from covidxray.paths import DETAIL, MANIFEST, PREPARED_IMAGES
 from covidxray.provenance import trained_record
 from covidxray.shards import Shards
 from stages import external, features, merge, prepare, split, train
-from tests.conftest import (HANNOVER_HEADER, METADATA_HEADER, ROOT, external_set, hannover_row,
-                            write_awkward_files, write_image, write_params)
+from tests.conftest import (HANNOVER_HEADER, METADATA_HEADER, ROOT, TINY, external_set,
+                            hannover_row, write_awkward_files, write_image, write_params)
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -276,15 +276,11 @@ def test_two_saves_of_a_model_are_byte_identical(tmp_path):
                                                      classifier.get_weights()))
 
 
-TINY_BANK = {"image_size": 32, "backbone": {"weights": "none"}, "bank": {"views": 1},
-             "split": {"test_per_class": 1, "val_fraction": 0.5}}
-
-
 def test_an_output_folder_linked_to_another_disk_is_replaced_there_and_stays_a_link(sources,
                                                                                    tmp_path):
     """data/features as a link to a larger disk: the final rename used to fail
     (NotADirectoryError), after an rmtree of the link had failed without a word."""
-    write_params(**TINY_BANK)
+    write_params(**TINY, bank={"views": 1})
     merge.main()
     prepare.main()
     elsewhere = tmp_path / "larger-disk" / "features"
@@ -311,7 +307,7 @@ def small_disk(tmp_path):
 
 def test_an_output_too_large_for_its_disk_is_refused_with_the_room_it_needs(sources,
                                                                            small_disk):
-    write_params(**TINY_BANK)
+    write_params(**TINY, bank={"views": 1})
     merge.main()
     PREPARED_IMAGES.parent.mkdir(parents=True)
     PREPARED_IMAGES.symlink_to(small_disk / "images")

@@ -13,7 +13,7 @@ from covidxray.inputs import BankBatches, RowBatches, batches_of
 from covidxray.paths import FEATURES, MANIFEST, METRICS, MODELS, PREPARED_IMAGES
 from covidxray.provenance import manifest_digest
 from covidxray.shards import INDEX, Shards, ShardWriter, prepared_images, write_shards
-from tests.conftest import make_recipe, make_task, write_params
+from tests.conftest import TINY, make_recipe, make_task, write_params
 
 
 @pytest.fixture
@@ -70,13 +70,6 @@ def test_float16_storage_casts_rows_and_reads_back_to_within_its_precision(tmp_p
     np.testing.assert_allclose(shards[:], array, rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match=r"rows of shape \(3,\), not \(4,\)"):
         writer.write(np.zeros((1, 3)))
-
-
-TINY = {"image_size": 32, "shard_size": 5, "backbone": {"weights": "none"},
-        "tasks": {"binary": {"classes": ["normal", "covid"],
-                             "sources": ["kermany", "covid-chestxray"], "epochs": 1,
-                             "lr": 1e-3, "batch_size": 4}},
-        "split": {"test_per_class": 1, "val_fraction": 0.5}}
 
 
 @pytest.mark.parametrize("damage, message", [
