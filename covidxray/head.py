@@ -27,6 +27,11 @@ POOLING = {"flatten": keras.layers.Flatten, "average": keras.layers.GlobalAverag
            "average_max": AverageMaxPooling}
 
 
+def output_count(n_classes):
+    """The head's outputs: one logit (a sigmoid) for two classes, else one per class."""
+    return 1 if n_classes == 2 else n_classes
+
+
 def build_head(n_classes, feature_shape, pooling="flatten", normalize=False, units=256,
                dropout=0.0, l2=0.0):
     """The trained part, by default the tutorial's: Flatten, Dense(256, relu), then one logit (two
@@ -45,7 +50,7 @@ def build_head(n_classes, feature_shape, pooling="flatten", normalize=False, uni
     if normalize:
         layers.append(keras.layers.Normalization(name="normalize"))
     for size, activation, name in ([(units, "relu", None)] if units else []) + [
-            (1 if n_classes == 2 else n_classes, None, "logits")]:
+            (output_count(n_classes), None, "logits")]:
         if dropout:
             layers.append(keras.layers.Dropout(dropout))
         layers.append(keras.layers.Dense(size, activation=activation, name=name, **decay,

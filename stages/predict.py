@@ -18,20 +18,15 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from covidxray import gradcam
+from covidxray import gradcam, prediction
 from covidxray.batching import batch_slices
 from covidxray.cli import PipelineError, cli
-from covidxray.files import read_json, replacing, write_table
-from covidxray.images import cropped, load_images, open_rgb
+from covidxray.files import replacing, write_table
 from covidxray.params import load_params
-from covidxray.paths import MODELS
-from covidxray.schema import Preprocess
-from covidxray.model import load_classifier, probabilities
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
 QUIET_UP_TO = 8  # images; more get a progress bar
@@ -65,69 +60,17 @@ def arguments(argv):
     return parser.parse_args(argv)
 
 
-def image_size(model, path):
-    shape = tuple(model.input_shape)
-    if len(shape) != 4 or shape[3] != 3 or not shape[1] or shape[1] != shape[2]:
-        raise PipelineError(f"{path}: not an image classifier (input shape {shape},"
-                            " expected (None, size, size, 3))")
-    return shape[1]
-
-
-def output_count(classes):
-    return 1 if len(classes) == 2 else len(classes)  # a sigmoid for two classes
-
-
-def tasks_where(params, fits):
-    """The tasks of params.yaml whose classes (a list) fit."""
-    return [name for name, task in params.tasks.items() if fits(list(task.classes))]
-
-
-def use_instead(tasks, otherwise):
-    return "use --task " + " or --task ".join(tasks) if tasks else otherwise
-
-
-def made_for(params, made):
-    """The tasks of params.yaml with the classes of train's record of a model, the one it
-    names alone when it is one of them (binary and binary_mixed share their classes)."""
-    tasks = tasks_where(params, lambda classes: classes == made["classes"])
-    return [made["task"]] if made.get("task") in tasks else tasks
-
-
 def load(args):
-    """The model, its class names and how to decode images for it (load_images' size and
-    preprocess), checked against each other."""
-    params = load_params()
-    classes = list(params.task(args.task).classes)
-    path = args.model or MODELS / f"{args.task}.keras"
-    if not path.is_file():
-        raise PipelineError(f"no such model file {path}"
-                            + ("" if args.model else "; train it with `dvc repro`"))
-    record = path.with_suffix(".json")  # train's record of the model, when beside it
-    # the model's own record says how its training images were preprocessed, params.yaml may not
-    made = read_json(record) if record.is_file() else {}
-    trained = made.get("classes", classes)
-    preprocess = Preprocess(**made["preprocess"]) if "preprocess" in made else params.preprocess
-    if trained != classes:
-        retrain = (f"no task of params.yaml has those classes now; retrain it with"
-                   f" `dvc repro train@{made.get('task', args.task)}`")
-        raise PipelineError(f"{record}: the model was trained on classes {trained}, params.yaml"
-                            f" tasks.{args.task}.classes are {classes};"
-                            f" {use_instead(made_for(params, made), retrain)}")
-    model = load_classifier(path)
-    size, outputs = image_size(model, path), model.output_shape[-1]
-    if outputs != output_count(classes):
-        fitting = tasks_where(params, lambda other: output_count(other) == outputs)
-        raise PipelineError(f"{path}: {outputs} output(s) do not fit the {len(classes)} classes"
-                            f" of params.yaml tasks.{args.task}.classes ({', '.join(classes)});"
-                            f" {use_instead(fitting, 'no task of params.yaml fits it')}")
+    """The task's classifier (prediction.load), and the --gradcam folder made."""
+    classifier = prediction.load(load_params(), args.task, args.model)
     if args.gradcam:
-        gradcam.check_classifier(model)
+        gradcam.check_classifier(classifier.model)
         try:
             args.gradcam.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise PipelineError(f"--gradcam {args.gradcam}: cannot create the folder ({err})") \
                 from err
-    return model, classes, {"size": size, "preprocess": preprocess}
+    return classifier
 
 
 def find_images(paths, recursive):
@@ -170,44 +113,13 @@ def folder_images(folder, unread, recursive):
     return sorted(found)
 
 
-def decode(paths, decoding):
-    """The images that decode, by position in paths, and the error of each that does not."""
-    images, errors = {}, {}
-    for i, path in enumerate(paths):
-        try:
-            images[i] = load_images([path], **decoding)[0]
-        except PipelineError as err:
-            errors[i] = str(err)
-    return images, errors
-
-
-def classify(model, classes, paths, decoding):
-    """One record per path, in order, and (image, predicted class index) per decoded image."""
-    images, errors = decode(paths, decoding)
-    records = [{"path": str(path)} for path in paths]
-    for i, error in errors.items():
-        records[i]["error"] = error
-    if not images:
-        return records, {}
-    probs = probabilities(model, np.stack(list(images.values())), len(images))
-    for i, p in zip(images, probs):
-        records[i]["prediction"] = classes[p.argmax()]
-        records[i]["probabilities"] = {c: round(float(v), 6) for c, v in zip(classes, p)}
-    return records, {i: (images[i], p.argmax()) for i, p in zip(images, probs)}
-
-
-def write_overlays(model, folder, paths, predicted, first_number, crop):
-    """<n>_<stem>.png per predicted image: the Grad-CAM of its class over the image at full
-    resolution (less the `crop` the model's images had).
+def write_overlays(classifier, folder, paths, predicted, first_number):
+    """<n>_<stem>.png per predicted image: the Grad-CAM of its class over the image.
 
     n is the image's line number in the output, so equal stems never clash.
     """
-    images, classes = zip(*predicted.values())
-    maps = gradcam.gradcam(model, np.stack(images), list(classes))
-    for i, heatmap in zip(predicted, maps):
-        path = paths[i]
-        blended = gradcam.overlay(np.asarray(cropped(open_rgb(path), crop)), heatmap)
-        with replacing(folder / f"{first_number + i:04d}_{path.stem}.png") as partial:
+    for i, blended in prediction.overlays(classifier, paths, predicted).items():
+        with replacing(folder / f"{first_number + i:04d}_{paths[i].stem}.png") as partial:
             Image.fromarray(blended).save(partial)
 
 
@@ -226,7 +138,7 @@ def emit(records):
         print(json.dumps(record), flush=True)
 
 
-def run(args, model, classes, decoding, paths, first_line):
+def run(args, classifier, paths, first_line):
     """Predict batch by batch, printing each batch's records as soon as it is done; the first
     one is output line `first_line`."""
     records = []
@@ -234,10 +146,9 @@ def run(args, model, classes, decoding, paths, first_line):
               file=sys.stderr) as progress:
         for rows in batch_slices(len(paths), args.batch_size):
             batch = paths[rows]
-            batch_records, predicted = classify(model, classes, batch, decoding)
+            batch_records, predicted = prediction.classify(classifier, batch)
             if args.gradcam and predicted:
-                write_overlays(model, args.gradcam, batch, predicted, first_line + rows.start,
-                               decoding["preprocess"].crop)
+                write_overlays(classifier, args.gradcam, batch, predicted, first_line + rows.start)
             emit(batch_records)
             records += batch_records
             progress.update(len(batch))
@@ -247,7 +158,7 @@ def run(args, model, classes, decoding, paths, first_line):
 def main(argv=None):
     args = arguments(argv)
     try:
-        model, classes, decoding = load(args)
+        classifier = load(args)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -256,9 +167,9 @@ def main(argv=None):
         raise PipelineError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in"
                             f" {', '.join(map(str, args.paths))}")
     emit(unread)
-    records = run(args, model, classes, decoding, paths, len(unread) + 1)
+    records = run(args, classifier, paths, len(unread) + 1)
     if args.csv:
-        write_csv(args.csv, unread + records, classes)
+        write_csv(args.csv, unread + records, classifier.classes)
     failed = sum("error" in r for r in records)
     print(f"predict: {len(records)} image(s) read, {len(records) - failed} predicted, {failed}"
           f" failed" + (f", {len(unread)} folder(s) unreadable" if unread else ""),
