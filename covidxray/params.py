@@ -11,7 +11,8 @@ from covidxray.checks import Section
 from covidxray.cli import PipelineError
 from covidxray.paths import PARAMS_FILE
 from covidxray.schema import (MIN_SIZE, Augment, Backbone, Bank, Confound, Controls, DISTRIBUTIONS,
-                              ExternalSet, Head, Holdout, Merge, Preprocess, Split, Task)
+                              ExternalSet, Head, Holdout, Merge, Ood, Preprocess, Split,
+                              Task)
 
 @dataclass(frozen=True)
 class Recipe:
@@ -46,6 +47,7 @@ class Params:
     controls: Controls
     holdout: Holdout
     confound: Confound
+    ood: Ood
     tasks: dict  # name -> Task
 
     def task(self, name, key=None):
@@ -80,26 +82,31 @@ def augment(s):
     return s.read("augment", Augment.read)
 
 
-def tasks(s, head):
+def tasks(s, head, sources):
     if not s.mapping:
         raise PipelineError("params.yaml: tasks must name at least one task")
-    return {name: s.read(name, Task.read, name, head) for name in list(s.mapping)}
+    return {name: s.read(name, Task.read, name, head, sources) for name in list(s.mapping)}
 
 
 def params(s):
-    head = s.read("head", Head.read)
+    """Every section; merge first: the sources it reads are those the keys naming sources
+    (split.separately, tasks.<task>.sources, holdout.sources) may name."""
+    head, merge = s.read("head", Head.read), s.read("merge", Merge.read)
+    sources = merge.manifest_sources
     return Params(
         seed=s.whole("seed", 0), image_size=s.whole("image_size", MIN_SIZE),
         shard_size=s.whole("shard_size", 1, default=1024),
         preprocess=s.read("preprocess", Preprocess.read, default={}) or Preprocess(),
-        merge=s.read("merge", Merge.read), split=s.read("split", Split.read), augment=augment(s),
+        merge=merge, split=s.read("split", Split.read, sources), augment=augment(s),
         head=head, backbone=s.read("backbone", Backbone.read), bank=s.read("bank", Bank.read),
         distribution=s.choice("distribution", DISTRIBUTIONS, default="auto"),
         repeat_splits=s.read("repeat", lambda r: r.whole("splits", 1)),
         external=s.read("external", lambda e: {name: e.read(name, ExternalSet.read, name)
                                                for name in list(e.mapping)}, default={}) or {},
-        controls=s.read("controls", Controls.read), holdout=s.read("holdout", Holdout.read),
-        confound=s.read("confound", Confound.read), tasks=s.read("tasks", tasks, head))
+        controls=s.read("controls", Controls.read),
+        holdout=s.read("holdout", Holdout.read, sources),
+        confound=s.read("confound", Confound.read), ood=s.read("ood", Ood.read),
+        tasks=s.read("tasks", tasks, head, sources))
 
 
 def load_params(path=PARAMS_FILE):

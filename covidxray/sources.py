@@ -2,7 +2,9 @@
 
 Kermany's chest-xray-pneumonia (children), ieee8023's covid-chestxray-dataset, NIH's
 ChestX-ray14 (adults and children) and Hannover Medical School's COVID-19 image repository
-(adults). Each row carries its source and age group, for the per-source metrics.
+(adults); and two generic layouts for any other set, described by params alone: `folders`
+(<root>/<class>/<image>, the ImageFolder convention) and `table` (a CSV naming each image's path,
+label and patient). Each row carries its source and age group, for the per-source metrics.
 
 merge builds the manifest from them, external builds the extra evaluation sets.
 """
@@ -46,27 +48,100 @@ def kermany_label(folder, name):
     return None
 
 
+def named_folder(directory, key, name):
+    """`directory`, which params key `key` names as `name`; a missing one stops the stage."""
+    if not present(directory, Path.is_dir):
+        raise PipelineError(f"{directory}: missing ({key} names {name!r})")
+    return directory
+
+
+def folder_files(directory, skipped):
+    """The entries of a class folder that may be images, by name; a name that is not UTF-8 and
+    a folder inside it go to `skipped`. A broken link is kept: the decoder says why it cannot be
+    read."""
+    for path in listing(directory):
+        if misnamed(path, skipped):
+            continue
+        if path.is_dir():
+            skipped.append({"path": str(path), "reason": "a folder, not an image"})
+        else:
+            yield path
+
+
+def listed_file(path, table, line, skipped):
+    """Whether the file that `table`'s row at `line` lists is there; a missing one goes to
+    `skipped` (a broken link is for the decoder)."""
+    if present(path) or path.is_symlink():
+        return True
+    skipped.append({"path": str(path),
+                    "reason": f"listed in {Path(table).name} line {line}, file missing"})
+    return False
+
+
 def kermany_candidates(root, splits, skipped, key="merge.kermany_splits"):
     """Labelled rows of <root>/<split>/{NORMAL,PNEUMONIA}/, the Kaggle layout."""
     rows = []
     for split in splits:
         for folder in ("NORMAL", "PNEUMONIA"):
-            directory = Path(root) / split / folder
-            if not present(directory, Path.is_dir):
-                raise PipelineError(f"{directory}: missing ({key} names {split!r})")
-            for path in listing(directory):
-                if misnamed(path, skipped):
-                    continue
+            for path in folder_files(named_folder(Path(root) / split / folder, key, split),
+                                     skipped):
                 label = kermany_label(folder, path.name)
-                if path.is_dir():
-                    skipped.append({"path": str(path), "reason": "a folder, not an image"})
-                elif label is None:
+                if label is None:
                     skipped.append({"path": str(path),
                                     "reason": "file name gives no class/patient"})
-                else:  # a broken link too: the decoder says why it cannot be read
+                else:
                     rows.append({"path": str(path), "class": label[0],  # ages 1 to 5
                                  "patient": f"kermany:{label[1]}", "source": "kermany",
                                  "age_group": "child"})
+    return rows
+
+
+def folders_candidates(root, spec, skipped, key):
+    """Rows of <root>/<folder>/<image> for each folder that spec.findings maps to a class. The
+    patient is spec.patient's group in the file name; without one, each image is its own."""
+    rows, source = [], spec.sources[0]
+    for folder, cls in spec.findings.items():
+        for path in folder_files(named_folder(Path(root) / folder, f"{key}.findings", folder),
+                                 skipped):
+            match = spec.patient.search(path.name) if spec.patient else None
+            if spec.patient and not (match and match.group(1)):
+                skipped.append({"path": str(path), "reason": "file name gives no patient"
+                                f" (no match for {key}.patient {spec.patient.pattern})"})
+                continue
+            patient = match.group(1) if match else f"{folder}/{path.name}"
+            rows.append({"path": str(path), "class": cls, "patient": f"{source}:{patient}",
+                         "source": source, "age_group": spec.age_group})
+    return rows
+
+
+def table_candidates(table, spec, skipped):
+    """Rows of a CSV whose columns (spec.columns) name each image's path, relative to
+    spec.images (default: the CSV's folder), its label, patient and optionally source and age.
+    A row is a candidate when its label is a key of spec.findings and its source one of
+    spec.sources; a row without a label, source, path or patient, or with a path outside the
+    images folder, is left out with its line and the reason, as is a file that is not there."""
+    rows, columns = [], spec.columns
+    images = Path(spec.images) if spec.images else Path(table).parent
+    for record in read_rows(table, tuple(dict.fromkeys(columns.values())), skipped):
+        value = {role: record[column] for role, column in columns.items()}
+        value.setdefault("source", spec.sources[0])
+        where = f"{table}:{record['line']}"
+        if empty := [columns[role] for role in ("label", "source") if not value[role]]:
+            skipped.append({"path": where, "reason": f"no {empty[0]}"})
+            continue
+        if value["label"] not in spec.findings or value["source"] not in spec.sources:
+            continue  # another label or source: not a candidate, by the params
+        name, path = value["path"], images / value["path"]
+        if empty := [columns[role] for role in ("path", "patient") if not value[role]]:
+            skipped.append({"path": where, "reason": f"no {empty[0]}"})
+        elif Path(name).is_absolute() or ".." in Path(name).parts:
+            skipped.append({"path": where, "reason": f"{columns['path']} {name!r} is not a path"
+                                                     f" inside {images}"})
+        elif listed_file(path, table, record["line"], skipped):
+            age = age_group(years(value["age"])) if "age" in value else spec.age_group
+            rows.append({"path": str(path), "class": spec.findings[value["label"]],
+                         "patient": f"{value['source']}:{value['patient']}",
+                         "source": value["source"], "age_group": age})
     return rows
 
 
@@ -117,10 +192,7 @@ def covid_candidates(root, findings, modality, views, skipped):
             skipped.append({"path": f"{metadata}:{record['line']}",
                             "reason": "no Patientid" if not patient else
                             f"filename {name!r} is not a file name in images/"})
-        elif not (present(path) or path.is_symlink()):  # a broken link is for the decoder
-            skipped.append({"path": str(path), "reason": f"listed in metadata.csv line"
-                                                         f" {record['line']}, file missing"})
-        else:
+        elif listed_file(path, metadata, record["line"], skipped):
             age = years(record["age"])
             rows.append({"path": str(path), "class": findings[record["finding"]],
                          "patient": f"covid:{patient}", "source": "covid-chestxray",
@@ -223,18 +295,21 @@ def hannover_candidates(root, views, skipped):
                             "reason": f"projection {projection!r} is not ap or pa"})
         elif projection.upper() not in views:
             continue  # another view: not a candidate, by the params
-        elif not (present(path) or path.is_symlink()):  # a broken link is for the decoder
-            skipped.append({"path": str(path), "reason": f"listed in data.csv line"
-                                                         f" {record['line']}, file missing"})
-        else:  # age is redacted upstream; every patient is an adult, says the provenance
+        elif listed_file(path, table, record["line"], skipped):
+            # age is redacted upstream; every patient is an adult, says the provenance
             rows.append({"path": str(path), "class": "covid", "patient": f"hannover:{patient}",
                          "source": "hannover", "age_group": "adult"})
     return rows
 
 
 def candidates(layout, root, spec, skipped, where):
-    """The candidate rows of a folder in one of the upstream layouts (covid, kaggle, nih,
-    hannover), kept by `spec` (schema.Filter); `where` names the params that chose them."""
+    """The candidate rows of a folder (a table's file, for `table`) in one of the layouts
+    (schema.LAYOUT_KEYS), kept by `spec` (schema.Filter); `where` names the params that chose
+    them."""
+    if layout == "folders":
+        return folders_candidates(root, spec, skipped, where)
+    if layout == "table":
+        return table_candidates(root, spec, skipped)
     if layout == "covid":
         return covid_candidates(root, spec.findings, spec.modality, spec.views, skipped)
     if layout == "nih":

@@ -1,6 +1,7 @@
 """external: read and decode the extra evaluation sets listed under `external` in params.yaml.
 
-Each set is a folder in one of the four upstream layouts:
+Each set is a folder in one of the four upstream layouts, or your own data in one of two
+generic layouts (docs/data.md#your-own-data-folders-and-table-layouts):
 - `covid`: metadata.csv and images/, as ieee8023/covid-chestxray-dataset; rows are kept by
   `modality` and `views`, and `findings` maps each kept finding to a class;
 - `kaggle`: <split>/NORMAL and <split>/PNEUMONIA for each of `splits`, labelled by file name, as
@@ -8,7 +9,12 @@ Each set is a folder in one of the four upstream layouts:
 - `nih`: a labels file (Data_Entry_2017.csv or Kaggle's sample_labels.csv) and images, as NIH
   ChestX-ray14; rows are kept by `views` and age range `ages`, `findings` maps labels to classes;
 - `hannover`: data.csv and png/, as Hannover Medical School's COVID-19 image repository; rows are
-  kept by `views` (AP, PA), every image is COVID-19.
+  kept by `views` (AP, PA), every image is COVID-19;
+- `folders`: <path>/<folder>/<image>, `findings` mapping each folder read to a class, the
+  patient taken from the file name by the regular expression `patient` (without it each image
+  is its own patient);
+- `table`: a CSV at `path` whose `columns` name each image's path (relative to `images`), label,
+  patient and optionally source and age; `findings` maps labels to classes.
 An image the manifest already holds (same bytes) or of a patient in the manifest is left out, with
 the reason, so a set scores images and patients the model never saw.
 

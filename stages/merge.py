@@ -1,9 +1,12 @@
-"""merge: read the sources in their upstream layouts, label, dedup and sample the manifest.
+"""merge: read the sources in their layouts, label, dedup and sample the manifest.
 
 The tutorial's two sources are sampled by `merge.per_class` exactly as before NIH was added;
-NIH ChestX-ray14 (`merge.nih`) and then Hannover's COVID-19 images (`merge.hannover`) are
-sampled after them, each by its own counts, and their rows come last in that order, so the
-tutorial's rows, NIH's, their order and everything made from them stay the same.
+NIH ChestX-ray14 (`merge.nih`), then Hannover's COVID-19 images (`merge.hannover`), then each
+set of `merge.sources` in the order given (your own data in the `folders` or `table` layout,
+covidxray/sources.py) are sampled after them, each by its own counts, and their rows come last
+in that order, so the tutorial's rows, NIH's, their order and everything made from them stay the
+same. A set of merge.sources named nih or hannover takes the place of the built-in one it
+replaces (which must then be left out): the same rows give the same manifest.
 
 Writes data/merged/manifest.csv (path, class, patient, source, age_group, sha256, width, height)
 and metrics/detail/data.json (counts per class and every file that was left out, with the reason).
@@ -39,24 +42,38 @@ def sample(images, per_class, rng):
 
 
 def merged_candidates(merge, skipped):
-    """Every labelled image of the sources merge reads (nih and hannover may be left out)."""
+    """Every labelled image of the sources merge reads (nih and hannover may be left out), then
+    of each set of merge.sources."""
     rows = kermany_candidates(KERMANY, merge.kermany_splits, skipped)
     for layout, root in (("covid", COVID), ("nih", NIH), ("hannover", HANNOVER)):
         if getattr(merge, layout):
             rows += candidates(layout, root, getattr(merge, layout), skipped, f"merge.{layout}")
+    for name, spec in merge.sources.items():
+        rows += candidates(spec.layout, spec.path, spec.filter, skipped, f"merge.sources.{name}")
     return rows
 
 
+def sampled_apart(merge):
+    """name -> (its source values, per_class) of each source sampled after the tutorial's, in
+    order: SEPARATE's, then merge.sources' (one named as one of SEPARATE in its place)."""
+    order = {name: ((name,), getattr(merge, name).per_class if getattr(merge, name) else {})
+             for name in SEPARATE}
+    order.update({name: (spec.filter.sources, spec.filter.per_class)
+                  for name, spec in merge.sources.items()})
+    return order
+
+
 def sample_all(images, merge, rng):
-    """The tutorial's sources sampled by merge.per_class, then each source of SEPARATE by its
-    own counts, its rows after the others'; the counts of the former and of each of the latter."""
-    separate = images["source"].isin(SEPARATE)
+    """The tutorial's sources sampled by merge.per_class, then each source of sampled_apart by
+    its own counts, its rows after the others'; the counts of the former and of each of the
+    latter."""
+    apart = sampled_apart(merge)
+    separate = images["source"].isin([s for sources, _ in apart.values() for s in sources])
     manifest, counts = sample(images[~separate], merge.per_class, rng)
     parts, separate_counts = [manifest], {}
-    for source in SEPARATE:
-        section = getattr(merge, source)
-        part, separate_counts[source] = sample(images[images["source"] == source],
-                                               section.per_class if section else {}, rng)
+    for name, (sources, per_class) in apart.items():
+        part, separate_counts[name] = sample(images[images["source"].isin(sources)], per_class,
+                                             rng)
         parts.append(part)
     return pd.concat(parts, ignore_index=True), counts, separate_counts
 

@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,16 +10,24 @@ from covidxray.cli import PipelineError
 from covidxray.params import load_params
 from covidxray.paths import DETAIL, MANIFEST
 from stages import external, merge
-from tests.conftest import (NIH_HEADER, external_set, nih_row, params_with, write_image,
-                            write_params)
+from tests.conftest import (NIH_HEADER, external_set, nih_row, params_with, write_awkward_files,
+                            write_image, write_params)
+from tests.test_bad_input import check_kept_or_reasoned
 
 COVID_SET = {"layout": "covid", "path": "data/raw/covid-chestxray-dataset", "modality": "X-ray",
              "views": ["AP"], "findings": {"COVID-19": "covid", "SARS": "viral"}}
+OWN = Path("data/raw/own")  # a set of your own, under data/raw as docs/data.md asks
+FOLDERS_SET = {"layout": "folders", "path": str(OWN), "patient": r"^(p\d+)_",
+               "findings": {"NORMAL": "normal", "COVID": "covid"}}
+TABLE_SET = {"layout": "table", "path": str(OWN / "labels.csv"),
+             "columns": {"path": "file", "label": "finding", "patient": "pid"},
+             "findings": {"COVID-19": "covid", "healthy": "normal"}}
 
 
 @pytest.mark.parametrize("spec, message", [
     ({"layout": "dicom"},
-     r"external.s.layout must be one of covid, kaggle, nih, hannover, got 'dicom'"),
+     r"external.s.layout must be one of covid, kaggle, nih, hannover, folders, table,"
+     r" got 'dicom'"),
     ({"layout": "kaggle"}, r"external.s.path is missing"),
     ({"layout": "kaggle", "path": "x"}, r"external.s.splits is missing"),
     ({"layout": "hannover", "path": "x"}, r"external.s.views is missing"),
@@ -28,6 +37,20 @@ COVID_SET = {"layout": "covid", "path": "data/raw/covid-chestxray-dataset", "mod
      r"external.s.findings must be a mapping of labels to classes \(normal, .*\),"
      r" got \{'SARS': 'sars'\}"),
     ("data/raw/other", r"external.s must be a mapping of keys to values, got 'data/raw/other'"),
+    ({**FOLDERS_SET, "patient": "(p"}, r"external.s.patient must be a regular expression"
+     r" \(missing \), unterminated subpattern at position 0\), got '\(p'"),
+    ({**FOLDERS_SET, "patient": r"p\d+"}, r"external.s.patient must be a regular expression with"
+     r" exactly one group, the patient id \(e.g. '\^\(\\w\+\?\)_'\), got 'p\\\\d\+'"),
+    ({**FOLDERS_SET, "age_group": "old"},
+     r"external.s.age_group must be one of adult, child, unknown, got 'old'"),
+    ({**TABLE_SET, "columns": {"path": "file", "label": "finding"}},
+     r"external.s.columns.patient is missing"),
+    ({**TABLE_SET, "columns": {**TABLE_SET["columns"], "source": "site"}},
+     r"external.s.sources is missing"),
+    ({**TABLE_SET, "columns": {**TABLE_SET["columns"], "source": "site"}, "sources": ["a"],
+      "source": "a"}, r"external.s.source is not a known key; did you mean external.s.sources\?"),
+    ({**TABLE_SET, "columns": {**TABLE_SET["columns"], "age": "age"}, "age_group": "adult"},
+     r"external.s.age_group is not a known key; known: .*"),
 ])
 def test_a_bad_set_is_named_with_the_reason(tmp_path, spec, message):
     with pytest.raises(PipelineError, match=f"^params.yaml: {message}$"):
@@ -106,3 +129,93 @@ def test_a_set_image_under_a_folder_name_that_is_not_utf8_is_left_out_with_the_r
     assert list(rows["patient"]) == ["nih:901"]
     assert skipped == [{"path": str(image).replace(bad, "\\xff"),
                         "reason": "file or folder name is not valid UTF-8; rename it"}]
+
+
+def test_a_folders_set_takes_its_named_folders_and_the_patient_from_the_file_name(sources):
+    for seed, (folder, name) in enumerate([("NORMAL", "p1_a.png"), ("NORMAL", "p1_b.png"),
+                                           ("COVID", "p2_a.png"), ("OTHER", "p3_a.png"),
+                                           ("COVID", "scan.png"), ("COVID", "sub/p4_a.png")]):
+        write_image(OWN / folder / name, 800 + seed)
+    copy = OWN / "COVID" / "p5_a.jpeg"  # the bytes of a manifest image
+    copy.write_bytes((sources["kermany"] / "NORMAL" / "IM-0100-0001.jpeg").read_bytes())
+    merge.main()
+    rows, skipped = external.read_set(external_set("own", FOLDERS_SET), pd.read_csv(MANIFEST))
+    assert rows.to_dict("records") == [
+        {"path": str(OWN / folder / name), "class": cls, "patient": patient, "source": "own",
+         "age_group": "unknown"}
+        for folder, name, cls, patient in (("NORMAL", "p1_a.png", "normal", "own:p1"),
+                                           ("NORMAL", "p1_b.png", "normal", "own:p1"),
+                                           ("COVID", "p2_a.png", "covid", "own:p2"))]
+    assert skipped == [
+        {"path": str(OWN / "COVID" / "scan.png"),
+         "reason": r"file name gives no patient (no match for external.own.patient ^(p\d+)_)"},
+        {"path": str(OWN / "COVID" / "sub"), "reason": "a folder, not an image"},
+        {"path": str(copy), "reason": "same bytes as manifest image"
+                                      f" {sources['kermany'] / 'NORMAL' / 'IM-0100-0001.jpeg'}"}]
+    # without `patient` each image is its own patient; `source` and `age_group` for every row
+    spec = {**FOLDERS_SET, "patient": None, "source": "clinic", "age_group": "adult"}
+    rows, _ = external.read_set(external_set("own", spec), pd.read_csv(MANIFEST))
+    assert list(rows["patient"]) == ["clinic:NORMAL/p1_a.png", "clinic:NORMAL/p1_b.png",
+                                     "clinic:COVID/p2_a.png", "clinic:COVID/scan.png"]
+    assert set(rows["source"]) == {"clinic"} and set(rows["age_group"]) == {"adult"}
+    with pytest.raises(PipelineError, match=r"^data/raw/own/VIRAL: missing"
+                                            r" \(external.own.findings names 'VIRAL'\)$"):
+        external.read_set(external_set("own", {**FOLDERS_SET, "findings": {"VIRAL": "viral"}}),
+                          pd.read_csv(MANIFEST))
+
+
+def test_a_table_set_reads_its_columns_and_leaves_out_bad_rows_with_line_and_reason(sources):
+    for seed, name in enumerate(["img/a.png", "img/b.png", "c.png"]):
+        write_image(OWN / name, 810 + seed)
+    table = OWN / "labels.csv"
+    table.write_bytes(b"file,finding,pid,age,site\n"
+                      b"img/a.png,COVID-19,7,64,x\n"       # 2: kept, an adult
+                      b"img/b.png,healthy,8,,y\n"          # 3: kept, age unknown
+                      b"c.png,pneumonia,9,30,x\n"          # 4: another label, not a candidate
+                      b"img/gone.png,COVID-19,10,50,x\n"   # 5: no such file
+                      b",COVID-19,11,50,x\n"               # 6: no file named
+                      b"img/a.png,,12,50,x\n"              # 7: no label
+                      b"c.png,healthy,,9,x\n"              # 8: no patient
+                      b"../c.png,healthy,13,9,x\n"         # 9: outside the images' folder
+                      b"c.png,healthy\n"                   # 10: two fields
+                      b"c.png,healthy,14,9,\xff\n"         # 11: not UTF-8
+                      b"c.png,healthy,1,9,\n")             # 12: kept, a child of no site
+    merge.main()
+    spec = {**TABLE_SET, "columns": {**TABLE_SET["columns"], "age": "age"}}
+    rows, skipped = external.read_set(external_set("own", spec), pd.read_csv(MANIFEST))
+    assert rows.to_dict("records") == [
+        {"path": str(OWN / name), "class": cls, "patient": patient, "source": "own",
+         "age_group": age}
+        for name, cls, patient, age in (("img/a.png", "covid", "own:7", "adult"),
+                                        ("img/b.png", "normal", "own:8", "unknown"),
+                                        ("c.png", "normal", "own:1", "child"))]
+    assert skipped == [{"path": f"{table}:10", "reason": "2 field(s), the header has 5"},
+                       {"path": f"{table}:11", "reason": "not valid UTF-8"},
+                       {"path": str(OWN / "img" / "gone.png"),
+                        "reason": "listed in labels.csv line 5, file missing"},
+                       {"path": f"{table}:6", "reason": "no file"},
+                       {"path": f"{table}:7", "reason": "no finding"},
+                       {"path": f"{table}:8", "reason": "no pid"},
+                       {"path": f"{table}:9", "reason": "file '../c.png' is not a path inside"
+                                                        " data/raw/own"}]
+    # a source column: each row's own source, of those `sources` keeps; the table elsewhere
+    elsewhere = Path("data/raw/own-labels.csv")
+    elsewhere.write_bytes(table.read_bytes())
+    spec = {**TABLE_SET, "path": str(elsewhere), "images": str(OWN),
+            "columns": {**TABLE_SET["columns"], "source": "site"}, "sources": ["x", "y"]}
+    rows, skipped = external.read_set(external_set("own", spec), pd.read_csv(MANIFEST))
+    assert list(zip(rows["patient"], rows["source"])) == [("x:7", "x"), ("y:8", "y")]
+    assert {"path": f"{elsewhere}:12", "reason": "no site"} in skipped
+
+
+@pytest.mark.parametrize("layout", ["folders", "table"])
+def test_a_set_of_your_own_keeps_or_reports_every_awkward_file(sources, oversized, layout):
+    made = write_awkward_files(OWN / "COVID", oversized)
+    (OWN / "labels.csv").write_text("file,finding,pid\n" + "".join(
+        f"COVID/{name},COVID-19,p{i}\n" for i, (name, _) in enumerate(made.values())))
+    spec = {"folders": {**FOLDERS_SET, "patient": None, "findings": {"COVID": "covid"}},
+            "table": TABLE_SET}[layout]
+    merge.main()
+    rows, skipped = external.read_set(external_set("own", spec), pd.read_csv(MANIFEST))
+    check_kept_or_reasoned(made, set(rows["path"].map(lambda p: Path(p).name)),
+                           {Path(s["path"]).name: s["reason"] for s in skipped})

@@ -8,14 +8,24 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from covidxray import sources
 from covidxray.cli import PipelineError
-from covidxray.paths import DETAIL, MANIFEST
-from stages import merge
-from tests.conftest import ROOT, hannover_layout, write_image, write_params
+from covidxray.params import load_params
+from covidxray.paths import DETAIL, MANIFEST, SPLIT_DIR
+from covidxray.schema import DATA_REPORT_KEYS
+from stages import merge, split
+from tests.conftest import ROOT, hannover_layout, params_with, write_image, write_params
 
 NOT_UTF8 = os.fsdecode(b"x\xff")  # a name of raw bytes, as a file system may hold
+CLINIC = Path("data/raw/clinic")
+# a training source of your own: patient p1 has images of both classes, p2, p4, p5, p7 one each
+CLINIC_IMAGES = {"covid": ["p1_1.png", "p1_2.png", "p2_1.png", "p3_1.png", "p3_2.png", "p4_1.png"],
+                 "healthy": ["p1_3.png", "p5_1.png", "p6_1.png", "p6_2.png", "p7_1.png"]}
+CLINIC_SOURCE = {"layout": "folders", "path": str(CLINIC), "patient": r"^(p\d+)_",
+                 "findings": {"covid": "covid", "healthy": "normal"}, "age_group": "adult",
+                 "per_class": {"covid": 6, "normal": 5}}
 # root without the capabilities that let it read any file: a user's view of file modes
 UNPRIVILEGED = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all")
 
@@ -239,3 +249,85 @@ def test_an_unreadable_source_folder_stops_merge_naming_it(sources, locked, fold
         f"error: {folder}: permission denied, cannot read this folder of the source; let the"
         f" user who runs the pipeline read it (e.g. `chmod -R a+rX {folder}`)\n")
     assert not MANIFEST.exists()
+
+
+def write_clinic():
+    for seed, (folder, name) in enumerate((folder, name) for folder, names in
+                                          CLINIC_IMAGES.items() for name in names):
+        write_image(CLINIC / folder / name, 850 + seed)
+
+
+def test_a_training_source_of_your_own_comes_last_and_leaves_the_rows_before_it_alone(sources):
+    merge.main()
+    before = MANIFEST.read_text()
+    write_clinic()
+    write_params(merge={"sources": {"clinic": {**CLINIC_SOURCE,
+                                               "per_class": {"covid": 4, "normal": 9}}}})
+    merge.main()
+    manifest, report = read_outputs()
+    assert MANIFEST.read_text().startswith(before)  # the same rows, drawn by the same draws
+    clinic = manifest.iloc[before.count("\n") - 1:]
+    assert set(clinic["source"]) == {"clinic"} and set(clinic["age_group"]) == {"adult"}
+    assert clinic["class"].value_counts().to_dict() == {"normal": 5, "covid": 4}
+    assert set(clinic["patient"]) <= {f"clinic:p{i}" for i in range(1, 8)}
+    assert report["clinic"] == {"covid": {"available": 6, "requested": 4, "selected": 4},
+                                "normal": {"available": 5, "requested": 9, "selected": 5}}
+    assert set(report) == {*DATA_REPORT_KEYS, "nih", "hannover", "clinic"}  # no name clashes
+
+
+def test_a_source_of_your_own_is_split_by_whole_patients(sources):
+    write_clinic()
+    write_params(merge={"sources": {"clinic": CLINIC_SOURCE}},
+                 split={"test_per_class": 1, "val_fraction": 0.5, "separately": ["clinic"]})
+    merge.main()
+    split.main()
+    parts = {name: pd.read_csv(SPLIT_DIR / f"{name}.csv") for name in ("train", "val", "test")}
+    where = pd.concat([rows.assign(part=name) for name, rows in parts.items()])
+    clinic = where[where["source"] == "clinic"]
+    assert len(clinic) == 11 and set(clinic["part"]) == {"train", "val", "test"}
+    assert (where.groupby("patient")["part"].nunique() == 1).all()
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"merge.sources.clinic": {**CLINIC_SOURCE, "layout": "kaggle"}},
+     "merge.sources.clinic.layout must be one of folders, table, got 'kaggle'"),
+    ({"merge.sources.clinic": {k: v for k, v in CLINIC_SOURCE.items() if k != "per_class"}},
+     "merge.sources.clinic.per_class is missing"),
+    ({"merge.sources.hannover": CLINIC_SOURCE},
+     "merge.sources.hannover names source 'hannover', which merge.hannover already reads; rename"
+     " it (or set its `source`), or leave one of them out"),
+    ({"merge.sources.clinic": {**CLINIC_SOURCE, "source": "kermany"}},
+     "merge.sources.clinic names source 'kermany', which merge.kermany_splits already reads;"
+     " rename it (or set its `source`), or leave one of them out"),
+    ({"merge.sources.clinic": CLINIC_SOURCE, "merge.sources.ward": {**CLINIC_SOURCE,
+                                                                     "source": "clinic"}},
+     "merge.sources.ward names source 'clinic', which merge.sources.clinic already reads;"
+     " rename it (or set its `source`), or leave one of them out"),
+    ({"merge.sources.total": CLINIC_SOURCE}, "merge.sources.total: 'total' is a key of"
+     " metrics/detail/data.json's own; give the set another name"),
+])
+def test_a_source_of_your_own_that_another_part_of_merge_reads_is_refused(tmp_path, changes,
+                                                                          message):
+    with pytest.raises(PipelineError, match=f"^{re.escape(f'params.yaml: {message}')}$"):
+        load_params(params_with(tmp_path, changes))
+
+
+def test_hannover_through_the_table_layout_gives_the_same_manifest(sources):
+    hannover_layout(sources["hannover"], [("p1", "a1", "ap"), ("p2", "a2", "pa"),
+                                          ("p1", "a3", "ap")])
+    spec = {"views": ["AP", "PA"], "per_class": {"covid": 2}}
+    write_params(merge={"hannover": spec})
+    merge.main()
+    built_in = MANIFEST.read_bytes(), (DETAIL / "data.json").read_bytes()
+    data = pd.read_csv(sources["hannover"] / "data.csv", dtype=str, keep_default_na=False)
+    data.assign(path="png/" + data.image_id + ".png", label="covid").to_csv(
+        "data/raw/hannover-table.csv", index=False)
+    params = write_params(merge={"sources": {"hannover": {
+        "layout": "table", "path": "data/raw/hannover-table.csv",
+        "images": str(sources["hannover"]), "findings": {"covid": "covid"},
+        "columns": {"path": "path", "label": "label", "patient": "patient_id"},
+        "age_group": "adult", "per_class": spec["per_class"]}}})
+    del params["merge"]["hannover"]
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    merge.main()
+    assert (MANIFEST.read_bytes(), (DETAIL / "data.json").read_bytes()) == built_in

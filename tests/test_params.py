@@ -173,3 +173,18 @@ def test_optional_cross_references_may_be_left_out(tmp_path):
     assert params.external == {}
     assert (params.holdout.within_source, params.confound.other_source,
             params.controls.children) == (None, None, None)
+
+
+def test_keys_that_name_sources_may_name_those_merge_sources_adds(tmp_path):
+    own = {"layout": "table", "path": "data/raw/ward.csv", "findings": {"COVID-19": "covid"},
+           "columns": {"path": "file", "label": "finding", "patient": "pid", "source": "site"},
+           "sources": ["ward-a", "ward-b"], "per_class": {"covid": 10}}
+    naming = {"split.separately": ["nih", "ward-a"], "holdout.sources": ["hannover", "ward-b"],
+              "tasks.adult_covid.sources": ["covid-chestxray", "nih", "hannover", "ward-a",
+                                            "ward-b"]}
+    params = load_params(params_with(tmp_path, {**naming, "merge.sources.ward": own}))
+    assert params.merge.manifest_sources == (*SOURCES, "ward-a", "ward-b")
+    assert params.split.separately == ("nih", "ward-a")
+    assert params.task("adult_covid").sources[-2:] == ("ward-a", "ward-b")
+    refused(tmp_path, naming, "split.separately must be a list of"
+                              f" {', '.join(SOURCES)}, got ['nih', 'ward-a']")
