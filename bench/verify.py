@@ -29,9 +29,10 @@ STANDS_FOR = {"covid_recall": [("test", "per_class", "covid", "recall"), ("test"
               "ci95_low": [("test", "accuracy")], "ci95_high": [("test", "accuracy")],
               "share": [("called_covid",)], "within_auc": [("test", "within_source", "auc")],
               "within_source_auc": [("test", "within_source", "auc")]}
-CALLS = {"correct": "accuracy", "confusion_matrix": "accuracy", "called_covid": "called_covid"}
+CALLS = {"correct": "accuracy", "confusion_matrix": "accuracy", "called_covid": "called_covid",
+         "flagged": "share_flagged"}
 HOLDOUT, EVERY_TASK = "holdout", "every task"
-LEFT_OUT = ("loss", "precision", "f1")  # docs/reproducibility.md: why
+LEFT_OUT = ("loss", "precision", "f1", "threshold", "median_distance")  # docs/reproducibility.md
 SHOWN = {"accuracy": ("test", "accuracy"), "auc": ("test", "auc"),
          "covid recall": ("test", "per_class", "covid", "recall"),
          "adult false alarms": ("test", "by_source", "adult_false_alarm"),
@@ -39,6 +40,7 @@ SHOWN = {"accuracy": ("test", "accuracy"), "auc": ("test", "auc"),
          "within auc": ("test", "within_source", "auc")}  # the tolerances printed, where found
 LOCK = Path("dvc.lock")
 REPEAT, HOLDOUT_DETAIL = DETAIL / "repeat.json", DETAIL / "holdout.json"
+OOD = METRICS / "ood.json"
 
 
 def git(*args):
@@ -164,6 +166,8 @@ def owner(path, key, data, tasks):
         return key[0]
     if path == DETAIL / "confound.json":
         return key[1] if key[0] == "models" else EVERY_TASK
+    if path == OOD:  # one reference for every task's inputs
+        return EVERY_TASK
     if path == DETAIL / "controls.json":
         return EVERY_TASK if key[0] == "age_probe" else data.get("task")
     return None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from covidxray import gradcam
+from covidxray import gradcam, ood
 from covidxray.cli import PipelineError
 from covidxray.files import read_json
 from covidxray.head import output_count
@@ -25,6 +25,7 @@ class Classifier:
     size: int  # pixels a side
     preprocess: Preprocess
     record: dict  # train's record of the model (models/<task>.json), {} when there is none
+    check: ood.Check = None  # models/ood.npz's: does an input look like a training X-ray?
 
     def decode(self, path):
         return load_images([path], self.size, self.preprocess)[0]
@@ -57,7 +58,8 @@ def made_for(params, made):
 def load(params, task, path=None):
     """Task `task`'s classifier (models/<task>.keras unless `path`), checked against params.yaml
     and train's record beside it; the record, not params.yaml, says how its images were
-    preprocessed."""
+    preprocessed. With it the ood stage's check (models/ood.npz, whatever `path`), or None
+    where that stage has not run."""
     classes = list(params.task(task).classes)
     given = path is not None
     path = Path(path) if given else MODELS / f"{task}.keras"
@@ -81,7 +83,7 @@ def load(params, task, path=None):
                             f" of params.yaml tasks.{task}.classes ({', '.join(classes)});"
                             f" {use_instead(fitting, 'no task of params.yaml fits it')}")
     preprocess = Preprocess(**made["preprocess"]) if "preprocess" in made else params.preprocess
-    return Classifier(model, classes, image_size(model, path), preprocess, made)
+    return Classifier(model, classes, image_size(model, path), preprocess, made, ood.load_check())
 
 
 def decode(classifier, paths):
@@ -97,7 +99,9 @@ def decode(classifier, paths):
 
 def classify(classifier, paths):
     """One record per path, in order ({path, prediction, probabilities} or {path, error}), and
-    (image, predicted class index) per decoded image, by position."""
+    (image, predicted class index) per decoded image, by position. An image that does not look
+    like a training X-ray (classifier.check) gets prediction None and `unreliable`, saying why;
+    its probabilities stay, for inspection."""
     images, errors = decode(classifier, paths)
     records = [{"path": str(path)} for path in paths]
     for i, error in errors.items():
@@ -109,7 +113,23 @@ def classify(classifier, paths):
     for i, p in zip(images, probs):
         records[i]["prediction"] = classes[p.argmax()]
         records[i]["probabilities"] = {c: round(float(v), 6) for c, v in zip(classes, p)}
+    for i, why in unreliable(classifier, paths, images).items():
+        if why:
+            records[i].update(prediction=None, unreliable=why)
     return records, {i: (images[i], p.argmax()) for i, p in zip(images, probs)}
+
+
+def unreliable(classifier, paths, images):
+    """Why each decoded image's class is not to be read (None: it looks like a training X-ray),
+    by position; {} without a check. The images are decoded again only where the reference's
+    were decoded otherwise than the model's."""
+    check = classifier.check
+    if check is None:
+        return {}
+    same = (check.reference.size, check.reference.preprocess) == (classifier.size,
+                                                                  classifier.preprocess)
+    pixels = np.stack(list(images.values())) if same else check.decode([paths[i] for i in images])
+    return dict(zip(images, check.unreliable(pixels)))
 
 
 def overlays(classifier, paths, predicted):

@@ -1,6 +1,6 @@
 """The run report's HTML: a summary of every task first, then the leave-one-hospital-out
-verdict, the data, each task's tables and plots, and the shortcut checks (stages/report.py
-puts them on one page)."""
+verdict, the data, each task's tables and plots, the shortcut checks and the check of inputs
+that are not frontal chest X-rays (stages/report.py puts them on one page)."""
 
 import base64
 import html
@@ -170,6 +170,22 @@ def controls_section():
     return "\n".join([f"<h2 id='controls'>Shortcut controls ({controls['task']})</h2>",
                       *(f"<p>{html.escape(line)}</p>" for line in controls["summary"]),
                       table(probes), table(shares)])
+
+
+def ood_section():
+    """How the check predict runs (not a frontal chest X-ray?) does on each probe set."""
+    ood = read_json(METRICS / "ood.json")
+    rows = [{"images": name, "n": s["n"], "flagged": s["flagged"],
+             "share flagged": number(s["share_flagged"]),
+             "median distance": number(s["median_distance"])} for name, s in ood["sets"].items()]
+    return "\n".join([
+        "<h2 id='ood'>Not a frontal chest X-ray?</h2>",
+        f"<p class='note'>predict gives no class to an image whose cosine distance to its"
+        f" k-th nearest training X-ray (k = {ood['neighbours']}, VGG16's pooled features) is above"
+        f" {ood['threshold']:.4f}, the {ood['keep']} quantile of the validation images'"
+        " distances. The test split and the external sets are frontal chest X-rays (few should"
+        " be flagged); lateral, CT, photos, text and noise are not.</p>",
+        table(rows), image(DETAIL / "ood.png", "ood distances")])
 
 
 def holdout_rows(holdout):

@@ -128,11 +128,12 @@ def write_split(parts):
     write_json(SPLIT_DIR / "made_from.json", {"manifest_sha256": manifest_digest()})
 
 
-def read_split(name, task):
-    """One split's rows of a task. Column `image` is each image's manifest row, and so its index
-    in the prepared images and the features."""
+def read_split(name, task=None):
+    """One split's rows of a task (None: every row). Column `image` is each image's manifest row,
+    and so its index in the prepared images and the features."""
     path = SPLIT_DIR / f"{name}.csv"
     record = SPLIT_DIR / "made_from.json"
     recorded = read_json(record) if record.is_file() else {}
     made_from_manifest(path, recorded.get("manifest_sha256"), "split")
-    return task_rows(pd.read_csv(path), task, path)
+    rows = pd.read_csv(path)
+    return rows if task is None else task_rows(rows, task, path)

@@ -5,11 +5,15 @@
 
 A PATH is an image file or a folder of them (with --recursive, the folders inside it too); an
 image or a folder that cannot be read gets an error record, and stderr gets a summary line.
+An image that does not look like a frontal chest X-ray like the training ones (models/ood.npz,
+from `dvc repro ood`) gets `"prediction": null` and `"unreliable"`, saying why; without that
+file every image gets a class, and stderr one warning that none was checked.
 Images are decoded, cropped, resized and equalised exactly as the model's training images were
 (the `preprocess` in models/TASK.json).
 A file name that is not UTF-8 keeps its bytes: \\udcNN escapes in JSON (os.fsencode gives
-them back), the bytes themselves in the CSV. Exit status: 0 when every image was predicted, 1
-when some image or folder could not be read (or none were found), 2 on bad usage.
+them back), the bytes themselves in the CSV. Exit status: 0 when every image was predicted
+(flagged unreliable or not), 1 when some image or folder could not be read (or none were
+found), 2 on bad usage.
 """
 
 import argparse
@@ -22,7 +26,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from covidxray import gradcam, prediction
+from covidxray import gradcam, ood, prediction
 from covidxray.batching import batch_slices
 from covidxray.cli import PipelineError, cli
 from covidxray.files import replacing, write_table
@@ -63,6 +67,10 @@ def arguments(argv):
 def load(args):
     """The task's classifier (prediction.load), and the --gradcam folder made."""
     classifier = prediction.load(load_params(), args.task, args.model)
+    if classifier.check is None:
+        print(f"warning: {ood.REFERENCE} is missing, so no input is checked for looking like a"
+              " frontal chest X-ray: noise or a photo gets a class like an X-ray; build it with"
+              " `dvc repro ood`", file=sys.stderr)
     if args.gradcam:
         gradcam.check_classifier(classifier.model)
         try:
@@ -126,7 +134,8 @@ def write_overlays(classifier, folder, paths, predicted, first_number):
 def write_csv(path, records, classes):
     table = pd.DataFrame([{"path": r["path"], "prediction": r.get("prediction"),
                            **{f"p_{c}": r.get("probabilities", {}).get(c) for c in classes},
-                           "error": r.get("error")} for r in records])
+                           "unreliable": r.get("unreliable"), "error": r.get("error")}
+                          for r in records])
     try:
         write_table(table, path)
     except OSError as err:
@@ -171,9 +180,10 @@ def main(argv=None):
     if args.csv:
         write_csv(args.csv, unread + records, classifier.classes)
     failed = sum("error" in r for r in records)
+    flagged = sum("unreliable" in r for r in records)
     print(f"predict: {len(records)} image(s) read, {len(records) - failed} predicted, {failed}"
-          f" failed" + (f", {len(unread)} folder(s) unreadable" if unread else ""),
-          file=sys.stderr)
+          f" failed" + (f", {flagged} flagged unreliable" if classifier.check else "")
+          + (f", {len(unread)} folder(s) unreadable" if unread else ""), file=sys.stderr)
     if failed:
         print(f"error: {failed} of {len(records)} images could not be read", file=sys.stderr)
     if unread:

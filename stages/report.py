@@ -3,8 +3,9 @@
 A summary first (per task: test accuracy with its interval, COVID-19 recall, the share of adults
 without COVID-19 called COVID-19, and a verdict), then the leave-one-hospital-out verdict, the
 data, each task's tables and plots (curves, confusion matrices, ROC, the test gallery and its
-Grad-CAM heatmaps), and the shortcut checks, the plots embedded as data URIs so the one file is
-the whole report (covidxray/report.py builds the sections).
+Grad-CAM heatmaps), the shortcut checks and how predict's check of inputs that are not
+frontal chest X-rays does on probe sets (stages/ood.py), the plots embedded as data URIs so
+the one file is the whole report (covidxray/report.py builds the sections).
 
 Writes report/index.html.
 """
@@ -15,7 +16,7 @@ from covidxray.cli import cli
 from covidxray.files import replacing
 from covidxray.params import load_params
 from covidxray.report import (STYLE, confound_section, controls_section, data_section,
-                              holdout_section, summary_section, task_section)
+                              holdout_section, ood_section, summary_section, task_section)
 
 REPORT = Path("report/index.html")
 
@@ -26,8 +27,8 @@ def main():
     tasks = {name: list(task.classes) for name, task in params.tasks.items()}
     sections = [summary_section(tasks), holdout_section(), data_section(),
                 *(task_section(t, c, sets) for t, c in tasks.items()), confound_section(),
-                controls_section()]
-    names = ["summary", "holdout", "data", *tasks, "confound", "controls"]
+                controls_section(), ood_section()]
+    names = ["summary", "holdout", "data", *tasks, "confound", "controls", "ood"]
     contents = " | ".join(f"<a href='#{name}'>{name}</a>" for name in names)
     with replacing(REPORT) as partial:
         partial.write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"

@@ -34,7 +34,7 @@ def test_stage_names_follow_dvc_yaml_with_one_stage_per_task():
     assert names[:8] == ["check", "merge", "split", "prepare", "features", "external", "repeat",
                          "holdout"]
     assert names[8:] == ["train@binary", "train@three", "evaluate@binary", "evaluate@three",
-                         "confound", "controls", "plots", "report"]
+                         "confound", "controls", "plots", "ood", "report"]
 
 
 def test_the_table_compares_the_recipes_tasks_and_lists_the_others_alone():

@@ -130,7 +130,8 @@ def test_each_metric_takes_the_spread_of_the_entries_that_match_it_most():
                "holdout": {("left_out", "a", "test", "recall"): entry(0.06),
                            ("left_out", "a", "val", "recall"): entry(0.3),
                            ("left_out", "a", "test", "within_source", "auc"): entry(0.07)},
-               "every task": {("head", "test", "auc"): entry(0.09)}}
+               "every task": {("head", "test", "auc"): entry(0.09),
+                              ("head", "test", "accuracy"): entry(0.09)}}
 
     def allowed(path, key, value=0.5, holder=None, data=None, step=0.0):
         return verify.metric_tolerance(Path(path), tuple(key.split(".")), value, holder or {},
@@ -166,6 +167,12 @@ def test_each_metric_takes_the_spread_of_the_entries_that_match_it_most():
     assert allowed("metrics/detail/holdout.json", "verdict.within_source_auc") == 0.07
     assert allowed("metrics/detail/holdout.json", "curve.0.fraction") == 0  # no entry: exact
     assert allowed("metrics/detail/data.json", "classes.covid.available", 68.0) == 0
+    # ood's reference serves every task: a share takes the widest, its count that times n,
+    # at least two images of the set
+    assert allowed("metrics/ood.json", "sets.photos.share_flagged", 0.9, {"n": 20}) == 0.18
+    assert allowed("metrics/ood.json", "sets.photos.flagged", 18, {"n": 20}) == pytest.approx(
+        0.18 * 20)
+    assert allowed("metrics/ood.json", "sets.val.n", 108, {"n": 108}) == 0
 
 
 def test_loss_precision_and_f1_are_left_out_as_the_docstring_says():
@@ -174,6 +181,9 @@ def test_loss_precision_and_f1_are_left_out_as_the_docstring_says():
     rows = verify.compare_file(Path("metrics/detail/binary.json"), scores, scores, {}, 0.0)
     assert [row[0] for row in rows] == ["test.per_class.covid.recall",
                                         "test.per_class.covid.support"]
+    ood = {"threshold": 0.014, "sets": {"val": {"median_distance": 0.008, "flagged": 2}}}
+    rows = verify.compare_file(Path("metrics/ood.json"), ood, ood, {}, 0.0)
+    assert [row[0] for row in rows] == ["sets.val.flagged"]  # distances differ by CPU
 
 
 def test_a_backbone_run_in_another_precision_is_named(repo, capsys):

@@ -1,0 +1,145 @@
+"""Does this image look like the training X-rays? A classifier gives any input a class with
+confidence, noise and photos included; this says when its answer is not worth reading.
+
+Deep nearest neighbours (Sun et al. 2022): an image's backbone features, global-average-pooled
+and L2-normalised, are compared with the training images'; its distance is the cosine distance
+to the k-th nearest (`ood.neighbours`). The threshold is the `ood.keep` quantile of the
+validation images' distances, so about 1 - keep of X-rays like the training ones are flagged.
+stages/ood.py builds the reference (models/ood.npz) and scores probe sets against it;
+covidxray/prediction.py checks every predicted image with it.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
+
+from covidxray.backbone import fingerprint
+from covidxray.bank import build_features_model, feature_batches, feature_pass
+from covidxray.batching import batch_slices
+from covidxray.cli import PipelineError
+from covidxray.files import read_npz, write_npz
+from covidxray.images import load_images
+from covidxray.paths import MODELS
+from covidxray.schema import Backbone, Preprocess
+
+REFERENCE = MODELS / "ood.npz"
+REBUILD = "rebuild it with `dvc repro ood`"
+BATCH = 32  # images per forward pass when checking
+
+
+def pooled(features):
+    """N x feature map (any spatial shape) to N x channels: the mean over positions, then each
+    row scaled to unit length, so that distances compare directions, not brightness."""
+    features = np.asarray(features, np.float32)
+    vectors = features.reshape(len(features), -1, features.shape[-1]).mean(axis=1)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def kth_distances(reference, vectors, k):
+    """Each vector's cosine distance to its k-th nearest reference vector (the vectors are not
+    in the reference: for validation and new images, not for the training images)."""
+    if not len(vectors):
+        return np.empty(0, np.float32)
+    nearest = NearestNeighbors(n_neighbors=k, metric="cosine").fit(reference)
+    return nearest.kneighbors(vectors)[0][:, -1].astype(np.float32)
+
+
+def pooled_rows(features, rows, batch=1024):
+    """pooled features of `rows` of a sharded array (the bank's plain view), a batch at a time:
+    the whole feature maps of a large manifest need not fit in memory."""
+    rows = np.asarray(rows)
+    parts = [pooled(features[rows[part]]) for part in batch_slices(len(rows), batch)]
+    return np.concatenate(parts) if parts else np.empty((0, features.row_shape[-1]), np.float32)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The training images' vectors, k, the threshold, and what made the vectors: the frozen
+    backbone (its params and weights' fingerprint) and how images were decoded for it."""
+    vectors: np.ndarray
+    neighbours: int
+    threshold: float
+    backbone: Backbone  # precision resolved: the one the features were computed in
+    size: int
+    preprocess: Preprocess
+    fingerprint: str
+
+    def distances(self, vectors):
+        return kth_distances(self.vectors, vectors, self.neighbours)
+
+    def why(self, distance):
+        """Why an image of this distance gets no class, or None when it gets one."""
+        if distance <= self.threshold:
+            return None
+        return (f"does not look like a frontal chest X-ray: distance {distance:.3f} above the"
+                f" threshold {self.threshold:.3f} set on validation")
+
+
+def fit(train, val, ood, **made_with):
+    """The Reference of train vectors, its threshold the `ood.keep` quantile of the val
+    vectors' distances; made_with: Reference's backbone, size, preprocess and fingerprint."""
+    if len(train) < ood.neighbours:
+        raise PipelineError(f"params.yaml: ood.neighbours is {ood.neighbours}, but the split"
+                            f" has {len(train)} training image(s); lower it")
+    distances = kth_distances(train, val, ood.neighbours)
+    if not len(distances):
+        raise PipelineError("data/split/val.csv: no validation images to set the ood"
+                            " threshold on; raise split.val_fraction")
+    return Reference(train, ood.neighbours, float(np.quantile(distances, ood.keep)), **made_with)
+
+
+def write_reference(reference, path=REFERENCE):
+    made = {"backbone": asdict(reference.backbone), "size": reference.size,
+            "preprocess": asdict(reference.preprocess), "fingerprint": reference.fingerprint}
+    write_npz(path, {"vectors": reference.vectors, "neighbours": np.array(reference.neighbours),
+                     "threshold": np.array(reference.threshold),
+                     "made_with": np.array(json.dumps(made, sort_keys=True))})
+
+
+def read_reference(path=REFERENCE):
+    arrays = read_npz(path, "ood")
+    try:
+        made = json.loads(str(arrays["made_with"]))
+        return Reference(arrays["vectors"], int(arrays["neighbours"]),
+                         float(arrays["threshold"]), Backbone(**made["backbone"]), made["size"],
+                         Preprocess(**made["preprocess"]), made["fingerprint"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise PipelineError(f"{path}: not a reference of the ood stage ({err!r});"
+                            f" {REBUILD}") from err
+
+
+@dataclass(frozen=True)
+class Check:
+    """A Reference and the frozen extractor that made its vectors, built once."""
+    reference: Reference
+    model: object  # bank.feature_pass of the extractor
+
+    def decode(self, paths):
+        """Images decoded as the reference's were."""
+        return load_images(paths, self.reference.size, self.reference.preprocess)
+
+    def distances(self, images):
+        if not len(images):
+            return np.empty(0, np.float32)
+        features = np.concatenate(list(feature_batches(self.model, images, BATCH)))
+        return self.reference.distances(pooled(features))
+
+    def unreliable(self, images):
+        """Per image (decoded as the reference's were), why its class is not to be read, or
+        None."""
+        return [self.reference.why(d) for d in self.distances(images)]
+
+
+def load_check(path=REFERENCE):
+    """The Check of models/ood.npz, or None where there is none. The extractor is rebuilt from
+    the recorded params and refused if its weights are not those that made the reference."""
+    if not path.is_file():
+        return None
+    reference = read_reference(path)
+    extractor = build_features_model(reference.backbone, reference.size)
+    if fingerprint(extractor) != reference.fingerprint:
+        raise PipelineError(f"{path}: made with other VGG16 weights than backbone.weights"
+                            f" {reference.backbone.weights!r} gives here; {REBUILD}")
+    return Check(reference, feature_pass(extractor))

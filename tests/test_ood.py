@@ -1,0 +1,116 @@
+"""Not a frontal chest X-ray? The distance and threshold maths (covidxray/ood.py), the probe
+sets (covidxray/probes.py) and the `ood` params."""
+
+import numpy as np
+import pytest
+
+from covidxray import ood, probes
+from covidxray.cli import PipelineError
+from covidxray.params import load_params
+from covidxray.schema import Backbone, Ood, Preprocess
+from tests.conftest import METADATA_HEADER, params_with, write_image
+
+
+def unit(*rows):
+    rows = np.asarray(rows, np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_pooling_averages_every_position_then_scales_to_unit_length():
+    maps = np.zeros((2, 2, 2, 3), np.float32)
+    maps[0, 0, 0] = [4, 0, 0]  # one bright position: the mean, then the direction
+    maps[1] = [0, 3, 4]
+    np.testing.assert_allclose(ood.pooled(maps), [[1, 0, 0], [0, 0.6, 0.8]], atol=1e-6)
+
+
+def test_the_distance_is_the_cosine_distance_to_the_kth_nearest_reference_vector():
+    angles = np.radians([0, 10, 30, 60])
+    reference = unit(*np.stack([np.cos(angles), np.sin(angles)], axis=1))
+    query = unit([1, 0], [0, 1])
+    for k in (1, 2, 3):
+        expected = [1 - np.cos(angles[k - 1]), 1 - np.cos(np.radians(90) - angles[::-1][k - 1])]
+        np.testing.assert_allclose(ood.kth_distances(reference, query, k), expected, atol=1e-6)
+    assert ood.kth_distances(reference, np.empty((0, 2)), 2).shape == (0,)
+
+
+def made_with():
+    return {"backbone": Backbone("hed", "float32"), "size": 32, "preprocess": Preprocess(),
+            "fingerprint": "f" * 64}
+
+
+def test_the_threshold_keeps_the_keep_share_of_validation_images_under_it():
+    rng = np.random.default_rng(0)
+    train = unit(*rng.normal(size=(50, 8)) + 5)  # a cluster
+    val = unit(*rng.normal(size=(200, 8)) + 5)
+    reference = ood.fit(train, val, Ood(neighbours=3, keep=0.9), **made_with())
+    distances = ood.kth_distances(train, val, 3)
+    assert reference.threshold == pytest.approx(np.quantile(distances, 0.9))
+    assert (distances > reference.threshold).mean() == pytest.approx(0.1, abs=0.01)
+    far = unit(*-rng.normal(size=(5, 8)) - 5)  # the opposite direction: all flagged
+    assert all(reference.why(d).startswith("does not look like a frontal chest X-ray")
+               for d in reference.distances(far))
+    assert reference.why(reference.threshold) is None
+
+
+def test_more_neighbours_than_training_images_is_a_clear_error():
+    with pytest.raises(PipelineError, match=r"ood.neighbours is 5, but the split has 3"
+                                            r" training image\(s\); lower it"):
+        ood.fit(unit([1, 0], [0, 1], [1, 1]), unit([1, 2]), Ood(5, 0.99), **made_with())
+
+
+def test_a_reference_reads_back_as_written_and_a_damaged_one_says_how_to_rebuild(tmp_path):
+    reference = ood.fit(unit([1, 0], [0, 1], [1, 1]), unit([1, 2]), Ood(2, 0.5), **made_with())
+    path = tmp_path / "ood.npz"
+    ood.write_reference(reference, path)
+    again = ood.read_reference(path)
+    np.testing.assert_array_equal(again.vectors, reference.vectors)
+    assert (again.neighbours, again.threshold, again.backbone, again.size, again.preprocess,
+            again.fingerprint) == (2, reference.threshold, *list(made_with().values()))
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(PipelineError, match=r"ood.npz: cannot read .*; run `dvc repro ood`"):
+        ood.read_reference(path)
+
+
+def test_no_reference_file_is_no_check(tmp_path):
+    assert ood.load_check(tmp_path / "ood.npz") is None
+
+
+def test_the_drawn_probe_sets_are_the_same_every_run_and_differ_by_seed():
+    first, again, other = (probes.as_files(probes.drawn_sets(seed)["grey_noise"][:2], 32,
+                                           Preprocess()) for seed in (42, 42, 43))
+    assert first.shape == (2, 32, 32, 3) and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_every_photo_and_page_loads_offline():
+    sets = probes.drawn_sets(0)
+    assert len(sets["photos"]) == len(probes.PHOTOS)
+    assert len(sets["text"]) == probes.DRAWN + 2  # and skimage's scanned text and page
+    assert all(image.mode == "RGB" for image in sets["photos"])
+
+
+def test_lateral_and_ct_rows_are_probes_and_a_missing_file_is_named(tmp_path):
+    rows = ["1,0,M,60,COVID-19,,L,X-ray,2020,,lat.png\n",
+            "2,0,M,60,COVID-19,,Axial,CT,2020,,ct.png\n",
+            "3,0,M,60,COVID-19,,PA,X-ray,2020,,pa.png\n",  # a frontal X-ray: no probe
+            "4,0,M,60,No Finding,,Coronal,CT,2020,,gone.png\n"]
+    (tmp_path / "metadata.csv").write_text(METADATA_HEADER + "".join(rows))
+    for name in ("lat.png", "ct.png", "pa.png"):
+        write_image(tmp_path / "images" / name)
+    skipped = []
+    assert probes.other_views(tmp_path, skipped) == {"lateral": [tmp_path / "images/lat.png"],
+                                                     "ct": [tmp_path / "images/ct.png"]}
+    assert skipped == [{"path": str(tmp_path / "images" / "gone.png"),
+                        "reason": "listed in metadata.csv line 5, file missing"}]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("ood.neighbours", 0, "ood.neighbours must be a whole number >= 1, got 0"),
+    ("ood.keep", 1.5, r"ood.keep must be a number in \(0, 1\], got 1.5"),
+    ("ood.keep", 0, r"ood.keep must be a number in \(0, 1\], got 0"),
+    ("ood.kep", 0.9, "ood.kep is not a known key; did you mean ood.keep"),
+])
+def test_bad_ood_params_are_named(tmp_path, key, value, message):
+    with pytest.raises(PipelineError, match=message):
+        load_params(params_with(tmp_path, {key: value}))
