@@ -2,7 +2,8 @@
 # make test-fast: the unit tests only (not those marked slow: dvc repro, stages run as processes,
 # servers; about a minute); make lint: ruff (settings in pyproject.toml);
 # make bench: the tutorial's recipe against `dvc repro` (about 1.5 h on 2 CPU cores);
-# make verify: rebuild everything and compare every metric with HEAD's (docs/reproducibility.md).
+# make verify: rebuild everything and compare every metric with HEAD's (docs/reproducibility.md);
+# make demo: the demo page on http://127.0.0.1:7860/ (docs/demo.md; Ctrl-C stops it).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ RAW_SOURCES := data/raw/covid-chestxray-dataset data/raw/chest-xray-pneumonia \
 # runs a command with the venv's python and kaggle CLI first on PATH, as activating it would
 IN_VENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: setup test test-fast lint repro bench verify
+.PHONY: setup test test-fast lint repro bench verify demo
 
 setup: $(BIN)/.installed
 	[ -d .dvc ] || $(BIN)/dvc init
@@ -43,3 +44,6 @@ bench: setup
 verify: setup
 	$(IN_VENV) $(BIN)/dvc repro --force
 	$(IN_VENV) $(BIN)/python -m bench.verify
+
+demo: $(BIN)/.installed
+	$(BIN)/python -m stages.demo

@@ -1,9 +1,12 @@
 """Shared fixtures: a small source tree in the upstream layouts, built from generated images."""
 
+import json
 import os
 import shutil
-import tempfile
 import socket
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +64,38 @@ def write_image(path, seed=0, mode="L", size=(40, 32)):
              else Image.fromarray(pixels.astype(np.uint16) * 200))
     image.save(path)
     return path
+
+
+def write_tiny_models(models, tasks, size=32):
+    """models/<task>.keras in folder `models` for each task of `tasks` (task -> classes): an
+    untrained classifier of `size` px on no backbone weights with the default head, as train
+    saves one."""
+    from covidxray import model as m
+    from covidxray.backbone import build_backbone, build_extractor
+    from covidxray.head import adapt_head, build_head
+    from covidxray.params import load_params
+
+    models.mkdir(parents=True, exist_ok=True)
+    extractor = build_extractor(build_backbone("none", size))
+    layers = load_params(ROOT / "params.yaml").head.layers()  # the default head
+    features = np.random.default_rng(0).uniform(0, 9, (8, *extractor.output_shape[1:]))
+    for task, classes in tasks.items():
+        head = build_head(len(classes), extractor.output_shape[1:], **layers)
+        adapt_head(head, [features])
+        m.build_classifier(extractor, head).save(models / f"{task}.keras")
+
+
+def predict(project, *args, user=()):
+    """`python -m stages.predict` run in `project`, as `user` (a command prefix) when given."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    return subprocess.run([*user, sys.executable, "-m", "stages.predict", *map(str, args)],
+                          cwd=project, env=env, capture_output=True, text=True)
+
+
+def records(run):
+    """predict's JSON records on stdout: every line must be one."""
+    return [json.loads(line) for line in run.stdout.splitlines()]
 
 
 # params for running stages in-process on the `sources` fixture: 32 px, no backbone weights

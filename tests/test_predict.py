@@ -16,13 +16,11 @@ import pytest
 from PIL import Image
 
 from covidxray import model as m
-from covidxray.backbone import build_backbone, build_extractor
 from covidxray.cli import PipelineError
-from covidxray.head import adapt_head, build_head
 from covidxray.images import load_images
-from covidxray.params import load_params
 from covidxray.schema import Preprocess
-from tests.conftest import ROOT, write_awkward_files, write_image
+from tests.conftest import (ROOT, predict, records, write_awkward_files, write_image,
+                            write_tiny_models)
 
 pytestmark = pytest.mark.slow  # every test runs stages.predict as a process
 SIZE = 32
@@ -42,14 +40,7 @@ def project(tmp_path_factory):
     writes it, a 5-output model that fits no task, and good and bad images."""
     root = tmp_path_factory.mktemp("project")
     shutil.copy(ROOT / "params.yaml", root)
-    (root / "models").mkdir()
-    extractor = build_extractor(build_backbone("none", SIZE))
-    layers = load_params(ROOT / "params.yaml").head.layers()  # the default head
-    features = np.random.default_rng(0).uniform(0, 9, (8, *extractor.output_shape[1:]))
-    for task, classes in CLASSES.items():
-        head = build_head(len(classes), extractor.output_shape[1:], **layers)
-        adapt_head(head, [features])
-        m.build_classifier(extractor, head).save(root / "models" / f"{task}.keras")
+    write_tiny_models(root / "models", CLASSES, SIZE)
     (root / "models" / "three.json").write_text(json.dumps({"task": "three",
                                                             "classes": CLASSES["three"]}))
     keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Flatten(),
@@ -69,19 +60,6 @@ def project(tmp_path_factory):
     (root / "images/bad/text.png").write_text("a text file named .png")
     (root / "images/empty").mkdir()
     return root
-
-
-def predict(project, *args, user=()):
-    """stages.predict run in `project`, as `user` (a command prefix) when given."""
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path}
-    return subprocess.run([*user, sys.executable, "-m", "stages.predict", *map(str, args)],
-                          cwd=project, env=env, capture_output=True, text=True)
-
-
-def records(run):
-    """The JSON records on stdout: every line must be one."""
-    return [json.loads(line) for line in run.stdout.splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +135,7 @@ def test_every_awkward_file_gets_a_prediction_or_an_error_record(project, oversi
 def test_csv_has_the_results_as_a_table(project, mixed):
     table = pd.read_csv(project / "out/three.csv")
     assert list(table.columns) == ["path", "prediction", "p_normal", "p_bacterial", "p_covid",
-                                   "error"]
+                                   "unreliable", "error"]
     for record, row in zip(records(mixed), table.itertuples()):
         assert row.path == record["path"]
         if "error" in record:
@@ -166,6 +144,84 @@ def test_csv_has_the_results_as_a_table(project, mixed):
             assert row.prediction == record["prediction"] and pd.isna(row.error)
             assert [row.p_normal, row.p_bacterial, row.p_covid] == \
                 list(record["probabilities"].values())
+
+
+def test_without_the_ood_reference_every_image_is_predicted_after_one_warning(mixed):
+    """Four batches, one warning: the images were not checked, and how to check them."""
+    assert mixed.stderr.count("warning:") == 1
+    assert ("warning: models/ood.npz is missing, so no input is checked for looking like a"
+            " frontal chest X-ray: noise or a photo gets a class like an X-ray; build it with"
+            " `dvc repro ood`") in mixed.stderr
+    assert all("unreliable" not in r for r in records(mixed))
+    assert "flagged unreliable" not in mixed.stderr
+
+
+def xray_like(folder, count):
+    """Smooth grey images, a bright oval on a dark ground, each moved and sized a little: what
+    the tiny reference's training and validation images look like."""
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[:64, :64] / 64
+    paths = []
+    for i in range(count):
+        cy, cx, ry, rx = rng.uniform([0.45, 0.4, 0.25, 0.2], [0.55, 0.6, 0.35, 0.3])
+        oval = np.exp(-((y - cy) / ry) ** 2 - ((x - cx) / rx) ** 2)
+        paths.append(folder / f"{i:02d}.png")
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(np.uint8(40 + 180 * oval)).save(paths[-1])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def checked(project, tmp_path_factory):
+    """A project with models/ood.npz built by the library on X-ray-like images (k 3, the
+    threshold the largest validation distance), the binary model elsewhere, a 300 px grey noise
+    image (the issue's) and a validation image."""
+    from covidxray import ood
+    from covidxray.backbone import fingerprint
+    from covidxray.bank import build_features_model, plain_features
+    from covidxray.schema import Backbone, Ood
+
+    root = tmp_path_factory.mktemp("checked")
+    shutil.copy(project / "params.yaml", root)
+    shutil.copy(project / "models/binary.keras", root / "elsewhere.keras")
+    paths = xray_like(root / "reference", 16)
+    backbone = Backbone("hed", "float32")
+    extractor = build_features_model(backbone, SIZE)
+    vectors = ood.pooled(plain_features(extractor, load_images(paths, SIZE), 8))
+    (root / "models").mkdir()
+    ood.write_reference(ood.fit(vectors[:12], vectors[12:], Ood(3, 1.0), backbone=backbone,
+                                size=SIZE, preprocess=Preprocess(),
+                                fingerprint=fingerprint(extractor)), root / "models/ood.npz")
+    write_image(root / "noise.png", 11, "L", size=(300, 300))
+    return root
+
+
+def test_noise_gets_no_class_but_unreliable_with_why_and_the_summary_counts_it(checked):
+    """With --model FILE too the reference is models/ood.npz; the probabilities stay."""
+    run = predict(checked, "--task", "binary", "--model", "elsewhere.keras", "--csv", "out.csv",
+                  "noise.png", "reference/13.png")
+    assert run.returncode == 0, run.stderr
+    noise, xray = records(run)
+    assert noise["prediction"] is None and set(noise["probabilities"]) == {"normal", "covid"}
+    assert re.fullmatch(r"does not look like a frontal chest X-ray: distance \d\.\d{3} above the"
+                        r" threshold \d\.\d{3} set on validation", noise["unreliable"])
+    assert xray["prediction"] in ("normal", "covid") and "unreliable" not in xray
+    assert "predict: 2 image(s) read, 2 predicted, 0 failed, 1 flagged unreliable" in run.stderr
+    assert "warning" not in run.stderr
+    table = pd.read_csv(checked / "out.csv")
+    assert table["unreliable"].tolist()[0] == noise["unreliable"]
+    assert pd.isna(table["prediction"][0]) and pd.isna(table["unreliable"][1])
+
+
+def test_a_damaged_ood_reference_is_a_one_line_error(checked, tmp_path):
+    shutil.copy(checked / "params.yaml", tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/ood.npz").write_bytes((checked / "models/ood.npz").read_bytes()[:200])
+    run = predict(tmp_path, "--task", "binary", "--model", checked / "elsewhere.keras",
+                  checked / "noise.png")
+    assert run.returncode == 2 and run.stdout == "" and "Traceback" not in run.stderr
+    assert re.search(r"^error: models/ood.npz: cannot read \(.*\); run `dvc repro ood` to"
+                     r" rebuild it$", run.stderr, re.M), run.stderr
 
 
 def test_gradcam_writes_an_overlay_of_each_predicted_image_at_its_size(project, mixed):
