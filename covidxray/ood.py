@@ -1,10 +1,12 @@
 """Does this image look like the training X-rays? A classifier gives any input a class with
 confidence, noise and photos included; this says when its answer is not worth reading.
 
-Deep nearest neighbours (Sun et al. 2022): an image's backbone features, global-average-pooled
-and L2-normalised, are compared with the training images'; its distance is the cosine distance
-to the k-th nearest (`ood.neighbours`). The threshold is the `ood.keep` quantile of the
-validation images' distances, so about 1 - keep of X-rays like the training ones are flagged.
+Deep nearest neighbours (Sun et al. 2022): an image's backbone features, averaged over a grid
+of `ood.grid` x `ood.grid` cells (so that where things are counts: an X-ray upside down is not
+a frontal one) and L2-normalised, are compared with the training images'; its distance is the
+cosine distance to the k-th nearest (`ood.neighbours`). The threshold is the `ood.keep`
+quantile of the validation images' distances, so about 1 - keep of X-rays like the training ones
+are flagged.
 stages/ood.py builds the reference (models/ood.npz) and scores probe sets against it;
 covidxray/prediction.py checks every predicted image with it.
 """
@@ -29,11 +31,19 @@ REBUILD = "rebuild it with `dvc repro ood`"
 BATCH = 32  # images per forward pass when checking
 
 
-def pooled(features):
-    """N x feature map (any spatial shape) to N x channels: the mean over positions, then each
-    row scaled to unit length, so that distances compare directions, not brightness."""
+def pooled(features, grid=1):
+    """N x height x width x channels to N x grid² x channels: the mean over each of grid x grid
+    cells, then each row scaled to unit length, so that distances compare directions, not
+    brightness."""
     features = np.asarray(features, np.float32)
-    vectors = features.reshape(len(features), -1, features.shape[-1]).mean(axis=1)
+    height, width = features.shape[1:3]
+    if grid > min(height, width):
+        raise PipelineError(f"params.yaml: ood.grid is {grid}, but the backbone's feature map is"
+                            f" {height} x {width} positions at this image_size; lower it")
+    cells = [features[:, rows][:, :, cols].mean(axis=(1, 2))
+             for rows in np.array_split(np.arange(height), grid)
+             for cols in np.array_split(np.arange(width), grid)]
+    vectors = np.concatenate(cells, axis=1)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
@@ -46,12 +56,13 @@ def kth_distances(reference, vectors, k):
     return nearest.kneighbors(vectors)[0][:, -1].astype(np.float32)
 
 
-def pooled_rows(features, rows, batch=1024):
+def pooled_rows(features, rows, grid, batch=1024):
     """pooled features of `rows` of a sharded array (the bank's plain view), a batch at a time:
     the whole feature maps of a large manifest need not fit in memory."""
     rows = np.asarray(rows)
-    parts = [pooled(features[rows[part]]) for part in batch_slices(len(rows), batch)]
-    return np.concatenate(parts) if parts else np.empty((0, features.row_shape[-1]), np.float32)
+    parts = [pooled(features[rows[part]], grid) for part in batch_slices(len(rows), batch)]
+    return (np.concatenate(parts) if parts
+            else np.empty((0, grid * grid * features.row_shape[-1]), np.float32))
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ class Reference:
     backbone (its params and weights' fingerprint) and how images were decoded for it."""
     vectors: np.ndarray
     neighbours: int
+    grid: int
     threshold: float
     backbone: Backbone  # precision resolved: the one the features were computed in
     size: int
@@ -87,13 +99,15 @@ def fit(train, val, ood, **made_with):
     if not len(distances):
         raise PipelineError("data/split/val.csv: no validation images to set the ood"
                             " threshold on; raise split.val_fraction")
-    return Reference(train, ood.neighbours, float(np.quantile(distances, ood.keep)), **made_with)
+    return Reference(train, ood.neighbours, ood.grid, float(np.quantile(distances, ood.keep)),
+                     **made_with)
 
 
 def write_reference(reference, path=REFERENCE):
     made = {"backbone": asdict(reference.backbone), "size": reference.size,
             "preprocess": asdict(reference.preprocess), "fingerprint": reference.fingerprint}
     write_npz(path, {"vectors": reference.vectors, "neighbours": np.array(reference.neighbours),
+                     "grid": np.array(reference.grid),
                      "threshold": np.array(reference.threshold),
                      "made_with": np.array(json.dumps(made, sort_keys=True))})
 
@@ -102,7 +116,7 @@ def read_reference(path=REFERENCE):
     arrays = read_npz(path, "ood")
     try:
         made = json.loads(str(arrays["made_with"]))
-        return Reference(arrays["vectors"], int(arrays["neighbours"]),
+        return Reference(arrays["vectors"], int(arrays["neighbours"]), int(arrays["grid"]),
                          float(arrays["threshold"]), Backbone(**made["backbone"]), made["size"],
                          Preprocess(**made["preprocess"]), made["fingerprint"])
     except (KeyError, TypeError, ValueError) as err:
@@ -124,7 +138,7 @@ class Check:
         if not len(images):
             return np.empty(0, np.float32)
         features = np.concatenate(list(feature_batches(self.model, images, BATCH)))
-        return self.reference.distances(pooled(features))
+        return self.reference.distances(pooled(features, self.reference.grid))
 
     def unreliable(self, images):
         """Per image (decoded as the reference's were), why its class is not to be read, or

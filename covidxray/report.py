@@ -181,7 +181,8 @@ def ood_section():
     return "\n".join([
         "<h2 id='ood'>Not a frontal chest X-ray?</h2>",
         f"<p class='note'>predict gives no class to an image whose cosine distance to its"
-        f" k-th nearest training X-ray (k = {ood['neighbours']}, VGG16's pooled features) is above"
+        f" k-th nearest training X-ray (k = {ood['neighbours']}; VGG16's features averaged over"
+        f" {ood['grid']} x {ood['grid']} cells) is above"
         f" {ood['threshold']:.4f}, the {ood['keep']} quantile of the validation images'"
         " distances. The test split and the external sets are frontal chest X-rays (few should"
         " be flagged); lateral, CT, photos, text and noise are not.</p>",

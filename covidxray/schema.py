@@ -379,8 +379,10 @@ class Confound:
 class Ood:
     neighbours: int  # k: the distance to the k-th nearest training image
     keep: float  # the share of validation images under the threshold
+    grid: int  # the feature map averaged over grid x grid cells
 
     @classmethod
     def read(cls, s):
         return cls(neighbours=s.whole("neighbours", 1),
-                   keep=s.number("keep", lambda v: 0 < v <= 1, "in (0, 1]"))
+                   keep=s.number("keep", lambda v: 0 < v <= 1, "in (0, 1]"),
+                   grid=s.whole("grid", 1))

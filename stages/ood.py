@@ -59,7 +59,8 @@ def summary(ref, keep, distances, skipped):
                    else None,
                    "median_distance": round(float(np.median(d)), 4) if len(d) else None}
             for name, d in distances.items()}
-    return {"threshold": round(ref.threshold, 6), "neighbours": ref.neighbours, "keep": keep,
+    return {"threshold": round(ref.threshold, 6), "neighbours": ref.neighbours, "grid": ref.grid,
+            "keep": keep,
             "reference_images": len(ref.vectors), "sets": sets, "n_skipped": len(skipped),
             "skipped": skipped}
 
@@ -87,7 +88,7 @@ def plot(distances, threshold):
 def main():
     params = load_params()
     plain = read_features()["plain"]
-    vectors = {name: ood.pooled_rows(plain, read_split(name)["image"].to_numpy())
+    vectors = {name: ood.pooled_rows(plain, read_split(name)["image"].to_numpy(), params.ood.grid)
                for name in SPLITS}
     extractor = build_features_model(params.backbone, params.image_size)
     ref = reference(params, extractor, vectors)

@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from bench import device_files
+from bench import device_files, ood_grid
 from bench.__main__ import stage_names, table, timed
 from bench.hardware import conv_flops
 from covidxray.backbone import build_backbone
@@ -233,3 +233,21 @@ def test_selection_without_experiments_says_so_in_one_line(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["selection", "--rev", "x"])
     with pytest.raises(SystemExit, match=r"dvc exp show --rev x failed: .*unknown Git revision"):
         selection.main()
+
+
+def test_the_ood_grids_validation_probes_are_the_validation_xrays_turned_flipped_and_zoomed():
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    images[:, 0] = 255  # a bright top row
+    probes = ood_grid.validation_probes(images)
+    assert {name: p.shape for name, p in probes.items()} == dict.fromkeys(probes, images.shape)
+    assert probes["upside down"][:, -1].min() == 255 and probes["upside down"][:, 0].max() == 0
+    assert probes["turned a quarter"][:, :, 0].min() == 255  # the top row is now a side
+    assert probes["zoomed 2x"].max() == 0  # the middle half holds no bright row
+
+
+def test_the_ood_grid_flags_the_shares_above_the_validation_threshold():
+    rng = np.random.default_rng(0)
+    maps = {"train": rng.normal(5, 1, (40, 2, 2, 4)), "val": rng.normal(5, 1, (100, 2, 2, 4))}
+    flipped = {"far": -rng.normal(5, 1, (10, 2, 2, 4))}
+    shares = ood_grid.shares_flagged(maps, flipped, 2, 3, 0.9)
+    assert shares["val"] == pytest.approx(0.1, abs=0.01) and shares["far"] == 1.0

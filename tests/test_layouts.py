@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.workspace import copy_repository
-from tests.conftest import ROOT, mirror, write_image
-from tests.test_pipeline import copy_tiny_sources, dvc, run, tiny_params
+from tests.conftest import ROOT, write_image
+from tests.test_pipeline import dvc, run, tiny_repository
 
 pytestmark = pytest.mark.slow  # dvc repro in a copy of the repository
 CLINIC = {"covid": ["p1_1.png", "p1_2.png", "p2_1.png", "p3_1.png", "p3_2.png", "p4_1.png"],
@@ -38,15 +37,7 @@ def readme_block(language, holding):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The repository with the tiny sources, made once; each test works on a copy."""
-    source = mirror()
-    if source is None:
-        pytest.skip("no dataset mirror beside the repository (set COVIDXRAY_MIRROR)")
-    project = tmp_path_factory.mktemp("tiny")
-    copy_repository(project)
-    copy_tiny_sources(source, project / "data" / "raw")
-    tiny_params(project / "params.yaml")
-    run(project, "git", "init", "-q")
-    dvc(project, "add", *(str(p) for p in (project / "data" / "raw").iterdir() if p.is_dir()))
+    project, _, _ = tiny_repository(tmp_path_factory, "tiny")
     return project
 
 

@@ -23,6 +23,24 @@ def test_pooling_averages_every_position_then_scales_to_unit_length():
     np.testing.assert_allclose(ood.pooled(maps), [[1, 0, 0], [0, 0.6, 0.8]], atol=1e-6)
 
 
+def test_a_grid_keeps_where_things_are_so_an_image_upside_down_lies_elsewhere():
+    maps = np.zeros((1, 4, 4, 2), np.float32)
+    maps[0, :2, :, 0] = 1  # the top half bright in channel 0, the bottom in channel 1
+    maps[0, 2:, :, 1] = 1
+    flipped = maps[:, ::-1]
+    np.testing.assert_allclose(ood.pooled(maps), ood.pooled(flipped))  # one mean: the same
+    upright, upside_down = ood.pooled(maps, 2), ood.pooled(flipped, 2)
+    assert upright.shape == (1, 8)
+    np.testing.assert_allclose(upright, [[0.5, 0, 0.5, 0, 0, 0.5, 0, 0.5]], atol=1e-6)
+    assert ood.kth_distances(upright, upside_down, 1)[0] == pytest.approx(1.0)  # orthogonal
+
+
+def test_a_grid_finer_than_the_feature_map_is_a_clear_error():
+    with pytest.raises(PipelineError, match=r"ood.grid is 2, but the backbone's feature map is"
+                                            r" 1 x 1 positions at this image_size; lower it"):
+        ood.pooled(np.ones((3, 1, 1, 8)), 2)
+
+
 def test_the_distance_is_the_cosine_distance_to_the_kth_nearest_reference_vector():
     angles = np.radians([0, 10, 30, 60])
     reference = unit(*np.stack([np.cos(angles), np.sin(angles)], axis=1))
@@ -42,7 +60,7 @@ def test_the_threshold_keeps_the_keep_share_of_validation_images_under_it():
     rng = np.random.default_rng(0)
     train = unit(*rng.normal(size=(50, 8)) + 5)  # a cluster
     val = unit(*rng.normal(size=(200, 8)) + 5)
-    reference = ood.fit(train, val, Ood(neighbours=3, keep=0.9), **made_with())
+    reference = ood.fit(train, val, Ood(neighbours=3, keep=0.9, grid=1), **made_with())
     distances = ood.kth_distances(train, val, 3)
     assert reference.threshold == pytest.approx(np.quantile(distances, 0.9))
     assert (distances > reference.threshold).mean() == pytest.approx(0.1, abs=0.01)
@@ -55,17 +73,18 @@ def test_the_threshold_keeps_the_keep_share_of_validation_images_under_it():
 def test_more_neighbours_than_training_images_is_a_clear_error():
     with pytest.raises(PipelineError, match=r"ood.neighbours is 5, but the split has 3"
                                             r" training image\(s\); lower it"):
-        ood.fit(unit([1, 0], [0, 1], [1, 1]), unit([1, 2]), Ood(5, 0.99), **made_with())
+        ood.fit(unit([1, 0], [0, 1], [1, 1]), unit([1, 2]), Ood(5, 0.99, 1), **made_with())
 
 
 def test_a_reference_reads_back_as_written_and_a_damaged_one_says_how_to_rebuild(tmp_path):
-    reference = ood.fit(unit([1, 0], [0, 1], [1, 1]), unit([1, 2]), Ood(2, 0.5), **made_with())
+    reference = ood.fit(unit([1, 0], [0, 1], [1, 1]), unit([1, 2]), Ood(2, 0.5, 2), **made_with())
     path = tmp_path / "ood.npz"
     ood.write_reference(reference, path)
     again = ood.read_reference(path)
     np.testing.assert_array_equal(again.vectors, reference.vectors)
-    assert (again.neighbours, again.threshold, again.backbone, again.size, again.preprocess,
-            again.fingerprint) == (2, reference.threshold, *list(made_with().values()))
+    assert (again.neighbours, again.grid, again.threshold, again.backbone, again.size,
+            again.preprocess, again.fingerprint) == (2, 2, reference.threshold,
+                                                     *list(made_with().values()))
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(PipelineError, match=r"ood.npz: cannot read .*; run `dvc repro ood`"):
         ood.read_reference(path)
@@ -110,6 +129,7 @@ def test_lateral_and_ct_rows_are_probes_and_a_missing_file_is_named(tmp_path):
     ("ood.keep", 1.5, r"ood.keep must be a number in \(0, 1\], got 1.5"),
     ("ood.keep", 0, r"ood.keep must be a number in \(0, 1\], got 0"),
     ("ood.kep", 0.9, "ood.kep is not a known key; did you mean ood.keep"),
+    ("ood.grid", 0, "ood.grid must be a whole number >= 1, got 0"),
 ])
 def test_bad_ood_params_are_named(tmp_path, key, value, message):
     with pytest.raises(PipelineError, match=message):

@@ -142,6 +142,7 @@ def tiny_params(path):
     params["backbone"]["weights"] = "hed"  # the default, found without importing TensorFlow
     params["bank"]["views"] = 2
     params["repeat"]["splits"] = 2
+    params["ood"]["grid"] = 1  # at 32 px VGG16's last block is one position
     params["holdout"].update(splits=2, fractions=[0.5, 1])
     # the other tasks run the same code (adult_covid has three classes); time is short
     for name in ("three", "four", "adult_pneumonia"):
@@ -152,17 +153,24 @@ def tiny_params(path):
     return params
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def tiny_repository(tmp_path_factory, name):
+    """A copy of the repository with the tiny sources added to DVC and the tiny params, in a git
+    repository: (its folder, the files the mirror lacks, the params)."""
     source = mirror()
     if source is None:
         pytest.skip("no dataset mirror beside the repository (set COVIDXRAY_MIRROR)")
-    project = tmp_path_factory.mktemp("project")
+    project = tmp_path_factory.mktemp(name)
     copy_repository(project)
     missing = copy_tiny_sources(source, project / "data" / "raw")
     params = tiny_params(project / "params.yaml")
     run(project, "git", "init", "-q")
     dvc(project, "add", *(str(p) for p in (project / "data" / "raw").iterdir() if p.is_dir()))
+    return project, missing, params
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    project, missing, params = tiny_repository(tmp_path_factory, "project")
     commit_all(project, "tiny")
     dvc(project, "repro")
     return {"path": project, "params": params, "missing": missing}
@@ -400,7 +408,7 @@ def test_ood_scores_every_probe_set_and_noise_lies_further_than_the_xrays(projec
     for noise in ("grey_noise", "colour_noise"):
         assert sets[noise]["median_distance"] > sets["val"]["median_distance"]
     assert sets["val"]["share_flagged"] <= 1 - ood["keep"] + 1 / sets["val"]["n"]
-    assert (ood["neighbours"], ood["keep"]) == (5, 0.99) and ood["threshold"] > 0
+    assert (ood["neighbours"], ood["keep"], ood["grid"]) == (5, 0.99, 1) and ood["threshold"] > 0
     assert (path / "models" / "ood.npz").is_file() and (path / DETAIL / "ood.png").is_file()
 
 

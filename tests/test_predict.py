@@ -189,7 +189,7 @@ def checked(project, tmp_path_factory):
     extractor = build_features_model(backbone, SIZE)
     vectors = ood.pooled(plain_features(extractor, load_images(paths, SIZE), 8))
     (root / "models").mkdir()
-    ood.write_reference(ood.fit(vectors[:12], vectors[12:], Ood(3, 1.0), backbone=backbone,
+    ood.write_reference(ood.fit(vectors[:12], vectors[12:], Ood(3, 1.0, 1), backbone=backbone,
                                 size=SIZE, preprocess=Preprocess(),
                                 fingerprint=fingerprint(extractor)), root / "models/ood.npz")
     write_image(root / "noise.png", 11, "L", size=(300, 300))
