@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from covidxray import gradcam, prediction
+from covidxray import gradcam, ood, prediction
 from covidxray.cli import PipelineError
 from covidxray.files import read_json
 from covidxray.headline import task_verdict
@@ -24,6 +24,11 @@ DISCLAIMER = (
     " as pneumonia: read the model card before believing a probability.")
 DEFAULT_TASK = "adult_covid"  # the README's advice: the only task whose classes are all adults
 NOT_MEASURED = "not measured for this task"
+OOD_CHECKED = ("An image that does not look like a frontal chest X-ray (the `ood` stage's"
+               " models/ood.npz) gets no class. It catches noise, text, photos and CT slices,"
+               " but most lateral X-rays pass (metrics/ood.json).")
+OOD_MISSING = (f"**Inputs are not checked** for looking like a frontal chest X-ray: no"
+               f" {ood.REFERENCE} (`dvc repro ood`), so noise or a photo gets a class.")
 # no web fonts: the page loads nothing from outside 127.0.0.1
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                           font_mono=["ui-monospace", "monospace"])
@@ -74,7 +79,8 @@ def model_card(params, task):
     spec = params.task(task)
     lines = [f"### Model card: {task}",
              f"Trained on the classes **{', '.join(spec.classes)}** from the sources"
-             f" **{', '.join(spec.sources)}** (params.yaml; the sources: docs/data.md).", ""]
+             f" **{', '.join(spec.sources)}** (params.yaml; the sources: docs/data.md).", "",
+             OOD_CHECKED if ood.REFERENCE.is_file() else OOD_MISSING, ""]
     h = headline(task)
     if h is None:
         return "\n".join([*lines, f"No metrics/{task}.json: run `dvc repro evaluate@{task}`"

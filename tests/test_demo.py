@@ -69,6 +69,15 @@ def test_model_card_says_what_was_not_measured_for_a_task(metrics_only):
     assert "| COVID-19 found on a hospital it never saw | not measured for this task |" in card
 
 
+def test_model_card_says_whether_inputs_are_checked_for_being_chest_xrays(metrics_only):
+    assert "**Inputs are not checked** for looking like a frontal chest X-ray: no models/ood.npz"\
+        in demo.model_card(metrics_only, "binary")
+    Path("models").mkdir(exist_ok=True)
+    Path("models/ood.npz").write_bytes(b"")  # the card looks only for the file
+    card = demo.model_card(metrics_only, "binary")
+    assert "not checked" not in card and "gets no class" in card and "lateral X-rays" in card
+
+
 def test_model_card_of_a_task_without_metrics_says_how_to_measure_it(metrics_only):
     assert demo.model_card(metrics_only, "four").endswith(
         "No metrics/four.json: run `dvc repro evaluate@four` to measure this model.")
