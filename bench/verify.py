@@ -40,7 +40,7 @@ SHOWN = {"accuracy": ("test", "accuracy"), "auc": ("test", "auc"),
          "within auc": ("test", "within_source", "auc")}  # the tolerances printed, where found
 LOCK = Path("dvc.lock")
 REPEAT, HOLDOUT_DETAIL = DETAIL / "repeat.json", DETAIL / "holdout.json"
-OOD = METRICS / "ood.json"
+OOD = DETAIL / "ood.json"
 
 
 def git(*args):

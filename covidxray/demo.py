@@ -26,7 +26,7 @@ DEFAULT_TASK = "adult_covid"  # the README's advice: the only task whose classes
 NOT_MEASURED = "not measured for this task"
 OOD_CHECKED = ("An image that does not look like a frontal chest X-ray (the `ood` stage's"
                " models/ood.npz) gets no class. It catches noise, text, photos and CT slices,"
-               " but most lateral X-rays pass (metrics/ood.json).")
+               " but most lateral X-rays pass (metrics/detail/ood.json).")
 OOD_MISSING = (f"**Inputs are not checked** for looking like a frontal chest X-ray: no"
                f" {ood.REFERENCE} (`dvc repro ood`), so noise or a photo gets a class.")
 # no web fonts: the page loads nothing from outside 127.0.0.1

@@ -174,7 +174,7 @@ def controls_section():
 
 def ood_section():
     """How the check predict runs (not a frontal chest X-ray?) does on each probe set."""
-    ood = read_json(METRICS / "ood.json")
+    ood = read_json(DETAIL / "ood.json")
     rows = [{"images": name, "n": s["n"], "flagged": s["flagged"],
              "share flagged": number(s["share_flagged"]),
              "median distance": number(s["median_distance"])} for name, s in ood["sets"].items()]

@@ -8,7 +8,7 @@ frozen backbone of params scores the test split, every external set (frontal X-r
 patients and hospitals: few should be flagged), and probe sets that are not frontal chest
 X-rays (covidxray/probes.py: lateral X-rays, CT slices, photos, text, noise).
 
-Writes models/ood.npz (the reference), metrics/ood.json (threshold, k, keep, and per set the
+Writes models/ood.npz (the reference), metrics/detail/ood.json (threshold, k, keep, and per set the
 images scored and the share flagged) and metrics/detail/ood.png (each set's distances beside
 the threshold).
 """
@@ -28,13 +28,13 @@ from covidxray.cli import PipelineError, cli  # noqa: E402
 from covidxray.files import replacing, write_json  # noqa: E402
 from covidxray.machine import resolved_precision  # noqa: E402
 from covidxray.params import load_params  # noqa: E402
-from covidxray.paths import DETAIL, EXTERNAL, METRICS, SPLITS  # noqa: E402
+from covidxray.paths import DETAIL, EXTERNAL, SPLITS  # noqa: E402
 from covidxray.probes import probe_sets  # noqa: E402
 from covidxray.provenance import read_arrays  # noqa: E402
 from covidxray.shards import read_features  # noqa: E402
 from covidxray.splitting import read_split  # noqa: E402
 
-SUMMARY, PLOT = METRICS / "ood.json", DETAIL / "ood.png"
+SUMMARY, PLOT = DETAIL / "ood.json", DETAIL / "ood.png"
 
 
 def reference(params, extractor, vectors):

@@ -400,7 +400,7 @@ def test_ood_scores_every_probe_set_and_noise_lies_further_than_the_xrays(projec
     loose, so noise is not flagged here as in the real run (docs/pipeline.md): it only lies
     further from the training X-rays than the validation X-rays do."""
     path = project["path"]
-    ood = json.loads((path / "metrics" / "ood.json").read_text())
+    ood = json.loads((path / DETAIL / "ood.json").read_text())
     sets = ood["sets"]
     assert set(sets) == {"val", "test", *project["params"]["external"], "lateral", "ct",
                          "photos", "text", "grey_noise", "colour_noise"}

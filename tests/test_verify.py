@@ -169,10 +169,10 @@ def test_each_metric_takes_the_spread_of_the_entries_that_match_it_most():
     assert allowed("metrics/detail/data.json", "classes.covid.available", 68.0) == 0
     # ood's reference serves every task: a share takes the widest, its count that times n,
     # at least two images of the set
-    assert allowed("metrics/ood.json", "sets.photos.share_flagged", 0.9, {"n": 20}) == 0.18
-    assert allowed("metrics/ood.json", "sets.photos.flagged", 18, {"n": 20}) == pytest.approx(
-        0.18 * 20)
-    assert allowed("metrics/ood.json", "sets.val.n", 108, {"n": 108}) == 0
+    assert allowed("metrics/detail/ood.json", "sets.photos.share_flagged", 0.9, {"n": 20}) == 0.18
+    assert allowed("metrics/detail/ood.json", "sets.photos.flagged", 18,
+                   {"n": 20}) == pytest.approx(0.18 * 20)
+    assert allowed("metrics/detail/ood.json", "sets.val.n", 108, {"n": 108}) == 0
 
 
 def test_loss_precision_and_f1_are_left_out_as_the_docstring_says():
@@ -182,7 +182,7 @@ def test_loss_precision_and_f1_are_left_out_as_the_docstring_says():
     assert [row[0] for row in rows] == ["test.per_class.covid.recall",
                                         "test.per_class.covid.support"]
     ood = {"threshold": 0.014, "sets": {"val": {"median_distance": 0.008, "flagged": 2}}}
-    rows = verify.compare_file(Path("metrics/ood.json"), ood, ood, {}, 0.0)
+    rows = verify.compare_file(Path("metrics/detail/ood.json"), ood, ood, {}, 0.0)
     assert [row[0] for row in rows] == ["sets.val.flagged"]  # distances differ by CPU
 
 
