@@ -70,12 +70,15 @@ def write_tiny_models(models, tasks, size=32):
     """models/<task>.keras in folder `models` for each task of `tasks` (task -> classes): an
     untrained classifier of `size` px on no backbone weights with the default head, as train
     saves one."""
+    import keras
+
     from covidxray import model as m
     from covidxray.backbone import build_backbone, build_extractor
     from covidxray.head import adapt_head, build_head
     from covidxray.params import load_params
 
     models.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(0)  # the same heads every run, so the tests see the same model
     extractor = build_extractor(build_backbone("none", size))
     layers = load_params(ROOT / "params.yaml").head.layers()  # the default head
     features = np.random.default_rng(0).uniform(0, 9, (8, *extractor.output_shape[1:]))

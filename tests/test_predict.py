@@ -97,8 +97,9 @@ def test_images_are_preprocessed_as_the_models_record_says_not_as_params_yaml(pr
     got = list(records(run)[0]["probabilities"].values())
     np.testing.assert_allclose(got, m.probabilities(
         model, load_images([image], SIZE, Preprocess(**PREPROCESSED)), 1)[0], atol=1.5e-6)
-    assert not np.allclose(got, m.probabilities(model, load_images([image], SIZE), 1)[0],
-                           atol=1e-4)
+    plain = m.probabilities(model, load_images([image], SIZE), 1)[0]
+    # far beyond the match above: the untrained model saturates, so 1e-4 was luck (CI missed it)
+    assert np.abs(np.subtract(got, plain)).max() > 1e-5
     width, height = Image.open(image).size  # the overlay covers what the model saw
     assert Image.open(project / "cropped_cams/0001_b_rgb.png").size == \
         (width - 2 * round(0.2 * width), height - 2 * round(0.2 * height))
