@@ -12,6 +12,7 @@ split, the external sets, lateral X-rays, CT, photos, text, noise). Markdown tab
 """
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -55,14 +56,16 @@ def probe_features(params, val_images, test):
             for name, images in sets.items() if len(images)}
 
 
-def shares_flagged(split_maps, probe_maps, grid, k, keep):
-    """{set: share flagged} at the threshold that keeps `keep` of the validation X-rays."""
-    train = ood.pooled(split_maps["train"], grid)
+def shares_flagged(split_maps, probe_maps, check):
+    """{set: share flagged} at the threshold that keeps `check.keep` (schema.Ood) of the
+    validation X-rays."""
+    train, val = (ood.pooled(split_maps[name], check.grid) for name in ("train", "val"))
+    limit = ood.threshold(train, val, check)
     maps = {"val": split_maps["val"], **({"test": split_maps["test"]} if "test" in split_maps
                                          else {}), **probe_maps}
-    distances = {name: ood.kth_distances(train, ood.pooled(m, grid), k) for name, m in maps.items()}
-    threshold = np.quantile(distances["val"], keep)
-    return {name: float((d > threshold).mean()) for name, d in distances.items()}
+    return {name: float((ood.kth_distances(train, ood.pooled(m, check.grid),
+                                           check.neighbours) > limit).mean())
+            for name, m in maps.items()}
 
 
 def markdown(table):
@@ -84,8 +87,8 @@ def main(argv=None):
     split_maps = {name: plain[r] for name, r in rows.items()}
     val_images = prepared_images()[rows["val"]]
     probe_maps = probe_features(params, val_images, args.test)
-    table = pd.DataFrame({f"grid {g}": shares_flagged(split_maps, probe_maps, g,
-                                                      params.ood.neighbours, params.ood.keep)
+    table = pd.DataFrame({f"grid {g}": shares_flagged(split_maps, probe_maps,
+                                                      replace(params.ood, grid=g))
                           for g in args.grids})
     chosen = table.loc[list(validation_probes(val_images[:1]))].mean().idxmax()
     print(markdown(table))

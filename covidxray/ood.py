@@ -89,9 +89,8 @@ class Reference:
                 f" threshold {self.threshold:.3f} set on validation")
 
 
-def fit(train, val, ood, **made_with):
-    """The Reference of train vectors, its threshold the `ood.keep` quantile of the val
-    vectors' distances; made_with: Reference's backbone, size, preprocess and fingerprint."""
+def threshold(train, val, ood):
+    """The `ood.keep` quantile of the val vectors' distances to the train vectors."""
     if len(train) < ood.neighbours:
         raise PipelineError(f"params.yaml: ood.neighbours is {ood.neighbours}, but the split"
                             f" has {len(train)} training image(s); lower it")
@@ -99,8 +98,13 @@ def fit(train, val, ood, **made_with):
     if not len(distances):
         raise PipelineError("data/split/val.csv: no validation images to set the ood"
                             " threshold on; raise split.val_fraction")
-    return Reference(train, ood.neighbours, ood.grid, float(np.quantile(distances, ood.keep)),
-                     **made_with)
+    return float(np.quantile(distances, ood.keep))
+
+
+def fit(train, val, ood, **made_with):
+    """The Reference of train vectors and its threshold; made_with: Reference's backbone, size,
+    preprocess and fingerprint."""
+    return Reference(train, ood.neighbours, ood.grid, threshold(train, val, ood), **made_with)
 
 
 def write_reference(reference, path=REFERENCE):

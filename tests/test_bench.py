@@ -9,6 +9,7 @@ from bench import device_files, ood_grid
 from bench.__main__ import stage_names, table, timed
 from bench.hardware import conv_flops
 from covidxray.backbone import build_backbone
+from covidxray.schema import Ood
 from tests.conftest import ROOT
 
 
@@ -249,5 +250,5 @@ def test_the_ood_grid_flags_the_shares_above_the_validation_threshold():
     rng = np.random.default_rng(0)
     maps = {"train": rng.normal(5, 1, (40, 2, 2, 4)), "val": rng.normal(5, 1, (100, 2, 2, 4))}
     flipped = {"far": -rng.normal(5, 1, (10, 2, 2, 4))}
-    shares = ood_grid.shares_flagged(maps, flipped, 2, 3, 0.9)
+    shares = ood_grid.shares_flagged(maps, flipped, Ood(neighbours=3, keep=0.9, grid=2))
     assert shares["val"] == pytest.approx(0.1, abs=0.01) and shares["far"] == 1.0
