@@ -155,8 +155,12 @@ def page(params):
                             f" ({', '.join(params.tasks)}); train them with `dvc repro`")
 
     @functools.cache
+    def check():  # one VGG16 for the ood check of every task's inputs
+        return ood.load_check()
+
+    @functools.cache
     def classifier(task):  # each task's model loaded once, on its first use
-        loaded = prediction.load(params, task)
+        loaded = prediction.load(params, task, check=check())
         gradcam.check_classifier(loaded.model)
         return loaded
 

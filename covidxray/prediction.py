@@ -55,11 +55,11 @@ def made_for(params, made):
     return [made["task"]] if made.get("task") in tasks else tasks
 
 
-def load(params, task, path=None):
+def load(params, task, path=None, check=None):
     """Task `task`'s classifier (models/<task>.keras unless `path`), checked against params.yaml
     and train's record beside it; the record, not params.yaml, says how its images were
-    preprocessed. With it the ood stage's check (models/ood.npz, whatever `path`), or None
-    where that stage has not run."""
+    preprocessed. With it `check`, or when None the ood stage's (models/ood.npz, whatever
+    `path`; None where that stage has not run)."""
     classes = list(params.task(task).classes)
     given = path is not None
     path = Path(path) if given else MODELS / f"{task}.keras"
@@ -83,7 +83,8 @@ def load(params, task, path=None):
                             f" of params.yaml tasks.{task}.classes ({', '.join(classes)});"
                             f" {use_instead(fitting, 'no task of params.yaml fits it')}")
     preprocess = Preprocess(**made["preprocess"]) if "preprocess" in made else params.preprocess
-    return Classifier(model, classes, image_size(model, path), preprocess, made, ood.load_check())
+    return Classifier(model, classes, image_size(model, path), preprocess, made,
+                      check or ood.load_check())
 
 
 def decode(classifier, paths):
