@@ -67,3 +67,23 @@ def present(path, kind=Path.is_file):
         return kind(path)
     except PermissionError as err:
         raise unreadable(blocked(path), err) from err
+
+
+def named_folder(directory, key, name):
+    """`directory`, which params key `key` names as `name`; a missing one stops the stage."""
+    if not present(directory, Path.is_dir):
+        raise PipelineError(f"{directory}: missing ({key} names {name!r})")
+    return directory
+
+
+def folder_files(directory, skipped):
+    """The entries of a class folder that may be images, by name; a name that is not UTF-8 and
+    a folder inside it go to `skipped`. A broken link is kept: the decoder says why it cannot be
+    read."""
+    for path in listing(directory):
+        if misnamed(path, skipped):
+            continue
+        if path.is_dir():
+            skipped.append({"path": str(path), "reason": "a folder, not an image"})
+        else:
+            yield path

@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw, ImageFont
 from covidxray.cli import PipelineError
 from covidxray.images import decoded, load_images
 from covidxray.paths import RAW
-from covidxray.sources import COVID_COLUMNS, listed_file, read_rows
+from covidxray.sources import COVID_COLUMNS
+from covidxray.tables import listed_file, read_rows
 
 COVID_SOURCE = RAW / "covid-chestxray-dataset"
 OTHER_VIEWS = {"lateral": ("X-ray", {"L"}), "ct": ("CT", None)}  # modality, views (None: any)

@@ -9,8 +9,6 @@ label and patient). Each row carries its source and age group, for the per-sourc
 merge builds the manifest from them, external builds the extra evaluation sets.
 """
 
-import csv
-import io
 import os
 import re
 from pathlib import Path
@@ -19,8 +17,9 @@ import pandas as pd
 
 from covidxray.cli import PipelineError
 from covidxray.files import sha256
-from covidxray.folders import NOT_UTF8, listing, misnamed, present, unreadable
+from covidxray.folders import folder_files, listing, misnamed, named_folder, present, unreadable
 from covidxray.images import open_rgb
+from covidxray.tables import listed_file, read_rows
 
 COVID_COLUMNS = ("Patientid", "age", "finding", "view", "modality", "filename")
 NIH_TABLES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "sample_labels.csv")
@@ -46,36 +45,6 @@ def kermany_label(folder, name):
     if folder == "PNEUMONIA" and (match := PNEUMONIA_NAME.match(name)):
         return CAUSE[match.group(2).lower()], match.group(1)
     return None
-
-
-def named_folder(directory, key, name):
-    """`directory`, which params key `key` names as `name`; a missing one stops the stage."""
-    if not present(directory, Path.is_dir):
-        raise PipelineError(f"{directory}: missing ({key} names {name!r})")
-    return directory
-
-
-def folder_files(directory, skipped):
-    """The entries of a class folder that may be images, by name; a name that is not UTF-8 and
-    a folder inside it go to `skipped`. A broken link is kept: the decoder says why it cannot be
-    read."""
-    for path in listing(directory):
-        if misnamed(path, skipped):
-            continue
-        if path.is_dir():
-            skipped.append({"path": str(path), "reason": "a folder, not an image"})
-        else:
-            yield path
-
-
-def listed_file(path, table, line, skipped):
-    """Whether the file that `table`'s row at `line` lists is there; a missing one goes to
-    `skipped` (a broken link is for the decoder)."""
-    if present(path) or path.is_symlink():
-        return True
-    skipped.append({"path": str(path),
-                    "reason": f"listed in {Path(table).name} line {line}, file missing"})
-    return False
 
 
 def kermany_candidates(root, splits, skipped, key="merge.kermany_splits"):
@@ -142,39 +111,6 @@ def table_candidates(table, spec, skipped):
             rows.append({"path": str(path), "class": spec.findings[value["label"]],
                          "patient": f"{value['source']}:{value['patient']}",
                          "source": value["source"], "age_group": age})
-    return rows
-
-
-def read_rows(path, columns, skipped):
-    """A CSV file's rows as dicts, each with `line`, its line number(s); the header must name
-    `columns`. A row that cannot be read goes to `skipped` as <path>:<line> with the reason:
-    invalid UTF-8, or a field count other than the header's (an unclosed quote joins lines
-    into one such row)."""
-    try:
-        reader = csv.reader(io.StringIO(
-            # utf-8-sig: Excel's "CSV UTF-8" starts the file with a byte-order mark
-            Path(path).read_bytes().decode("utf-8-sig", errors="surrogateescape"), newline=""))
-        header = next(reader, None)
-        missing = [c for c in columns if c not in (header or [])]
-        if not header or missing:
-            raise PipelineError(f"{path}: cannot read (no header)" if not header
-                                else f"{path}: missing column(s) {', '.join(missing)}")
-        rows, end = [], reader.line_num
-        for fields in reader:
-            start, end = end + 1, reader.line_num
-            line = f"{start}" + (f"-{end}" if end > start else "")
-            if not fields:
-                continue  # a blank line holds no row
-            if len(fields) != len(header):
-                joined = " (an open quote joined its lines)" if end > start else ""
-                skipped.append({"path": f"{path}:{line}", "reason": f"{len(fields)} field(s),"
-                                f" the header has {len(header)}{joined}"})
-            elif NOT_UTF8.search("".join(fields)):
-                skipped.append({"path": f"{path}:{line}", "reason": "not valid UTF-8"})
-            else:
-                rows.append({**dict(zip(header, fields)), "line": line})
-    except (OSError, csv.Error) as err:
-        raise PipelineError(f"{path}: cannot read ({err})") from err
     return rows
 
 
