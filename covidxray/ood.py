@@ -14,6 +14,7 @@ covidxray/prediction.py checks every predicted image with it.
 import json
 from dataclasses import asdict, dataclass
 
+import keras
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
@@ -150,14 +151,27 @@ class Check:
         return [self.reference.why(d) for d in self.distances(images)]
 
 
-def load_check(path=REFERENCE):
-    """The Check of models/ood.npz, or None where there is none. The extractor is rebuilt from
-    the recorded params and refused if its weights are not those that made the reference."""
+def load_check(path=REFERENCE, extractor=None):
+    """The Check of models/ood.npz, or None where there is none. `extractor`, a frozen
+    classifier's own VGG16, serves when it is the network that made the reference (same weights,
+    output and precision): predict then builds one VGG16, not two. Otherwise the extractor is
+    rebuilt from the recorded params and refused if its weights are not those that made the
+    reference."""
     if not path.is_file():
         return None
     reference = read_reference(path)
-    extractor = build_features_model(reference.backbone, reference.size)
-    if fingerprint(extractor) != reference.fingerprint:
-        raise PipelineError(f"{path}: made with other VGG16 weights than backbone.weights"
-                            f" {reference.backbone.weights!r} gives here; {REBUILD}")
+    if extractor is None or not made(reference, extractor):
+        extractor = build_features_model(reference.backbone, reference.size)
+        if fingerprint(extractor) != reference.fingerprint:
+            raise PipelineError(f"{path}: made with other VGG16 weights than backbone.weights"
+                                f" {reference.backbone.weights!r} gives here; {REBUILD}")
     return Check(reference, feature_pass(extractor))
+
+
+def made(reference, extractor):
+    """Whether `extractor` computes the reference's features: its input size, precision and
+    weights (which are those of VGG16 up to the reference's feature block, and only those)."""
+    vgg = [layer for layer in extractor.layers if isinstance(layer, keras.Model)]
+    return (tuple(extractor.input_shape[1:3]) == (reference.size, reference.size)
+            and len(vgg) == 1 and vgg[0].dtype_policy.name == reference.backbone.precision
+            and fingerprint(extractor) == reference.fingerprint)

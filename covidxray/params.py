@@ -28,6 +28,25 @@ class Recipe:
     def head(self):
         return self.task.head
 
+    @property
+    def solver(self):
+        """How the head is fitted: lbfgs (the linear head's optimum, covidxray/solver.py) or
+        adam (Keras fit for the task's epochs); auto is lbfgs wherever it applies."""
+        if self.head.solver != "auto":
+            return self.head.solver
+        return "lbfgs" if lbfgs_fits(self.head, self.backbone, self.bank) is None else "adam"
+
+
+def lbfgs_fits(head, backbone, bank):
+    """None where the lbfgs solver can fit the head, else why not."""
+    if head.units:
+        return "head.units > 0 (a hidden layer is not a convex problem)"
+    if backbone.trainable_blocks:
+        return "backbone.trainable_blocks > 0 (fine-tuning trains the blocks by epochs)"
+    if not bank.stored:
+        return "no bank (per-epoch augmentation runs VGG16 every epoch)"
+    return None
+
 
 @dataclass(frozen=True)
 class Params:
@@ -136,6 +155,11 @@ def cross_checked(params):
                       ("holdout.within_source", params.holdout.within_source)):
         if name is not None:
             params.external_set(name, key)
+    for name, task in params.tasks.items():
+        why = lbfgs_fits(task.head, params.backbone, params.bank)
+        if task.head.solver == "lbfgs" and why:
+            raise PipelineError(f"params.yaml: head.solver lbfgs (task {name}) fits a linear head"
+                                f" on the bank, not with {why}; use solver adam or auto")
     if params.backbone.trainable_blocks and not params.bank.stored:
         raise PipelineError("params.yaml: backbone.trainable_blocks > 0 needs the bank"
                             " (bank.views > 0 or bank.plain_view)")

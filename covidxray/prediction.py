@@ -84,7 +84,16 @@ def load(params, task, path=None, check=None):
                             f" {use_instead(fitting, 'no task of params.yaml fits it')}")
     preprocess = Preprocess(**made["preprocess"]) if "preprocess" in made else params.preprocess
     return Classifier(model, classes, image_size(model, path), preprocess, made,
-                      check or ood.load_check())
+                      check or ood.load_check(extractor=frozen_extractor(model, made)))
+
+
+def frozen_extractor(model, made):
+    """The classifier's VGG16 (its `features` part) where train's record says it was not
+    fine-tuned, for the ood check to share; else None."""
+    names = [layer.name for layer in model.layers]
+    if made.get("backbone", {}).get("trainable_blocks", 1) or "features" not in names:
+        return None
+    return model.get_layer("features")
 
 
 def decode(classifier, paths):

@@ -121,9 +121,18 @@ def describe_head(trained):
     scaling = f"standardised{floor}, " if head["normalize"] else ""
     return ((f"images: {images}; " if images else "")
             + f"{head['pooling']} pooling, {scaling}{layers},"
-            f" dropout {head['dropout']}, L2 {head['l2']}, class weights {head['class_weight']},"
-            f" epochs kept {trained['epochs_kept']}"
+            f" {fitting(trained)}"
             + (f", VGG16's last {blocks} block(s) fine-tuned" if blocks else ""))
+
+
+def fitting(trained):
+    """How the head was fitted: by L-BFGS at once (dropout does not apply), or by epochs of
+    Keras's fit."""
+    head, kept = trained["head"], trained["epochs_kept"]
+    weights = f"L2 {head['l2']}, class weights {head['class_weight']}"
+    if "lbfgs" in kept:
+        return f"{weights}, fitted by L-BFGS in {kept['lbfgs']} iterations"
+    return f"dropout {head['dropout']}, {weights}, epochs kept {kept}"
 
 
 def task_section(task, classes, sets):

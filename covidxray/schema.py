@@ -14,6 +14,7 @@ MIN_SIZE = 32  # image_size: pixels a side that VGG16's five 2x2 poolings need
 VGG16_BLOCKS = 5
 POOLINGS = ("flatten", "average", "average_max")
 CLASS_WEIGHTS = ("none", "balanced", "balanced_by_source")
+SOLVERS = ("auto", "lbfgs", "adam")  # head.solver: how the head is fitted (covidxray/solver.py)
 FILL_MODES = ("constant", "nearest", "reflect", "wrap")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
 BANK_DTYPES = ("float32", "float16")  # bank.dtype: float16 halves the features' disk and memory
@@ -203,6 +204,7 @@ class Head:
     l2: float
     class_weight: str
     restore_best: bool
+    solver: str = "adam"
 
     @classmethod
     def read(cls, s, base=None):
@@ -220,7 +222,9 @@ class Head:
                    l2=s.number("l2", *at_least_0, default=given["l2"]),
                    class_weight=s.choice("class_weight", CLASS_WEIGHTS,
                                          default=given["class_weight"]),
-                   restore_best=s.flag("restore_best", default=given["restore_best"]))
+                   restore_best=s.flag("restore_best", default=given["restore_best"]),
+                   solver=s.choice("solver", SOLVERS,
+                                   default="auto" if base is None else base.solver))
 
     def layers(self):
         """build_head's arguments."""

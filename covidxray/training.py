@@ -20,6 +20,7 @@ from covidxray.head import adapt_head, build_head
 from covidxray.inputs import bank_inputs, batches_of, shared, training_views
 from covidxray.model import head_probabilities
 from covidxray.shards import read_features, view_name, write_shards
+from covidxray.solver import solve_head
 
 
 def seed_everything(seed):
@@ -99,14 +100,21 @@ def fit_on_bank(head, features, train, val, recipe, top=None, callbacks=(), verb
     With `top` (the backbone's trainable blocks, over a bank stored before them) the head first
     trains on the frozen blocks' output, then both train together at the fine-tuning learning
     rate, the keras.io way, so the random head does not wreck the pretrained blocks.
+    A linear head on the frozen bank (recipe.solver lbfgs) is fitted at once instead
+    (covidxray/solver.py).
     Returns the trained model from bank features to logits (the head, or the top blocks and
-    the head) and the epochs kept: {"head": n} and, with fine-tuning, "fine_tune".
+    the head) and the epochs kept: {"head": n} and, with fine-tuning, "fine_tune"; or the
+    solver's iterations, {"lbfgs": n}.
     """
     task, hp, plain_view = recipe.task, recipe.head, recipe.bank.plain_view
     n_classes, batch, seed = len(task.classes), task.batch_size, recipe.seed
     settings = {"restore_best": hp.restore_best, "callbacks": callbacks, "verbose": verbose}
     batches = {"in_memory": recipe.shard_size, "plain_view": plain_view,
                "weighting": hp.class_weight}
+    if recipe.solver == "lbfgs":  # the linear head on the frozen bank: its optimum at once
+        adapt_head(head, training_views(features, plain_view), hp.variance_floor,
+                   train["image"].to_numpy())
+        return head, solve_head(head, features, train, val, recipe, callbacks)
     with tempfile.TemporaryDirectory(prefix="carried-") as folder:
         head_features = (top_block_features(top, features, batch, recipe.shard_size, Path(folder))
                          if top is not None else features)

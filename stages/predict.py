@@ -22,15 +22,13 @@ import os
 import sys
 from pathlib import Path
 
-import pandas as pd
-from PIL import Image
-from tqdm import tqdm
-
-from covidxray import gradcam, ood, prediction
 from covidxray.batching import batch_slices
 from covidxray.cli import PipelineError, cli
 from covidxray.files import replacing, write_table
 from covidxray.params import load_params
+
+# Keras (and TensorFlow) load in load(), after the arguments are parsed: `--help` and a usage
+# error answer in a fraction of a second, not after seconds of importing them.
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
 QUIET_UP_TO = 8  # images; more get a progress bar
@@ -66,6 +64,8 @@ def arguments(argv):
 
 def load(args):
     """The task's classifier (prediction.load), and the --gradcam folder made."""
+    from covidxray import gradcam, ood, prediction
+
     classifier = prediction.load(load_params(), args.task, args.model)
     if classifier.check is None:
         print(f"warning: {ood.REFERENCE} is missing, so no input is checked for looking like a"
@@ -126,12 +126,18 @@ def write_overlays(classifier, folder, paths, predicted, first_number):
 
     n is the image's line number in the output, so equal stems never clash.
     """
+    from PIL import Image
+
+    from covidxray import prediction
+
     for i, blended in prediction.overlays(classifier, paths, predicted).items():
         with replacing(folder / f"{first_number + i:04d}_{paths[i].stem}.png") as partial:
             Image.fromarray(blended).save(partial)
 
 
 def write_csv(path, records, classes):
+    import pandas as pd
+
     table = pd.DataFrame([{"path": r["path"], "prediction": r.get("prediction"),
                            **{f"p_{c}": r.get("probabilities", {}).get(c) for c in classes},
                            "unreliable": r.get("unreliable"), "error": r.get("error")}
@@ -150,6 +156,10 @@ def emit(records):
 def run(args, classifier, paths, first_line):
     """Predict batch by batch, printing each batch's records as soon as it is done; the first
     one is output line `first_line`."""
+    from tqdm import tqdm
+
+    from covidxray import prediction
+
     records = []
     with tqdm(total=len(paths), unit="image", disable=len(paths) <= QUIET_UP_TO,
               file=sys.stderr) as progress:

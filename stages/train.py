@@ -124,8 +124,9 @@ def main(name):
     write_json(MODELS / f"{name}.json",
                record(params, recipe.task, started_from, kept, spread, train, val))
     # the time is printed, not recorded: a retrain with the same params rewrites the same bytes
-    print(f"train {name}: {recipe.task.epochs} epochs in {seconds:.1f} s, kept the weights of"
-          f" epoch(s) {kept}")
+    fitted = (f"L-BFGS in {kept['lbfgs']} iterations" if "lbfgs" in kept else
+              f"{recipe.task.epochs} epochs, kept the weights of epoch(s) {kept}")
+    print(f"train {name}: {fitted}, {seconds:.1f} s")
 
 
 if __name__ == "__main__":

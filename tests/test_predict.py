@@ -409,3 +409,13 @@ def test_help_shows_an_example_on_an_image_of_the_shared_datasets(project):
     assert example and "--task adult_covid" in shown and "--recursive" in shown
     if (ROOT / example[1]).parent.parent.is_dir():  # with the mirror beside the checkout
         assert (ROOT / example[1]).is_file()
+
+
+def test_help_answers_without_importing_keras():
+    """`--help` prints before Keras and TensorFlow are imported (seconds of a cold start)."""
+    code = ("import sys\nfrom stages import predict\ntry:\n    predict.main(['--help'])\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted({'keras', 'tensorflow', 'jax'} & set(sys.modules)))")
+    shown = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                           text=True)
+    assert shown.stdout.strip().splitlines()[-1] == "[]", shown.stderr

@@ -61,3 +61,9 @@ def test_the_holdout_headline_names_its_numbers_as_the_tasks_do():
 ])
 def test_the_verdict_sentence_follows_recall_and_false_alarms(recall, alarm, words):
     assert words in task_verdict({"covid_recall": recall, "false_alarm": alarm})
+
+
+def test_a_head_fitted_by_lbfgs_is_described_by_its_iterations_not_dropout():
+    said = describe_head({**RECORD, "head": HEAD, "epochs_kept": {"lbfgs": 48}})
+    assert said.endswith("L2 0.01, class weights balanced, fitted by L-BFGS in 48 iterations")
+    assert "dropout" not in said
