@@ -1,7 +1,7 @@
 """How the linear head is fitted (`head.solver`), chosen on validation: Keras's fit by epochs
 (adam, the head before issue 31) against L-BFGS's optimum at several `head.l2`.
 
-    python -m bench.solver [--l2 0.01 0.1 1] [--adam]
+    python -m bench.solver [--l2 0.01 0.1 1] [--adam [L2]]
 
 Needs the workspace's data/features and data/split (`dvc repro features split`). For each
 candidate, every task's head is trained on `repeat`'s splits and scored on their validation
@@ -60,19 +60,22 @@ def holdout_scores(bank, drawn, seeds, recipe, sources):
     return np.mean(recall), np.mean(alarm)
 
 
-def candidates(params, l2s, adam):
+def candidates(params, l2s, adam_l2):
+    """{name: {task: recipe}}: Keras's fit at `adam_l2` (None: not run), L-BFGS at each l2."""
     base = {name: params.recipe(name) for name in params.tasks}
-    found = {f"lbfgs, l2 {l2}": {n: with_head(r, solver="lbfgs", l2=l2) for n, r in base.items()}
-             for l2 in l2s}
-    return {**({"adam (Keras fit, as before)": {n: with_head(r, solver="adam")
-                                                for n, r in base.items()}} if adam else {}),
-            **found}
+    adam = {f"adam, l2 {adam_l2} (Keras's fit)": {
+        n: with_head(r, solver="adam", l2=adam_l2) for n, r in base.items()}}
+    return {**(adam if adam_l2 is not None else {}),
+            **{f"lbfgs, l2 {l2}": {n: with_head(r, solver="lbfgs", l2=l2)
+                                   for n, r in base.items()} for l2 in l2s}}
 
 
 def main():
     parser = argparse.ArgumentParser(prog="python -m bench.solver")
     parser.add_argument("--l2", type=float, nargs="+", default=[0.01, 0.1, 1.0])
-    parser.add_argument("--adam", action="store_true", help="Keras's fit too (minutes)")
+    parser.add_argument("--adam", type=float, nargs="?", const=0.01, metavar="L2",
+                        help="Keras's fit too, at this l2 (0.01, its default before L-BFGS):"
+                             " about 9 s a head")
     args = parser.parse_args()
     params = load_params()
     bank, manifest = read_features(), pd.read_csv(MANIFEST)

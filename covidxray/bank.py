@@ -11,12 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
-import pandas as pd
 
 from covidxray.augment import Augmenting
 from covidxray.batching import batch_slices
-from covidxray.paths import EXTERNAL
-from covidxray.provenance import read_arrays
 from covidxray.distribution import predict_on_batch
 from covidxray.machine import here, remembered, resolved_precision
 from covidxray.backbone import bank_layer, blocks_of, build_extractor, vgg_backbone
@@ -111,16 +108,3 @@ def build_features_model(backbone, image_size):
     vgg = vgg_backbone(backbone, image_size)
     blocks = backbone.trainable_blocks
     return build_extractor(vgg, bank_layer(blocks, blocks_of(vgg)) if blocks else None)
-
-
-def external_rows(name):
-    """The rows of external set `name` (data/external/<name>.csv), in its images' order."""
-    return pd.read_csv(EXTERNAL / f"{name}.csv")
-
-
-def external_features(params, name):
-    """The plain features of external set `name`'s images (data/external/<name>.npz) as the
-    bank stores them, per the params."""
-    images = read_arrays(EXTERNAL / f"{name}.npz", "external")["images"]
-    model = build_features_model(params.backbone, params.image_size)
-    return plain_features(model, images, bank_batch(params.bank, params.backbone, model))

@@ -11,6 +11,7 @@ SPLITS = ("train", "val", "test")
 PREPARED_IMAGES = Path("data/prepared/images")  # every manifest image, decoded, in its order
 FEATURES = Path("data/features")  # their backbone features: plain/ and the bank's view-NN/
 EXTERNAL = Path("data/external")  # the extra evaluation sets, decoded (stages/external.py)
+EXTERNAL_FEATURES = Path("data/external_features")  # their plain features (stages/features.py)
 MODELS = Path("models")
 METRICS = Path("metrics")  # each task's headline and the holdout verdict's: `dvc metrics show`
 DETAIL = METRICS / "detail"  # what they are made from, and every other stage's numbers

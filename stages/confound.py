@@ -20,14 +20,13 @@ Writes metrics/detail/confound.json: the numbers, and the findings in plain word
 import numpy as np
 import pandas as pd
 
-from covidxray.bank import external_features, external_rows
+from covidxray.stored import external_features, external_rows
 from covidxray.cli import PipelineError, cli
 from covidxray.controls import linear_probe
 from covidxray.files import write_json
 from covidxray.params import load_params
 from covidxray.paths import DETAIL, EXTERNAL_METRICS, MANIFEST, METRICS
 from covidxray.shards import read_features
-from covidxray.training import seed_everything
 
 KERMANY = "kermany"
 
@@ -46,13 +45,13 @@ def model_calls(task, other):
             "test_non_covid": covid_calls(test[test["actual"] != "covid"])}
 
 
-def other_source_features(params, name):
+def other_source_features(name):
     """The backbone's features of an external set's images, and its rows."""
     rows = external_rows(name)
     if (rows["class"] == "covid").any() or (rows["source"] == KERMANY).any():
         raise PipelineError(f"params.yaml: confound.other_source set {name!r} must hold no"
                             " COVID-19 images and none from the Kermany source")
-    return external_features(params, name), rows
+    return external_features(name), rows
 
 
 def verdict(auc):
@@ -92,7 +91,6 @@ def non_covid_probe(features, manifest, other_features, rows, folds, seed):
 def main():
     params = load_params()
     spec, seed = params.confound, params.seed
-    seed_everything(seed)  # backbone.weights `none` draws its weights
     folds = spec.folds
     manifest, features = pd.read_csv(MANIFEST), read_features()["plain"]
     # among the tutorial's two sources the source is the COVID-19 label: this probe mixes both
@@ -103,7 +101,7 @@ def main():
               "other_source": spec.other_source}
     other = result["other_source"]
     if other:
-        other_features, rows = other_source_features(params, other)
+        other_features, rows = other_source_features(other)
         result["non_covid"] = non_covid_probe(features, manifest, other_features, rows, folds, seed)
         result["models"] = {name: model_calls(name, other) for name, task in params.tasks.items()
                             if "covid" in task.classes}

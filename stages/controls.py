@@ -19,17 +19,18 @@ Writes metrics/detail/controls.json, with the findings in plain words under `sum
 import numpy as np
 import pandas as pd
 
-from covidxray.bank import bank_batch, build_features_model, external_rows, plain_features
+from covidxray.bank import bank_batch, build_features_model, plain_features
 from covidxray.cli import PipelineError, cli
 from covidxray.controls import hide_lungs, linear_probe, lung_mass, lungs_only, probe_scores
 from covidxray.files import write_json
 from covidxray.gradcam import gradcam
 from covidxray.model import load_classifier, probabilities
 from covidxray.params import load_params
-from covidxray.paths import DETAIL, EXTERNAL, MANIFEST, MODELS
-from covidxray.provenance import read_arrays, trained_record
+from covidxray.paths import DETAIL, MANIFEST, MODELS
+from covidxray.provenance import trained_record
 from covidxray.shards import prepared_images, read_features
 from covidxray.splitting import read_split
+from covidxray.stored import external_features, external_rows
 from covidxray.training import seed_everything
 
 
@@ -56,14 +57,13 @@ def children_rows(name):
     return rows
 
 
-def age_probe(extractor, plain, batch, children, rows, folds, seed):
+def age_probe(plain, children, rows, folds, seed):
     """Children (`rows` of external set `children`) against the manifest's adults of their
     source."""
     source = rows["source"].iloc[0]
     manifest = pd.read_csv(MANIFEST)
     adults = manifest[(manifest["source"] == source) & (manifest["age_group"] == "adult")]
-    child_features = plain_features(
-        extractor, read_arrays(EXTERNAL / f"{children}.npz", "external")["images"], batch)
+    child_features = external_features(children)
     return {"source": source, **linear_probe(
         np.concatenate([child_features, plain[adults.index.to_numpy()]]),
         np.r_[np.ones(len(rows), bool), np.zeros(len(adults), bool)],
@@ -114,8 +114,8 @@ def main():
     batch = bank_batch(params.bank, params.backbone, extractor)
     result = {"task": task.name, "margin": margin,
               "probe": image_probes(extractor, plain, batch, task, margin, train, test),
-              "age_probe": age_probe(extractor, plain, batch, spec.children, children, spec.folds,
-                                     params.seed) if children is not None else None,
+              "age_probe": age_probe(plain, spec.children, children, spec.folds, params.seed)
+              if children is not None else None,
               "gradcam_lung_share": lung_shares(task, test, margin)}
     result["summary"] = summary(result)
     write_json(DETAIL / "controls.json", result)

@@ -7,6 +7,10 @@ the set lacks, and <set>.csv, one row per image of the set, including images of 
 outside the task (scored on the task's classes, not counted in the metrics). Then
 metrics/<task>.json, the headline `dvc metrics show` prints (covidxray/headline.py). Every
 input is read and scored before the first output is written.
+
+A model whose VGG16 was not fine-tuned is its frozen backbone and its head: its head scores the
+features the features stage stored (data/features, data/external_features), so no image goes
+through VGG16 again. A fine-tuned model scores the decoded images.
 """
 
 import numpy as np
@@ -20,17 +24,40 @@ from covidxray.params import load_params
 from covidxray.paths import DETAIL, EXTERNAL, EXTERNAL_METRICS, METRICS, MODELS
 from covidxray.provenance import read_arrays, trained_record
 from covidxray.splitting import read_split
-from covidxray.model import load_classifier, probabilities
+from covidxray.stored import external_features
+from covidxray.model import head_probabilities, load_classifier, probabilities
 from covidxray.scoring import by_source, predictions_table, scores, val_scores
-from covidxray.shards import prepared_images
+from covidxray.shards import prepared_images, read_features
 
 
-def external_scores(model, name, classes, batch):
+class Scorer:
+    """Class probabilities of a trained model on split rows and on external sets: from the
+    stored features through its head when its backbone is frozen, else from the images."""
+
+    def __init__(self, model, frozen, batch):
+        self.model, self.batch = model, batch
+        self.head = model.get_layer("head") if frozen else None
+        self.plain = read_features()["plain"] if frozen else None
+
+    def rows(self, rows):
+        index = rows["image"].to_numpy()
+        if self.head is not None:
+            return head_probabilities(self.head, RowBatches(self.plain, index, self.batch),
+                                      self.batch)
+        return probabilities(self.model, RowBatches(prepared_images(), index, self.batch),
+                             self.batch)
+
+    def external(self, name):
+        if self.head is not None:
+            return head_probabilities(self.head, external_features(name), self.batch)
+        images = read_arrays(EXTERNAL / f"{name}.npz", "external")["images"]
+        return probabilities(self.model, images, self.batch)
+
+
+def external_scores(scorer, name, classes):
     """One external set's metrics (only images of the task's classes count) and predictions."""
     rows = pd.read_csv(EXTERNAL / f"{name}.csv")
-    images = read_arrays(EXTERNAL / f"{name}.npz", "external")["images"]
-    probs = (probabilities(model, images, batch) if len(rows)
-             else np.empty((0, len(classes))))
+    probs = scorer.external(name) if len(rows) else np.empty((0, len(classes)))
     in_task = rows["class"].isin(classes).to_numpy()
     labels = rows.loc[in_task, "class"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     metrics = {"set": name, **(scores(labels, probs[in_task], classes) if in_task.any()
@@ -40,10 +67,10 @@ def external_scores(model, name, classes, batch):
     return metrics, predictions_table(rows, probs, classes)
 
 
-def evaluate_external(model, sets, task, classes, batch):
+def evaluate_external(scorer, sets, task, classes):
     """Every external set's metrics and predictions, {set: (metrics, table)}: all of them
     scored before any is written, so a damaged set leaves the old files as they were."""
-    scored = {name: external_scores(model, name, classes, batch) for name in sets}
+    scored = {name: external_scores(scorer, name, classes) for name in sets}
     for name, (metrics, _) in scored.items():
         accuracy = f", accuracy {metrics['accuracy']:.3f}" if metrics["n"] else ""
         absent = ", ".join(metrics["absent_classes"]) or "none"
@@ -68,13 +95,11 @@ def main(task):
     spec = params.task(task)
     classes, batch = spec.classes, spec.batch_size
     trained = trained_record(task)
-    model = load_classifier(MODELS / f"{task}.keras")
-
+    scorer = Scorer(load_classifier(MODELS / f"{task}.keras"),
+                    not trained["backbone"]["trainable_blocks"], batch)
     test, val = read_split("test", spec), read_split("val", spec)
-    images = prepared_images()  # read a batch at a time: VGG16's float32 copies of a shard's
-    test_probs, val_probs = (    # images would be a gigabyte, and it runs no faster on arrays
-        probabilities(model, RowBatches(images, rows["image"].to_numpy(), batch), batch)
-        for rows in (test, val))
+    # a batch at a time: VGG16's float32 copies of a shard's images would be a gigabyte
+    test_probs, val_probs = scorer.rows(test), scorer.rows(val)
     metrics = {
         "task": task,
         "classes": classes,
@@ -86,7 +111,7 @@ def main(task):
                  "by_source": by_source(test, test_probs, classes)},
         "val": val_scores(val["label"].to_numpy(), val_probs, classes),
     }
-    external = evaluate_external(model, params.external, task, classes, batch)
+    external = evaluate_external(scorer, params.external, task, classes)
     headline = task_headline(metrics, [found for found, _ in external.values()])
     write_external(external, task)
     write_json(DETAIL / f"{task}.json", metrics)

@@ -8,9 +8,11 @@ them.
 
 Writes data/features/: `view-00/`, `view-01/`, ... (one per augmented view) and `plain/`
 (unaugmented), each a sharded array (covidxray/shards.py) of N x feature shape in the row order
-of the manifest and in `bank.dtype`. Images are read, and features written, a batch and a shard
-at a time. With `distribution` set to spread over several devices, each batch is split between
-them (in this one process).
+of the manifest and in `bank.dtype`; and data/external_features/<set>.npz, the plain features
+of each external set's images (data/external) in float32, which evaluate, holdout, confound,
+controls and ood read instead of running VGG16 on them again. Images are read, and features
+written, a batch and a shard at a time. With `distribution` set to spread over several devices,
+each batch is split between them (in this one process).
 """
 
 import math
@@ -27,16 +29,15 @@ from covidxray.distribution import distributed
 from covidxray.files import replacing_folder
 from covidxray.machine import resolved_precision
 from covidxray.params import load_params
-from covidxray.paths import FEATURES
-from covidxray.provenance import manifest_digest
+from covidxray.paths import EXTERNAL, EXTERNAL_FEATURES, FEATURES
+from covidxray.provenance import manifest_digest, read_arrays, write_arrays
 from covidxray.shards import prepared_images, view_name, write_shards
 
 
-def write_bank(params):
+def write_bank(params, extractor, batch):
     """Every image's features, view after view: data/features/."""
-    extractor = build_features_model(params.backbone, params.image_size)
     augmented, plain = feature_pass(extractor, augmenter(params.augment)), feature_pass(extractor)
-    batch, images = bank_batch(params.bank, params.backbone, extractor), prepared_images()
+    images = prepared_images()
     views, dtype, shape = params.bank.views, params.bank.dtype, extractor.output_shape[1:]
     print(f"features: {views} augmented view(s) and the plain view of {len(images)} images,"
           f" {shape} each, stored as {dtype}, in batches of {batch}, VGG16 in"
@@ -52,13 +53,29 @@ def write_bank(params):
     return (views + 1) * len(images)
 
 
+def write_external(names, extractor, batch):
+    """Each external set's plain features, float32: data/external_features/<set>.npz."""
+    plain, shape = feature_pass(extractor), extractor.output_shape[1:]
+    sets = {name: read_arrays(EXTERNAL / f"{name}.npz", "external")["images"] for name in names}
+    needs = sum(len(images) for images in sets.values()) * math.prod(shape) * 4
+    with replacing_folder(EXTERNAL_FEATURES, needs) as folder:
+        for name, images in sets.items():
+            found = list(feature_batches(plain, images, batch))
+            write_arrays(folder / f"{name}.npz", features=np.concatenate(found).astype(np.float32)
+                         if found else np.empty((0, *shape), np.float32))
+    return sum(len(images) for images in sets.values())
+
+
 def main():
     params = load_params()
     keras.utils.set_random_seed(params.seed)  # then the backbone, then the augmentation draw
     started = time.perf_counter()
     # one process: several would each compute every image; run it on one host, dvc push
     with distributed(params.distribution, across_processes=False) as where:
-        passes = write_bank(params)
+        extractor = build_features_model(params.backbone, params.image_size)
+        batch = bank_batch(params.bank, params.backbone, extractor)
+        passes = write_bank(params, extractor, batch)
+        passes += write_external(list(params.external), extractor, batch)
     seconds = time.perf_counter() - started
     print(f"features: {passes} forward passes in {seconds:.0f} s ({passes / seconds:.1f}"
           f" images/s) on {where}")

@@ -19,7 +19,7 @@ import time
 import pandas as pd
 
 from covidxray.backbone import trainable_top
-from covidxray.bank import external_features, external_rows
+from covidxray.stored import external_features, external_rows
 from covidxray.cli import PipelineError, cli
 from covidxray.distribution import chief, distributed
 from covidxray.files import write_json
@@ -34,13 +34,13 @@ from covidxray.splitting import draw_splits, split_seeds
 from covidxray.training import bank_probabilities, head_on_bank
 
 
-def within_source(params, name, sources):
+def within_source(name, sources):
     """{left-out source: (features, rows)} of the external set's adults without COVID-19 from
     that source; {} when no set is given."""
     if not name:
         return {}
     rows = external_rows(name)  # numbered 0.. as the images
-    features = external_features(params, name)
+    features = external_features(name)
     found = {}
     for source in set(rows["source"]) & set(sources):
         negatives = within_source_rows(rows, source)
@@ -107,7 +107,7 @@ def main():
     manifest, bank = pd.read_csv(MANIFEST), read_features()
     started = time.perf_counter()
     with distributed(params.distribution) as where:  # models are made inside, as it needs
-        within = within_source(params, spec.within_source, spec.sources)
+        within = within_source(spec.within_source, spec.sources)
         print(f"holdout: {spec.splits} splits x {len(spec.sources)} sources left out,"
               f" fractions {list(spec.fractions)}, training on {where}")
         seeds, runs = run_splits(params, manifest, bank, within)

@@ -3,10 +3,11 @@ every image against (covidxray/ood.py), and how it does on probe sets.
 
 The reference is the plain features (data/features) of the split's training images, every
 source and class: the question is whether an image is a frontal chest X-ray like the training
-ones, not whether it fits one task. The threshold is set on the validation images. Then the
-frozen backbone of params scores the test split, every external set (frontal X-rays of other
-patients and hospitals: few should be flagged), and probe sets that are not frontal chest
-X-rays (covidxray/probes.py: lateral X-rays, CT slices, photos, text, noise).
+ones, not whether it fits one task. The threshold is set on the validation images. Then it
+scores the test split and every external set (frontal X-rays of other patients and hospitals:
+few should be flagged) from their stored features (data/features, data/external_features), and,
+through the frozen backbone of params, probe sets that are not frontal chest X-rays
+(covidxray/probes.py: lateral X-rays, CT slices, photos, text, noise).
 
 Writes models/ood.npz (the reference), metrics/detail/ood.json (threshold, k, keep, and per set the
 images scored and the share flagged) and metrics/detail/ood.png (each set's distances beside
@@ -28,11 +29,11 @@ from covidxray.cli import PipelineError, cli  # noqa: E402
 from covidxray.files import replacing, write_json  # noqa: E402
 from covidxray.machine import resolved_precision  # noqa: E402
 from covidxray.params import load_params  # noqa: E402
-from covidxray.paths import DETAIL, EXTERNAL, SPLITS  # noqa: E402
+from covidxray.paths import DETAIL, SPLITS  # noqa: E402
 from covidxray.probes import probe_sets  # noqa: E402
-from covidxray.provenance import read_arrays  # noqa: E402
 from covidxray.shards import read_features  # noqa: E402
 from covidxray.splitting import read_split  # noqa: E402
+from covidxray.stored import external_features  # noqa: E402
 
 SUMMARY, PLOT = DETAIL / "ood.json", DETAIL / "ood.png"
 
@@ -44,13 +45,13 @@ def reference(params, extractor, vectors):
                    fingerprint=fingerprint(extractor))
 
 
-def external_sets(names, probes):
-    """{set: decoded images} of the external sets; a name a probe set has is refused."""
+def external_vectors(names, probes, grid):
+    """{set: pooled stored features} of the external sets; a name a probe set has is refused."""
     taken = [name for name in names if name in probes or name in SPLITS]
     if taken:
         raise PipelineError(f"params.yaml: external.{taken[0]} has the name of an ood probe set"
                             f" ({', '.join([*SPLITS, *probes])}); rename it")
-    return {name: read_arrays(EXTERNAL / f"{name}.npz", "external")["images"] for name in names}
+    return {name: ood.pooled(external_features(name), grid) for name in names}
 
 
 def summary(ref, keep, distances, skipped):
@@ -94,9 +95,9 @@ def main():
     ref = reference(params, extractor, vectors)
     check = ood.Check(ref, feature_pass(extractor))
     probes, skipped = probe_sets(params.seed, params.image_size, params.preprocess)
-    images = {**external_sets(list(params.external), probes), **probes}
-    distances = {"val": ref.distances(vectors["val"]), "test": ref.distances(vectors["test"]),
-                 **{name: check.distances(pixels) for name, pixels in images.items()}}
+    vectors |= external_vectors(list(params.external), probes, params.ood.grid)
+    distances = {**{name: ref.distances(vectors[name]) for name in vectors if name != "train"},
+                 **{name: check.distances(pixels) for name, pixels in probes.items()}}
     ood.write_reference(ref)
     result = summary(ref, params.ood.keep, distances, skipped)
     write_json(SUMMARY, result)

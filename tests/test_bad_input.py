@@ -137,7 +137,7 @@ def test_outputs_of_another_manifest_are_refused_with_the_stage_to_rerun(sources
                                  "batch_size": 4}},
             "split": {"test_per_class": 1, "val_fraction": 0.5}}
     write_params(**tiny)
-    for stage in (merge, prepare, split, features):
+    for stage in (merge, prepare, split, external, features):
         stage.main()
     write_image(sources["covid"] / "images" / "covid-0.png", 998, mode="RGB")
     for stage in (merge, prepare, split):
@@ -146,6 +146,11 @@ def test_outputs_of_another_manifest_are_refused_with_the_stage_to_rerun(sources
                        match=r"data/features/plain was made from another data/merged/"
                              r"manifest.csv .*; run `dvc repro features`"):
         train.main("binary")
+    with pytest.raises(PipelineError,  # the external sets' features need their images first
+                       match=r"data/external/\w+\.npz was made from another data/merged/"
+                             r"manifest.csv .*; run `dvc repro external`"):
+        features.main()
+    external.main()
     features.main()
     train.main("binary")
     write_params(**tiny, seed=7)  # another split of the same manifest
@@ -283,6 +288,7 @@ def test_an_output_folder_linked_to_another_disk_is_replaced_there_and_stays_a_l
     write_params(**TINY, bank={"views": 1})
     merge.main()
     prepare.main()
+    external.main()
     elsewhere = tmp_path / "larger-disk" / "features"
     (elsewhere / "old-view").mkdir(parents=True)
     Path("data/features").symlink_to(elsewhere)

@@ -55,10 +55,9 @@ def test_an_other_source_that_is_no_such_set_or_holds_covid_is_named(tmp_path, m
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PipelineError, match=r"confound.other_source names 'kids', which is not"):
         load_params(params_with(tmp_path, {"confound.other_source": "kids"}))
-    params = load_params(ROOT / "params.yaml")
     Path("data/external").mkdir(parents=True)
     Path("data/external/adults.csv").write_text(
         "path,class,patient,source\na.png,viral,covid:1,covid-chestxray\n"
         "b.png,covid,covid:2,covid-chestxray\n")
     with pytest.raises(PipelineError, match=r"set 'adults' must hold no COVID-19 images"):
-        other_source_features(params, "adults")
+        other_source_features("adults")

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,3 +46,42 @@ def test_predictions_table_has_one_probability_column_per_class():
     assert list(table.columns) == ["path", "actual", "predicted", "p_normal", "p_bacterial",
                                    "p_covid"]
     assert table["predicted"].tolist() == ["covid", "normal"]
+
+
+def test_a_frozen_model_is_scored_from_the_stored_features_as_on_its_images(sources):
+    """evaluate reads the features stage's features (no VGG16 pass) and gets what the saved
+    classifier gives on the decoded images; a fine-tuned one is scored on the images."""
+    from covidxray.model import load_classifier, probabilities
+    from covidxray.paths import EXTERNAL, EXTERNAL_FEATURES, MODELS
+    from covidxray.provenance import read_arrays
+    from covidxray.stored import external_features
+    from stages import evaluate, external, features, merge, prepare, split, train
+    from tests.conftest import TINY, write_image, write_params
+
+    for i in range(5):  # a set of images no other set or the manifest holds
+        write_image(Path(f"data/raw/extra/{('covid', 'normal')[i % 2]}/x{i}.png"), 500 + i)
+    write_params(**TINY, external={"extra": {"layout": "folders", "path": "data/raw/extra",
+                                             "findings": {"covid": "covid", "normal": "normal"},
+                                             "age_group": "adult"}})
+    for stage in (merge, prepare, split, external, features):
+        stage.main()
+    train.main("binary")
+    evaluate.main("binary")
+    classifier = load_classifier(MODELS / "binary.keras")
+    names = sorted(path.stem for path in EXTERNAL_FEATURES.glob("*.npz"))
+    assert names and names == sorted(path.stem for path in EXTERNAL.glob("*.npz"))
+    scored_sets = []
+    for name in names:
+        images = read_arrays(EXTERNAL / f"{name}.npz", "external")["images"]
+        assert len(external_features(name)) == len(images)
+        if not len(images):
+            continue
+        scored_sets.append(name)
+        scored = pd.read_csv(f"metrics/detail/external/binary/{name}.csv")
+        on_images = probabilities(classifier, images, 8)
+        np.testing.assert_allclose(scored["p_covid"], on_images[:, 1], atol=1e-5)
+    # a set whose features are missing is named with the stage that writes them
+    assert scored_sets
+    (EXTERNAL_FEATURES / f"{scored_sets[0]}.npz").unlink()
+    with pytest.raises(Exception, match=rf"{scored_sets[0]}\.npz: cannot read .*repro features"):
+        evaluate.main("binary")

@@ -141,11 +141,11 @@ def test_the_banks_batches_read_the_same_from_shards_as_from_arrays(tmp_path):
 def test_prepare_and_features_write_shards_that_train_reads_in_float16_too(sources):
     """24 images in shards of 5: the last holds 4. float16 features stay within their precision
     of float32 ones, and a head trains on them."""
-    from stages import features, merge, prepare, split, train
+    from stages import external, features, merge, prepare, split, train
 
     tiny = TINY
     write_params(**tiny, bank={"views": 1, "dtype": "float32"})
-    for stage in (merge, prepare, split, features):
+    for stage in (merge, prepare, split, external, features):
         stage.main()
     images = Shards(PREPARED_IMAGES, "prepare")
     assert len(images) == 24 and len(list(PREPARED_IMAGES.glob("*.npy"))) == 5
@@ -208,10 +208,10 @@ def test_a_bad_shard_size_is_one_clear_error(sources, value):
 
 def test_train_finds_a_damaged_bank_before_it_touches_its_training_log(sources):
     """DVCLive empties metrics/train/<task>/ when it opens: the bank is read first."""
-    from stages import features, merge, prepare, split, train
+    from stages import external, features, merge, prepare, split, train
 
     write_params(**TINY, bank={"views": 1, "dtype": "float32"})
-    for stage in (merge, prepare, split, features):
+    for stage in (merge, prepare, split, external, features):
         stage.main()
     train.main("binary")
     log = METRICS / "train" / "binary"
