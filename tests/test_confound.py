@@ -7,7 +7,7 @@ from covidxray.cli import PipelineError
 from covidxray.controls import linear_probe
 from covidxray.params import load_params
 from stages.confound import other_source_features, summary
-from tests.conftest import ROOT, params_with
+from tests.conftest import params_with
 
 
 def patients_and_source(n=60):
