@@ -106,6 +106,12 @@ def probabilities(model, images, batch_size):
     return np.hstack([1 - p, p]) if p.shape[1] == 1 else p
 
 
+def model_outputs(model, arrays, batch_size):
+    """A model's outputs on arrays (or batches of them), in float32, on this process's copy."""
+    with undistributed(model) as local:
+        return np.asarray(local.predict(arrays, batch_size=batch_size, verbose=0), np.float32)
+
+
 def head_probabilities(head, features, batch_size):
     """Class probabilities of a head (which ends in logits) on backbone features."""
     return probabilities(keras.Sequential([head, probability_layer(head)]), features, batch_size)

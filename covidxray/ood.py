@@ -134,6 +134,7 @@ class Check:
     """A Reference and the frozen extractor that made its vectors, built once."""
     reference: Reference
     model: object  # bank.feature_pass of the extractor
+    extractor: object = None  # the extractor itself, which a frozen classifier may share
 
     def decode(self, paths):
         """Images decoded as the reference's were."""
@@ -150,6 +151,11 @@ class Check:
         None."""
         return [self.reference.why(d) for d in self.distances(images)]
 
+    def unreliable_features(self, features):
+        """The same from the images' features, as the extractor gives them."""
+        distances = self.reference.distances(pooled(features, self.reference.grid))
+        return [self.reference.why(d) for d in distances]
+
 
 def load_check(path=REFERENCE, extractor=None):
     """The Check of models/ood.npz, or None where there is none. `extractor`, a frozen
@@ -165,7 +171,7 @@ def load_check(path=REFERENCE, extractor=None):
         if fingerprint(extractor) != reference.fingerprint:
             raise PipelineError(f"{path}: made with other VGG16 weights than backbone.weights"
                                 f" {reference.backbone.weights!r} gives here; {REBUILD}")
-    return Check(reference, feature_pass(extractor))
+    return Check(reference, feature_pass(extractor), extractor)
 
 
 def made(reference, extractor):

@@ -12,7 +12,7 @@ from covidxray.cli import PipelineError
 from covidxray.files import read_json
 from covidxray.head import output_count
 from covidxray.images import cropped, load_images, open_rgb
-from covidxray.model import load_classifier, probabilities
+from covidxray.model import head_probabilities, load_classifier, model_outputs, probabilities
 from covidxray.paths import MODELS
 from covidxray.schema import Preprocess
 
@@ -119,27 +119,32 @@ def classify(classifier, paths):
     if not images:
         return records, {}
     classes = classifier.classes
-    probs = probabilities(classifier.model, np.stack(list(images.values())), len(images))
+    probs, why = judged(classifier, paths, images)
     for i, p in zip(images, probs):
         records[i]["prediction"] = classes[p.argmax()]
         records[i]["probabilities"] = {c: round(float(v), 6) for c, v in zip(classes, p)}
-    for i, why in unreliable(classifier, paths, images).items():
-        if why:
-            records[i].update(prediction=None, unreliable=why)
+    for i, reason in zip(images, why):
+        if reason:
+            records[i].update(prediction=None, unreliable=reason)
     return records, {i: (images[i], p.argmax()) for i, p in zip(images, probs)}
 
 
-def unreliable(classifier, paths, images):
-    """Why each decoded image's class is not to be read (None: it looks like a training X-ray),
-    by position; {} without a check. The images are decoded again only where the reference's
-    were decoded otherwise than the model's."""
-    check = classifier.check
+def judged(classifier, paths, images):
+    """The decoded images' class probabilities, and why each one's class is not to be read
+    (None: it looks like a training X-ray; all None without a check). Where the check shares the
+    classifier's VGG16 and decoding, VGG16 runs once for both; elsewhere the images are decoded
+    again only where the reference's were decoded otherwise than the model's."""
+    check, model, pixels = classifier.check, classifier.model, np.stack(list(images.values()))
     if check is None:
-        return {}
+        return probabilities(model, pixels, len(pixels)), [None] * len(pixels)
     same = (check.reference.size, check.reference.preprocess) == (classifier.size,
                                                                   classifier.preprocess)
-    pixels = np.stack(list(images.values())) if same else check.decode([paths[i] for i in images])
-    return dict(zip(images, check.unreliable(pixels)))
+    if same and check.extractor is not None and check.extractor in model.layers:
+        features = model_outputs(check.extractor, pixels, len(pixels))
+        return (head_probabilities(model.get_layer("head"), features, len(pixels)),
+                check.unreliable_features(features))
+    again = pixels if same else check.decode([paths[i] for i in images])
+    return probabilities(model, pixels, len(pixels)), check.unreliable(again)
 
 
 def overlays(classifier, paths, predicted):

@@ -11,14 +11,12 @@ import tempfile
 from pathlib import Path
 
 import keras
-import numpy as np
 from dvclive.utils import standardize_metric_name
 
 from covidxray.batching import batch_slices
-from covidxray.distribution import undistributed
 from covidxray.head import adapt_head, build_head
 from covidxray.inputs import bank_inputs, batches_of, shared, training_views
-from covidxray.model import head_probabilities
+from covidxray.model import head_probabilities, model_outputs
 from covidxray.shards import read_features, view_name, write_shards
 from covidxray.solver import solve_head
 
@@ -73,12 +71,6 @@ def fit(model, inputs, task, restore_best=False, callbacks=(), verbose=None):
               epochs=task.epochs, callbacks=[*callbacks, *best],
               verbose=(2 if not sys.stdout.isatty() else 1) if verbose is None else verbose)
     return best[0].best_epoch + 1 if best else task.epochs
-
-
-def model_outputs(model, arrays, batch_size):
-    """A model's outputs on arrays (or batches of them), in float32, on this process's copy."""
-    with undistributed(model) as local:
-        return np.asarray(local.predict(arrays, batch_size=batch_size, verbose=0), np.float32)
 
 
 def top_block_features(top, features, batch_size, shard_size, folder):

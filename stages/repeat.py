@@ -28,7 +28,8 @@ from covidxray.scoring import (by_source, pooled, reference_model, scores, sprea
                                val_scores)
 from covidxray.shards import read_features
 from covidxray.splitting import draw_splits, split_seeds, task_rows
-from covidxray.training import bank_probabilities, head_on_bank, model_outputs
+from covidxray.model import model_outputs
+from covidxray.training import bank_probabilities, head_on_bank
 
 
 def split_scores(predict, parts, task, seed):

@@ -23,13 +23,13 @@ from covidxray.files import write_json
 from covidxray.head import adapt_head, build_head
 from covidxray.inputs import image_inputs
 from covidxray.machine import device, resolved_precision
-from covidxray.model import build_classifier, build_trainer, save_model
+from covidxray.model import build_classifier, build_trainer, model_outputs, save_model
 from covidxray.params import load_params
 from covidxray.paths import METRICS, MODELS
 from covidxray.provenance import manifest_digest, split_digest
 from covidxray.shards import prepared_images, read_features
 from covidxray.splitting import read_split
-from covidxray.training import LiveHistory, fit, fit_on_bank, model_outputs, seed_everything
+from covidxray.training import LiveHistory, fit, fit_on_bank, seed_everything
 
 
 def fit_per_epoch(extractor, head, recipe, train, val, callbacks):

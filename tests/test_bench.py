@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench import device_files, ood_grid
-from bench.__main__ import stage_names, table, timed
+from bench.__main__ import fitted, stage_names, table, timed, train_seconds
 from bench.hardware import conv_flops
 from covidxray.backbone import build_backbone
 from covidxray.schema import Ood
@@ -32,10 +32,18 @@ def test_timed_stops_with_the_log_of_a_failed_command(tmp_path):
 
 def test_stage_names_follow_dvc_yaml_with_one_stage_per_task():
     names = stage_names(ROOT, ["binary", "three"])
-    assert names[:8] == ["check", "merge", "split", "prepare", "features", "external", "repeat",
-                         "holdout"]
+    assert names[:8] == ["check", "merge", "split", "prepare", "external", "features", "repeat",
+                         "holdout"]  # features reads the external sets' images too
     assert names[8:] == ["train@binary", "train@three", "evaluate@binary", "evaluate@three",
                          "confound", "controls", "plots", "ood", "report"]
+
+
+def test_the_fits_time_and_passes_are_read_for_lbfgs_and_keras_heads_alike():
+    lbfgs = "features: ...\ntrain binary: L-BFGS in 48 iterations, 0.9 s\nI0000 a log line"
+    adam = "train three: 60 epochs, kept the weights of epoch(s) {'head': 3}, 41.5 s"
+    assert train_seconds(lbfgs) == 0.9 and train_seconds(adam) == 41.5
+    assert fitted({"epochs_kept": {"lbfgs": 48}}, 60) == ("L-BFGS, 48 it.", 1)
+    assert fitted({"epochs_kept": {"head": 3}}, 60) == (60, 60)
 
 
 def test_the_table_compares_the_recipes_tasks_and_lists_the_others_alone():
