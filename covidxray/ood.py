@@ -178,6 +178,8 @@ def made(reference, extractor):
     """Whether `extractor` computes the reference's features: its input size, precision and
     weights (which are those of VGG16 up to the reference's feature block, and only those)."""
     vgg = [layer for layer in extractor.layers if isinstance(layer, keras.Model)]
+    # the policy of the layers that compute: a loaded model's own says float32 whatever theirs
+    policies = {layer.dtype_policy.name for model in vgg for layer in model.layers if layer.weights}
     return (tuple(extractor.input_shape[1:3]) == (reference.size, reference.size)
-            and len(vgg) == 1 and vgg[0].dtype_policy.name == reference.backbone.precision
+            and len(vgg) == 1 and policies == {reference.backbone.precision}
             and fingerprint(extractor) == reference.fingerprint)

@@ -134,3 +134,41 @@ def test_lateral_and_ct_rows_are_probes_and_a_missing_file_is_named(tmp_path):
 def test_bad_ood_params_are_named(tmp_path, key, value, message):
     with pytest.raises(PipelineError, match=message):
         load_params(params_with(tmp_path, {key: value}))
+
+
+def test_a_frozen_classifier_shares_its_vgg16_with_the_check_and_gets_the_same_answers(
+        tmp_path):
+    """predict's check reuses the classifier's own VGG16 (one network built, one forward pass)
+    where it made the reference, and gives the answers a separate pass gives; a VGG16 of other
+    weights or another precision is not taken for it."""
+    import keras
+
+    from covidxray import prediction
+    from covidxray.backbone import build_backbone, build_extractor, fingerprint
+    from covidxray.bank import feature_pass, plain_features
+    from covidxray.head import build_head
+    from covidxray.model import build_classifier
+
+    keras.utils.set_random_seed(0)
+    extractor = build_extractor(build_backbone("none", 32))
+    classifier = build_classifier(extractor, build_head(3, extractor.output_shape[1:], units=0))
+    images = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    vectors = ood.pooled(plain_features(extractor, images, 4))
+    made = {**made_with(), "backbone": Backbone("none", "float32"),
+            "fingerprint": fingerprint(extractor)}
+    ood.write_reference(ood.fit(vectors[:8], vectors[8:], Ood(3, 0.5, 1), **made),
+                        tmp_path / "ood.npz")
+    shared = ood.load_check(tmp_path / "ood.npz", extractor=extractor)
+    assert shared.extractor is extractor
+    apart = ood.Check(shared.reference, feature_pass(extractor))  # a pass of its own
+    decoded = dict(enumerate(images))
+    results = [prediction.judged(prediction.Classifier(
+        classifier, ["a", "b", "c"], 32, Preprocess(), {}, check), [], decoded)
+        for check in (shared, apart)]
+    np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-6)
+    assert results[0][1] == results[1][1] and any(results[0][1]) and not all(results[0][1])
+    other = build_extractor(build_backbone("none", 32))  # other random weights
+    assert not ood.made(shared.reference, other)
+    bfloat = build_extractor(build_backbone("none", 32, precision="mixed_bfloat16"))
+    bfloat.set_weights(extractor.get_weights())
+    assert not ood.made(shared.reference, bfloat) and ood.made(shared.reference, extractor)
