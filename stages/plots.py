@@ -28,11 +28,19 @@ from covidxray.shards import prepared_images  # noqa: E402
 
 
 def history(task, ax_acc, ax_loss):
-    """The tutorial's curves: train vs validation accuracy and loss per epoch, from DVCLive."""
+    """The tutorial's curves: train vs validation accuracy and loss per epoch, from DVCLive; a
+    head fitted by L-BFGS (one step logged) gets two bars instead, train and validation."""
     logs = METRICS / "train" / task / "plots" / "metrics"
+    at_once = "lbfgs" in read_json(MODELS / f"{task}.json")["epochs_kept"]
     for ax, metric in ((ax_acc, "accuracy"), (ax_loss, "loss")):
-        for part, label in (("train", "train"), ("eval", "validation")):
-            curve = pd.read_csv(logs / part / f"{metric}.tsv", sep="\t")
+        curves = {label: pd.read_csv(logs / part / f"{metric}.tsv", sep="\t")
+                  for part, label in (("train", "train"), ("eval", "validation"))}
+        if at_once:
+            ax.bar(list(curves), [curve[metric].iloc[0] for curve in curves.values()],
+                   color=["C0", "C1"])
+            ax.set(title=f"{task}: {metric} of the L-BFGS fit", ylabel=metric)
+            continue
+        for label, curve in curves.items():
             ax.plot(curve["step"] + 1, curve[metric], marker=".", label=label)
         ax.set(title=f"{task}: {metric}", xlabel="epoch", ylabel=metric)
         if metric == "loss":  # a first epoch's loss can be thousands of times the last's
