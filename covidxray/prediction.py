@@ -107,12 +107,13 @@ def decode(classifier, paths):
     return images, errors
 
 
-def classify(classifier, paths):
+def classify(classifier, paths, decoded=None):
     """One record per path, in order ({path, prediction, probabilities} or {path, error}), and
     (image, predicted class index) per decoded image, by position. An image that does not look
     like a training X-ray (classifier.check) gets prediction None and `unreliable`, saying why;
-    its probabilities stay, for inspection."""
-    images, errors = decode(classifier, paths)
+    its probabilities stay, for inspection. `decoded`: decode(classifier, paths), if done
+    already (predict decodes the next batch while this one runs)."""
+    images, errors = decoded or decode(classifier, paths)
     records = [{"path": str(path)} for path in paths]
     for i, error in errors.items():
         records[i]["error"] = error

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from covidxray.batching import batch_slices
@@ -155,17 +156,21 @@ def emit(records):
 
 def run(args, classifier, paths, first_line):
     """Predict batch by batch, printing each batch's records as soon as it is done; the first
-    one is output line `first_line`."""
+    one is output line `first_line`. The next batch is decoded while this one runs."""
     from tqdm import tqdm
 
     from covidxray import prediction
 
-    records = []
-    with tqdm(total=len(paths), unit="image", disable=len(paths) <= QUIET_UP_TO,
-              file=sys.stderr) as progress:
-        for rows in batch_slices(len(paths), args.batch_size):
-            batch = paths[rows]
-            batch_records, predicted = prediction.classify(classifier, batch)
+    records, batches = [], list(batch_slices(len(paths), args.batch_size))
+    with (tqdm(total=len(paths), unit="image", disable=len(paths) <= QUIET_UP_TO,
+               file=sys.stderr) as progress,
+          ThreadPoolExecutor(1, thread_name_prefix="decode-ahead") as reader):
+        ahead = [reader.submit(prediction.decode, classifier, paths[rows]) for rows in batches[:1]]
+        for i, rows in enumerate(batches):
+            batch, decoded = paths[rows], ahead.pop().result()
+            if i + 1 < len(batches):
+                ahead.append(reader.submit(prediction.decode, classifier, paths[batches[i + 1]]))
+            batch_records, predicted = prediction.classify(classifier, batch, decoded)
             if args.gradcam and predicted:
                 write_overlays(classifier, args.gradcam, batch, predicted, first_line + rows.start)
             emit(batch_records)
