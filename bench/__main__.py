@@ -85,7 +85,9 @@ def reused_baseline(path):
                                      "images_trained": row["baseline_images_per_s"],
                                      "train_seconds": 1.0,  # so the rate is the recorded one
                                      "test_accuracy": row["baseline_test_accuracy"]}}
-            for row in earlier["tasks"] if "baseline_seconds" in row} | {"date": earlier["date"]}
+            for row in earlier["tasks"] if "baseline_seconds" in row} | {
+        # a reused run keeps the date the recipe ran, not that of the run that reused it
+        "date": earlier.get("baseline_date") or earlier["date"]}
 
 
 def train_seconds(output):

@@ -1,3 +1,4 @@
+import json
 import sys
 import tarfile
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from bench import device_files, ood_grid
-from bench.__main__ import fitted, stage_names, table, timed, train_seconds
+from bench.__main__ import fitted, reused_baseline, stage_names, table, timed, train_seconds
 from bench.hardware import conv_flops
 from covidxray.backbone import build_backbone
 from covidxray.schema import Ood
@@ -36,6 +37,19 @@ def test_stage_names_follow_dvc_yaml_with_one_stage_per_task():
                          "holdout"]  # features reads the external sets' images too
     assert names[8:] == ["train@binary", "train@three", "evaluate@binary", "evaluate@three",
                          "confound", "controls", "plots", "ood", "report"]
+
+
+def test_a_reused_recipe_keeps_the_date_it_ran_through_later_reuses(tmp_path):
+    row = {"task": "binary", "baseline_seconds": 184.0, "baseline_peak_mib": 1179.0,
+           "baseline_epochs": 20, "baseline_images_per_s": 11.4, "baseline_test_accuracy": 0.9}
+    ran = tmp_path / "ran.json"
+    ran.write_text(json.dumps({"date": "2026-12-01", "tasks": [row]}))
+    assert reused_baseline(ran)["date"] == "2026-12-01"
+    reused = tmp_path / "reused.json"  # a later --reuse-baseline run wrote it
+    reused.write_text(json.dumps({"date": "2026-12-05", "baseline_date": "2026-12-01",
+                                  "tasks": [row]}))
+    assert reused_baseline(reused)["date"] == "2026-12-01"
+    assert reused_baseline(reused)["binary"]["seconds"] == 184.0
 
 
 def test_the_fits_time_and_passes_are_read_for_lbfgs_and_keras_heads_alike():
