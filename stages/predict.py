@@ -49,13 +49,15 @@ def arguments(argv):
     parser = argparse.ArgumentParser(
         prog="python -m stages.predict", description=__doc__.split("\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE)
-    parser.add_argument("--task", required=True, help="a task of params.yaml, e.g. binary")
+    parser.add_argument("--task", required=True,
+                        help="a task of params.yaml: adult_covid for an adult X-ray")
     parser.add_argument("--model", type=Path, metavar="FILE",
                         help="the classifier (default models/TASK.keras)")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="also write a results table")
     parser.add_argument("--gradcam", type=Path, metavar="DIR",
                         help="write each image's Grad-CAM overlay of its predicted class here")
-    parser.add_argument("--batch-size", type=positive, default=32, metavar="N")
+    parser.add_argument("--batch-size", type=positive, default=32, metavar="N",
+                        help="images decoded and run together (default 32)")
     parser.add_argument("--recursive", action="store_true",
                         help="search the folders inside each folder PATH too")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
@@ -150,13 +152,22 @@ def write_csv(path, records, classes):
 
 
 def emit(records):
-    for record in records:
-        print(json.dumps(record), flush=True)
+    """Each record as a JSON line on stdout; False when its reader has closed it (`| head -1`).
+    Then stdout goes to /dev/null, so no later write, Python's last flush included, fails."""
+    try:
+        for record in records:
+            print(json.dumps(record), flush=True)
+        return True
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return False
 
 
-def run(args, classifier, paths, first_line):
+def run(args, classifier, paths, first_line, open_=True):
     """Predict batch by batch, printing each batch's records as soon as it is done; the first
-    one is output line `first_line`. The next batch is decoded while this one runs."""
+    one is output line `first_line`. The next batch is decoded while this one runs. Once stdout
+    is closed the rest are predicted only for --csv; without it they are left. Returns the
+    records and whether stdout was open to the end."""
     from tqdm import tqdm
 
     from covidxray import prediction
@@ -173,10 +184,12 @@ def run(args, classifier, paths, first_line):
             batch_records, predicted = prediction.classify(classifier, batch, decoded)
             if args.gradcam and predicted:
                 write_overlays(classifier, args.gradcam, batch, predicted, first_line + rows.start)
-            emit(batch_records)
+            open_ = emit(batch_records) and open_
             records += batch_records
             progress.update(len(batch))
-    return records
+            if not open_ and not args.csv:
+                break
+    return records, open_
 
 
 def main(argv=None):
@@ -190,10 +203,13 @@ def main(argv=None):
     if not paths and not unread:
         raise PipelineError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in"
                             f" {', '.join(map(str, args.paths))}")
-    emit(unread)
-    records = run(args, classifier, paths, len(unread) + 1)
+    records, open_ = run(args, classifier, paths, len(unread) + 1, emit(unread))
     if args.csv:
         write_csv(args.csv, unread + records, classifier.classes)
+    if not open_:
+        print("predict: stdout was closed by its reader; "
+              + (f"every image was still predicted for --csv {args.csv}" if args.csv else
+                 f"stopped after {len(records)} of {len(paths)} image(s)"), file=sys.stderr)
     failed = sum("error" in r for r in records)
     flagged = sum("unreliable" in r for r in records)
     print(f"predict: {len(records)} image(s) read, {len(records) - failed} predicted, {failed}"

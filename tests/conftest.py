@@ -89,11 +89,12 @@ def write_tiny_models(models, tasks, size=32):
 
 
 def predict(project, *args, user=()):
-    """`python -m stages.predict` run in `project`, as `user` (a command prefix) when given."""
+    """`python -m stages.predict` run in `project`, as `user` (a command prefix) when given;
+    one that hangs (say on a FIFO) fails after 5 minutes instead of holding CI."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
     return subprocess.run([*user, sys.executable, "-m", "stages.predict", *map(str, args)],
-                          cwd=project, env=env, capture_output=True, text=True)
+                          cwd=project, env=env, capture_output=True, text=True, timeout=300)
 
 
 def records(run):

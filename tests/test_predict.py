@@ -419,3 +419,35 @@ def test_help_answers_without_importing_keras():
     shown = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                            text=True)
     assert shown.stdout.strip().splitlines()[-1] == "[]", shown.stderr
+
+
+def test_a_closed_stdout_ends_quietly_and_the_csv_still_holds_every_image(project):
+    """`predict ... | head -1`: no BrokenPipeError traceback; --csv gets every image."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    for csv in ("out/piped.csv", None):
+        command = [sys.executable, "-m", "stages.predict", "--task", "binary", "--batch-size",
+                   "1", *(["--csv", csv] if csv else []), "images/good"]
+        run = subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": path})
+        assert json.loads(run.stdout.readline())["path"] == "images/good/a_gray.png"
+        run.stdout.close()  # as `head -1` does
+        stderr = run.stderr.read()
+        assert run.wait(timeout=120) == 0 and "Traceback" not in stderr, stderr
+        assert "stdout was closed by its reader" in stderr
+        if csv:
+            table = pd.read_csv(project / csv)
+            assert len(table) == 4 and table["prediction"].notna().all()  # 4 top-level images
+
+
+def test_a_fifo_among_the_images_is_named_and_does_not_hang(project, tmp_path):
+    """Only regular files are images: a FIFO named like one gets an error record, at once."""
+    folder = tmp_path / "with-fifo"
+    write_image(folder / "a.png", 1, "RGB")
+    os.mkfifo(folder / "b.png")
+    run = predict(project, "--task", "binary", folder, folder / "b.png")
+    found = records(run)
+    assert [r["path"].rsplit("/", 1)[-1] for r in found] == ["a.png", "b.png", "b.png"]
+    assert "prediction" in found[0]
+    assert all("not a regular file (a FIFO" in r["error"] for r in found[1:])
+    assert run.returncode == 1
