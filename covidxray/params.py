@@ -10,9 +10,9 @@ import yaml
 from covidxray.checks import Section
 from covidxray.cli import PipelineError
 from covidxray.paths import PARAMS_FILE
+from covidxray.layouts import ExternalSet, Merge
 from covidxray.schema import (MIN_SIZE, Augment, Backbone, Bank, Confound, Controls, DISTRIBUTIONS,
-                              ExternalSet, Head, Holdout, Merge, Ood, Preprocess, Split,
-                              Task)
+                              Head, Holdout, Ood, Preprocess, Split, Task)
 
 @dataclass(frozen=True)
 class Recipe:

@@ -240,7 +240,7 @@ def hannover_candidates(root, views, skipped):
 
 def candidates(layout, root, spec, skipped, where):
     """The candidate rows of a folder (a table's file, for `table`) in one of the layouts
-    (schema.LAYOUT_KEYS), kept by `spec` (schema.Filter); `where` names the params that chose
+    (layouts.LAYOUT_KEYS), kept by `spec` (layouts.Filter); `where` names the params that chose
     them."""
     if layout == "folders":
         return folders_candidates(root, spec, skipped, where)

@@ -147,7 +147,7 @@ def params_with(folder, changes=None):
 
 def external_set(name, spec):
     """External set `name` of `spec` (a mapping, as under `external` in params.yaml) as
-    load_params reads it: a schema.ExternalSet."""
+    load_params reads it: a layouts.ExternalSet."""
     from covidxray.params import load_params
 
     with tempfile.TemporaryDirectory(prefix="params-") as folder:

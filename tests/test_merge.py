@@ -14,7 +14,7 @@ from covidxray import sources
 from covidxray.cli import PipelineError
 from covidxray.params import load_params
 from covidxray.paths import DETAIL, MANIFEST, SPLIT_DIR
-from covidxray.schema import DATA_REPORT_KEYS
+from covidxray.layouts import DATA_REPORT_KEYS
 from stages import merge, split
 from tests.conftest import ROOT, hannover_layout, params_with, write_image, write_params
 
