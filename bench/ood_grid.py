@@ -22,11 +22,10 @@ from covidxray import ood
 from covidxray.bank import build_features_model, feature_batches, feature_pass
 from covidxray.cli import cli
 from covidxray.params import load_params
-from covidxray.paths import EXTERNAL
 from covidxray.probes import probe_sets
-from covidxray.provenance import read_arrays
 from covidxray.shards import prepared_images, read_features
 from covidxray.splitting import read_split
+from covidxray.stored import external_images
 
 BATCH = 32
 
@@ -49,8 +48,7 @@ def probe_features(params, val_images, test):
     extractor = feature_pass(build_features_model(params.backbone, params.image_size))
     sets = validation_probes(val_images)
     if test:
-        sets |= {name: read_arrays(EXTERNAL / f"{name}.npz", "external")["images"]
-                 for name in params.external}
+        sets |= {name: external_images(name) for name in params.external}
         sets |= probe_sets(params.seed, params.image_size, params.preprocess)[0]
     return {name: np.concatenate(list(feature_batches(extractor, images, BATCH)))
             for name, images in sets.items() if len(images)}

@@ -82,6 +82,10 @@ class Reference:
     def distances(self, vectors):
         return kth_distances(self.vectors, vectors, self.neighbours)
 
+    def feature_distances(self, features):
+        """distances of the extractor's feature maps, pooled as the reference's were."""
+        return self.distances(pooled(features, self.grid))
+
     def why(self, distance):
         """Why an image of this distance gets no class, or None when it gets one."""
         if distance <= self.threshold:
@@ -144,7 +148,7 @@ class Check:
         if not len(images):
             return np.empty(0, np.float32)
         features = np.concatenate(list(feature_batches(self.model, images, BATCH)))
-        return self.reference.distances(pooled(features, self.reference.grid))
+        return self.reference.feature_distances(features)
 
     def unreliable(self, images):
         """Per image (decoded as the reference's were), why its class is not to be read, or
@@ -153,8 +157,7 @@ class Check:
 
     def unreliable_features(self, features):
         """The same from the images' features, as the extractor gives them."""
-        distances = self.reference.distances(pooled(features, self.reference.grid))
-        return [self.reference.why(d) for d in distances]
+        return [self.reference.why(d) for d in self.reference.feature_distances(features)]
 
 
 def load_check(path=REFERENCE, extractor=None):

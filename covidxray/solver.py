@@ -74,11 +74,12 @@ def solve_head(head, features, train, val, recipe, callbacks=()):
         raise PipelineError(f"task {task.name}: no training image of class(es)"
                             f" {[task.classes[i] for i in missing]}, so no head can be fitted")
     basis = row_space(x)
+    coordinates = x @ basis
     fitted = LogisticRegression(C=regularisation(hp.l2, len(x)), tol=TOLERANCE,
                                 max_iter=MAX_ITERATIONS)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        fitted.fit(x @ basis, y, sample_weight=weights)
+        fitted.fit(coordinates, y, sample_weight=weights)
     iterations = int(fitted.n_iter_.max())
     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
         print(f"solver {task.name}: L-BFGS stopped at {MAX_ITERATIONS} iterations before its"
@@ -86,7 +87,7 @@ def solve_head(head, features, train, val, recipe, callbacks=()):
     head.get_layer("logits").set_weights([(basis @ fitted.coef_.T).astype(np.float32),
                                           fitted.intercept_.astype(np.float32)])
     val_x = dense_inputs(head, features["plain"], val["image"].to_numpy()) @ basis
-    logs = {**scores(fitted, x @ basis, y, weights, hp.l2),
+    logs = {**scores(fitted, coordinates, y, weights, hp.l2),
             **{f"val_{k}": v for k, v in scores(
                 fitted, val_x, targets(val, n_classes).astype(int)).items()}}
     for callback in callbacks:

@@ -1,5 +1,5 @@
-"""The external sets as the pipeline stored them: their rows (the external stage's
-data/external/<set>.csv) and their images' plain features (the features stage's
+"""The external sets as the pipeline stored them: their rows and decoded images (the external
+stage's data/external/<set>.csv and .npz) and their images' plain features (the features stage's
 data/external_features/<set>.npz), in the same order."""
 
 import pandas as pd
@@ -11,6 +11,11 @@ from covidxray.provenance import read_arrays
 def external_rows(name):
     """The rows of external set `name`, in its images' order."""
     return pd.read_csv(EXTERNAL / f"{name}.csv")
+
+
+def external_images(name):
+    """The decoded images of external set `name`, N x size x size x 3 uint8."""
+    return read_arrays(EXTERNAL / f"{name}.npz", "external")["images"]
 
 
 def external_features(name):

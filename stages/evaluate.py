@@ -14,17 +14,16 @@ through VGG16 again. A fine-tuned model scores the decoded images.
 """
 
 import numpy as np
-import pandas as pd
 
 from covidxray.cli import cli, task_argument
 from covidxray.inputs import RowBatches
 from covidxray.files import replacing_folder, write_json, write_table
 from covidxray.headline import task_headline, task_verdict
 from covidxray.params import load_params
-from covidxray.paths import DETAIL, EXTERNAL, EXTERNAL_METRICS, METRICS, MODELS
-from covidxray.provenance import read_arrays, trained_record
+from covidxray.paths import DETAIL, EXTERNAL_METRICS, METRICS, MODELS
+from covidxray.provenance import trained_record
 from covidxray.splitting import read_split
-from covidxray.stored import external_features
+from covidxray.stored import external_features, external_images, external_rows
 from covidxray.model import head_probabilities, load_classifier, probabilities
 from covidxray.scoring import by_source, predictions_table, scores, val_scores
 from covidxray.shards import prepared_images, read_features
@@ -50,13 +49,12 @@ class Scorer:
     def external(self, name):
         if self.head is not None:
             return head_probabilities(self.head, external_features(name), self.batch)
-        images = read_arrays(EXTERNAL / f"{name}.npz", "external")["images"]
-        return probabilities(self.model, images, self.batch)
+        return probabilities(self.model, external_images(name), self.batch)
 
 
 def external_scores(scorer, name, classes):
     """One external set's metrics (only images of the task's classes count) and predictions."""
-    rows = pd.read_csv(EXTERNAL / f"{name}.csv")
+    rows = external_rows(name)
     probs = scorer.external(name) if len(rows) else np.empty((0, len(classes)))
     in_task = rows["class"].isin(classes).to_numpy()
     labels = rows.loc[in_task, "class"].map({c: i for i, c in enumerate(classes)}).to_numpy()

@@ -29,9 +29,10 @@ from covidxray.distribution import distributed
 from covidxray.files import replacing_folder
 from covidxray.machine import resolved_precision
 from covidxray.params import load_params
-from covidxray.paths import EXTERNAL, EXTERNAL_FEATURES, FEATURES
-from covidxray.provenance import manifest_digest, read_arrays, write_arrays
+from covidxray.paths import EXTERNAL_FEATURES, FEATURES
+from covidxray.provenance import manifest_digest, write_arrays
 from covidxray.shards import prepared_images, view_name, write_shards
+from covidxray.stored import external_images
 
 
 def write_bank(params, extractor, batch):
@@ -56,14 +57,14 @@ def write_bank(params, extractor, batch):
 def write_external(names, extractor, batch):
     """Each external set's plain features, float32: data/external_features/<set>.npz."""
     plain, shape = feature_pass(extractor), extractor.output_shape[1:]
-    sets = {name: read_arrays(EXTERNAL / f"{name}.npz", "external")["images"] for name in names}
-    needs = sum(len(images) for images in sets.values()) * math.prod(shape) * 4
-    with replacing_folder(EXTERNAL_FEATURES, needs) as folder:
+    sets = {name: external_images(name) for name in names}
+    images_count = sum(len(images) for images in sets.values())
+    with replacing_folder(EXTERNAL_FEATURES, images_count * math.prod(shape) * 4) as folder:
         for name, images in sets.items():
             found = list(feature_batches(plain, images, batch))
             write_arrays(folder / f"{name}.npz", features=np.concatenate(found).astype(np.float32)
                          if found else np.empty((0, *shape), np.float32))
-    return sum(len(images) for images in sets.values())
+    return images_count
 
 
 def main():
