@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RAW_SOURCES := data/raw/covid-chestxray-dataset data/raw/chest-xray-pneumonia \
-	data/raw/nih-chestxray14 data/raw/hannover-covid-19
+	data/raw/nih-chestxray14 data/raw/hannover-covid-19 data/raw/covid-chestxray-dataset-2020-06-22
 # runs a command with the venv's python and kaggle CLI first on PATH, as activating it would
 IN_VENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 

@@ -12,11 +12,13 @@ from covidxray.schema import CLASSES, SOURCES
 AGE_GROUPS = ("adult", "child", "unknown")
 # the keys of each layout beside `layout` and `path`; `sources` stands for `source`, or for
 # `sources` where a table has a source column
-LAYOUT_KEYS = {"covid": ("modality", "views", "findings"), "kaggle": ("splits",),
+LAYOUT_KEYS = {"covid": ("modality", "views", "findings", "sources"), "kaggle": ("splits",),
                "nih": ("findings", "ages", "views"), "hannover": ("views",),
                "folders": ("findings", "patient", "age_group", "sources"),
                "table": ("columns", "images", "findings", "age_group", "sources")}
-GENERIC = ("folders", "table")  # the layouts of your own data, also training sources
+# the layouts of merge.sources' sets: your own data, or another ieee8023 snapshot
+TRAINING = ("folders", "table", "covid")
+COLLECTION = "covid-chestxray"  # the covid layout's source unless a set names its own
 # metrics/detail/data.json's own keys, beside one per source sampled apart (stages/merge.py)
 DATA_REPORT_KEYS = ("classes", "sources", "total", "patients", "n_skipped", "n_duplicates",
                     "skipped", "duplicates")
@@ -40,8 +42,7 @@ class Filter:
 
     @classmethod
     def read(cls, s, keys, per_class=False, name=None):
-        """The keys of a layout (LAYOUT_KEYS); `name`, the set's, is the generic layouts'
-        default source."""
+        """The keys of a layout (LAYOUT_KEYS); `name` is the default source."""
         read = {"views": lambda: s.names("views"), "splits": lambda: s.names("splits"),
                 # text keys: a CSV's label or a folder's name is text, whatever YAML made of it
                 "findings": lambda: {str(k): v for k, v in s.labels("findings", CLASSES).items()},
@@ -84,7 +85,8 @@ def table_columns(s):
 
 def covid_filter(s):
     """merge.covid: metadata.csv rows of one finding, which become the covid class."""
-    return replace(Filter.read(s, ("modality", "views")), findings={s.text("finding"): "covid"})
+    return replace(Filter.read(s, ("modality", "views")), findings={s.text("finding"): "covid"},
+                   sources=(COLLECTION,))
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class Merge:
     per_class: dict
     nih: Filter = None  # None: the source is left out
     hannover: Filter = None
-    sources: dict = field(default_factory=dict)  # name -> ExternalSet of a GENERIC layout
+    sources: dict = field(default_factory=dict)  # name -> ExternalSet of a TRAINING layout
 
     @classmethod
     def read(cls, s):
@@ -114,7 +116,7 @@ class Merge:
 
 
 def training_sets(s, read):
-    """merge.sources: name -> a set of a generic layout with its per_class. Its name and sources
+    """merge.sources: name -> a set of a TRAINING layout with its per_class. Its name and sources
     must be new to `read` (source -> the key that reads it), which each set then extends: rows of
     one source from two places would be sampled and reported twice."""
     sets = {}
@@ -122,7 +124,7 @@ def training_sets(s, read):
         if name in DATA_REPORT_KEYS:  # its counts there would overwrite, or be overwritten
             raise PipelineError(f"params.yaml: {s.key(name)}: {name!r} is a key of"
                                 " metrics/detail/data.json's own; give the set another name")
-        sets[name] = s.read(name, ExternalSet.read, name, GENERIC, True)
+        sets[name] = s.read(name, ExternalSet.read, name, TRAINING, True)
         for source in dict.fromkeys((name, *sets[name].filter.sources)):
             if source in read:
                 raise PipelineError(f"params.yaml: {s.key(name)} names source {source!r}, which"
@@ -142,7 +144,9 @@ class ExternalSet:
 
     @classmethod
     def read(cls, s, name, layouts=tuple(LAYOUT_KEYS), per_class=False):
-        """An external set, or (GENERIC layouts, per_class) a set of merge.sources."""
+        """An external set, or (TRAINING layouts, per_class) a set of merge.sources. The
+        source of its rows: `source`, else the set's name (the covid layout's: COLLECTION)."""
         layout = s.choice("layout", layouts)
+        default = COLLECTION if layout == "covid" else name
         return cls(name=name, layout=layout, path=Path(s.text("path")),
-                   filter=Filter.read(s, LAYOUT_KEYS[layout], per_class, name))
+                   filter=Filter.read(s, LAYOUT_KEYS[layout], per_class, default))

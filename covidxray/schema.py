@@ -34,13 +34,20 @@ class Split:
     test_per_class: int
     val_fraction: float
     separately: tuple = ()
+    own_test: dict = None  # test_per_class_by_source: a source of `separately` -> its own count
 
     @classmethod
     def read(cls, s, sources=SOURCES):
+        separately = s.names("separately", sources) if s.raw("separately", []) else ()
+        own = s.read("test_per_class_by_source", lambda m: {
+            source: m.whole(source, 1) for source in m.keys_of(m, separately)}, default=None)
         return cls(test_per_class=s.whole("test_per_class", 1),
                    val_fraction=s.number("val_fraction", lambda v: 0 < v <= 0.5, "in (0, 0.5]"),
-                   separately=s.names("separately", sources) if s.raw("separately", [])
-                   else ())
+                   separately=separately, own_test=own or {})
+
+    def test_images(self, source=None):
+        """Test images a class of a source (None: of those not split separately)."""
+        return (self.own_test or {}).get(source, self.test_per_class)
 
 
 @dataclass(frozen=True)

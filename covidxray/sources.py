@@ -19,9 +19,12 @@ from covidxray.cli import PipelineError
 from covidxray.files import sha256
 from covidxray.folders import folder_files, listing, misnamed, named_folder, present, unreadable
 from covidxray.images import open_rgb
-from covidxray.tables import listed_file, read_rows
+from covidxray.tables import listed_file, listed_twice, read_rows
 
-COVID_COLUMNS = ("Patientid", "age", "finding", "view", "modality", "filename")
+# metadata.csv's columns: upstream renamed Patientid patientid after 2020-03-18, and added others
+COVID_COLUMNS = (("Patientid", "patientid"), "age", "finding", "view", "modality", "location",
+                 "filename")
+UNLABELLED = ("todo",)  # findings upstream had not labelled yet (2020-06-22 rows)
 NIH_TABLES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "sample_labels.csv")
 NIH_COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "View Position")
 NIH_LABELS = {"Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema",
@@ -114,25 +117,35 @@ def table_candidates(table, spec, skipped):
     return rows
 
 
-def covid_candidates(root, findings, modality, views, skipped):
-    """Rows of <root>/metadata.csv (the covid-chestxray-dataset layout) of the given modality and
-    views whose finding is a key of `findings`, labelled with its value (a class)."""
-    rows, metadata = [], Path(root) / "metadata.csv"
+def covid_candidates(root, spec, skipped):
+    """Rows of <root>/metadata.csv (the covid-chestxray-dataset layout, in its schema of
+    2020-03-18 or of later snapshots) of spec's modality and views whose finding is a key of
+    spec.findings, labelled with its value (a class), of source spec.sources[0]; `location` is
+    each image's site. Patient ids are upstream's one numbering, whatever the snapshot. A row
+    not labelled yet (`todo`), or a later row of a file listed twice, is left out with its line."""
+    rows, metadata, listed = [], Path(root) / "metadata.csv", {}
     for record in read_rows(metadata, COVID_COLUMNS, skipped):
-        if (record["finding"] not in findings or record["modality"] != modality
-                or record["view"] not in views):
-            continue  # another finding, modality or view: not a candidate, by the params
+        if record["modality"] != spec.modality or record["view"] not in spec.views:
+            continue  # another modality or view: not a candidate, by the params
+        if record["finding"] in UNLABELLED:
+            skipped.append({"path": f"{metadata}:{record['line']}", "reason":
+                            f"finding {record['finding']!r}: not labelled upstream yet"})
+            continue
+        if record["finding"] not in spec.findings:
+            continue  # another finding: not a candidate, by the params
         name, patient = record["filename"], record["Patientid"]
         path = Path(root) / "images" / name
         if not patient or not name or Path(name).name != name:
             skipped.append({"path": f"{metadata}:{record['line']}",
                             "reason": "no Patientid" if not patient else
                             f"filename {name!r} is not a file name in images/"})
+        elif listed_twice(listed, name, metadata, record["line"], skipped):
+            continue  # the first row of a file decides
         elif listed_file(path, metadata, record["line"], skipped):
             age = years(record["age"])
-            rows.append({"path": str(path), "class": findings[record["finding"]],
-                         "patient": f"covid:{patient}", "source": "covid-chestxray",
-                         "age_group": age_group(age)})
+            rows.append({"path": str(path), "class": spec.findings[record["finding"]],
+                         "patient": f"covid:{patient}", "source": spec.sources[0],
+                         "age_group": age_group(age), "site": record["location"].strip()})
     return rows
 
 
@@ -192,11 +205,10 @@ def nih_candidates(root, findings, ages, views, skipped):
     rows, listed = [], {}
     for record in read_rows(table, NIH_COLUMNS, skipped):
         where = f"{table}:{record['line']}"
-        cls, reason = nih_label(record["Finding Labels"].split("|"), findings)
         age, name = years(record["Patient Age"]), record["Image Index"]
-        first = listed.setdefault(name, record["line"])
-        if first != record["line"]:  # the first row of an image decides, whatever a later says
-            reason = f"{name} listed twice in {table.name} (lines {first} and {record['line']})"
+        if listed_twice(listed, name, table, record["line"], skipped):
+            continue
+        cls, reason = nih_label(record["Finding Labels"].split("|"), findings)
         if reason is None and (age is None or age > MAX_AGE):
             reason = f"age {record['Patient Age']!r} is not a whole number of years up to {MAX_AGE}"
         if reason is None and not record["Patient ID"]:
@@ -247,7 +259,7 @@ def candidates(layout, root, spec, skipped, where):
     if layout == "table":
         return table_candidates(root, spec, skipped)
     if layout == "covid":
-        return covid_candidates(root, spec.findings, spec.modality, spec.views, skipped)
+        return covid_candidates(root, spec, skipped)
     if layout == "nih":
         return nih_candidates(root, spec.findings, spec.ages, spec.views, skipped)
     if layout == "hannover":
@@ -272,5 +284,6 @@ def describe(rows, skipped):
             duplicates.append({"path": row["path"], "duplicate_of": seen[digest]})
             continue
         seen[digest] = row["path"]
-        kept.append({**row, "sha256": digest, "width": image.width, "height": image.height})
+        kept.append({**row, "site": row.get("site", ""), "sha256": digest,
+                     "width": image.width, "height": image.height})
     return pd.DataFrame(kept), duplicates

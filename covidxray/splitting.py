@@ -18,7 +18,7 @@ from covidxray.paths import MANIFEST, SPLIT_DIR, SPLITS
 from covidxray.provenance import made_from_manifest, manifest_digest
 
 
-def pick_test_patients(manifest, per_class, seed):
+def pick_test_patients(manifest, per_class, seed, key="split.test_per_class"):
     """Whole patients, drawn at random per class, until each class has exactly per_class images."""
     rng = np.random.default_rng(seed)
     by_patient = pd.crosstab(manifest["patient"], manifest["class"])
@@ -27,7 +27,7 @@ def pick_test_patients(manifest, per_class, seed):
         available = int((manifest["class"] == cls).sum())
         if available <= per_class:
             raise PipelineError(
-                f"{MANIFEST}: class {cls!r} has {available} image(s); split.test_per_class="
+                f"{MANIFEST}: class {cls!r} has {available} image(s); {key}="
                 f"{per_class} leaves none for training"
             )
         candidates = by_patient.index[by_patient[cls] > 0].drop(chosen, errors="ignore")
@@ -42,7 +42,7 @@ def pick_test_patients(manifest, per_class, seed):
         if counts[cls] < per_class:
             raise PipelineError(
                 f"{MANIFEST}: cannot make {per_class} test images of class {cls!r} from whole"
-                f" patients (reached {counts[cls]}); lower split.test_per_class"
+                f" patients (reached {counts[cls]}); lower {key}"
             )
     return set(chosen)
 
@@ -69,15 +69,20 @@ def draw_split(manifest, split, seed):
     """train, val and test tables per the `split` params; column `image` keeps each row's
     position in the manifest.
 
-    The rows of each source in `split.separately` are split on their own (test_per_class images
-    of each of its classes in the test set), after the others: adding such a source leaves the
-    other sources' split, and so the tutorial's tasks, as they were.
+    The rows of each source in `split.separately` are split on their own (test_per_class images,
+    or the source's own count, of each of its classes in the test set), after the others:
+    adding such a source leaves the other sources' split, and so the tutorial's tasks, as they
+    were.
     """
     manifest = manifest.reset_index(names="image")
     alone = manifest["source"].isin(split.separately)
-    blocks = [manifest[~alone], *(manifest[manifest["source"] == s] for s in split.separately)]
-    parts = [split_block(block, split.test_per_class, split.val_fraction, seed)
-             for block in blocks if len(block)]
+    blocks = [(None, manifest[~alone]),
+              *((s, manifest[manifest["source"] == s]) for s in split.separately)]
+    parts = [split_block(block, split.test_images(source), split.val_fraction, seed,
+                         f"split.test_per_class_by_source.{source}"
+                         if source in (split.own_test or {})
+                         else "split.test_per_class")
+             for source, block in blocks if len(block)]
     return {name: pd.concat([part[name] for part in parts]) for name in SPLITS}
 
 
@@ -99,8 +104,8 @@ def draw_splits(manifest, split, seeds):
     return drawn
 
 
-def split_block(manifest, test_per_class, val_fraction, seed):
-    test_patients = pick_test_patients(manifest, test_per_class, seed)
+def split_block(manifest, test_per_class, val_fraction, seed, key="split.test_per_class"):
+    test_patients = pick_test_patients(manifest, test_per_class, seed, key)
     is_test = manifest["patient"].isin(test_patients)
     rest = manifest[~is_test].reset_index(drop=True)
     is_val = np.zeros(len(rest), dtype=bool)

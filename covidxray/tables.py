@@ -11,15 +11,19 @@ from covidxray.folders import NOT_UTF8, present
 
 def read_rows(path, columns, skipped):
     """A CSV file's rows as dicts, each with `line`, its line number(s); the header must name
-    `columns`. A row that cannot be read goes to `skipped` as <path>:<line> with the reason:
-    invalid UTF-8, or a field count other than the header's (an unclosed quote joins lines
-    into one such row)."""
+    `columns`, each a name or a tuple of names of which one will do (an upstream that renamed a
+    column; the row holds it under the first). A row that cannot be read goes to `skipped` as
+    <path>:<line> with the reason: invalid UTF-8, or a field count other than the header's (an
+    unclosed quote joins lines into one such row)."""
     try:
         reader = csv.reader(io.StringIO(
             # utf-8-sig: Excel's "CSV UTF-8" starts the file with a byte-order mark
             Path(path).read_bytes().decode("utf-8-sig", errors="surrogateescape"), newline=""))
         header = next(reader, None)
-        missing = [c for c in columns if c not in (header or [])]
+        found = {names[0] if isinstance(names, tuple) else names: named(names, header or [])
+                 for names in columns}
+        missing = [" or ".join(names) if isinstance(names, tuple) else names
+                   for names in columns if named(names, header or []) is None]
         if not header or missing:
             raise PipelineError(f"{path}: cannot read (no header)" if not header
                                 else f"{path}: missing column(s) {', '.join(missing)}")
@@ -36,10 +40,29 @@ def read_rows(path, columns, skipped):
             elif NOT_UTF8.search("".join(fields)):
                 skipped.append({"path": f"{path}:{line}", "reason": "not valid UTF-8"})
             else:
-                rows.append({**dict(zip(header, fields)), "line": line})
+                row = dict(zip(header, fields))
+                rows.append({**row, **{key: row[name] for key, name in found.items()},
+                             "line": line})
     except (OSError, csv.Error) as err:
         raise PipelineError(f"{path}: cannot read ({err})") from err
     return rows
+
+
+def named(names, header):
+    """The header's column of `names` (one name, or a tuple of alternatives), or None."""
+    return next((name for name in (names if isinstance(names, tuple) else (names,))
+                 if name in header), None)
+
+
+def listed_twice(listed, name, table, line, skipped):
+    """Whether `name` was listed on an earlier row of `table` (listed: name -> first line); a
+    later row goes to `skipped`, as the first row of a file decides whatever a later one says."""
+    first = listed.setdefault(name, line)
+    if first == line:
+        return False
+    skipped.append({"path": f"{table}:{line}", "reason": f"{name} listed twice in"
+                    f" {Path(table).name} (lines {first} and {line})"})
+    return True
 
 
 def listed_file(path, table, line, skipped):

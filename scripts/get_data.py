@@ -1,11 +1,13 @@
-"""Make the four source datasets available under data/raw/, in their upstream layouts.
+"""Make the five source datasets available under data/raw/, in their upstream layouts.
 
 covid-chestxray-dataset (COVID-19), chest-xray-pneumonia (Kermany: normal and pneumonia, all
 children), nih-chestxray14 (NIH ChestX-ray14: adults and children, normal and pneumonia) and
-hannover-covid-19 (Hannover Medical School: adults with COVID-19). From a local mirror folder
+hannover-covid-19 (Hannover Medical School: adults with COVID-19) and
+covid-chestxray-dataset-2020-06-22 (ieee8023's frontal X-rays added up to 2020-06-22: COVID-19
+from 66 locations, and X-rays without it). From a local mirror folder
 when there is one (default ../shared/datasets, or the folder named by COVIDXRAY_MIRROR), copied,
 never written into; otherwise downloaded from upstream, except NIH's (45 GB in full) and
-Hannover's, which the user fetches by hand when there is no mirror. Copies,
+Hannover's and the 2020-06-22 rows, which the user fetches by hand when there is no mirror. Copies,
 not links, because DVC tracks data/raw (`make setup` runs `dvc add`), so that experiments in
 temporary workspaces get the data from DVC's cache. Safe to run again: a source already in
 place is left alone.
@@ -25,6 +27,8 @@ COVID = "covid-chestxray-dataset"
 KERMANY = "chest-xray-pneumonia"
 NIH = "nih-chestxray14"
 HANNOVER = "hannover-covid-19"
+COVID_JUNE = "covid-chestxray-dataset-2020-06-22"
+COVID_JUNE_COMMIT = "584034aa7fbf06496741f11008d72fd791c8e443"  # upstream master, 2020-06-22
 COVID_COMMIT = "4e47ad09d49db15d004c974e268bbbd3b7e10699"  # 2020-03-18, the tutorial's snapshot
 COVID_URL = f"https://github.com/ieee8023/{COVID}/archive/{COVID_COMMIT}.zip"
 KAGGLE_DATASET = "paultimothymooney/chest-xray-pneumonia"
@@ -37,6 +41,7 @@ MARKERS = {
     KERMANY: ("chest_xray/train",),
     NIH: ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "sample_labels.csv"),
     HANNOVER: ("data.csv",),
+    COVID_JUNE: ("metadata.csv",),
 }
 # the mirror holds only a sample of NIH's set, and names its folder so
 MIRROR_NAMES = {NIH: "nih-chestxray14-sample"}
@@ -128,10 +133,20 @@ def download_hannover():
     )
 
 
+def download_covid_june():
+    sys.exit(
+        f"error: {RAW / COVID_JUNE} is missing and no mirror was found at {mirror()}.\n"
+        f"  Either point COVIDXRAY_MIRROR at a folder holding {COVID_JUNE}/,\n"
+        f"  or build it by hand from ieee8023/{COVID} at {COVID_JUNE_COMMIT}:\n"
+        f"  its metadata.csv rows of frontal X-rays (PA, AP, AP Supine) whose file is not in\n"
+        f"  {RAW / COVID}/, and those images, into {RAW / COVID_JUNE}/ (docs/data.md)."
+    )
+
+
 def main():
     RAW.mkdir(parents=True, exist_ok=True)
     sources = ((COVID, download_covid), (KERMANY, download_kermany), (NIH, download_nih),
-               (HANNOVER, download_hannover))
+               (HANNOVER, download_hannover), (COVID_JUNE, download_covid_june))
     for name, download in sources:
         if present(name):
             print(f"get_data: {RAW / name} already in place")

@@ -20,6 +20,11 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="covidxray-test-cache-")
 METADATA_HEADER = "Patientid,offset,sex,age,finding,survival,view,modality,date,location,filename\n"
 NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
               "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n")
+# the 2020-06-22 snapshot's: columns renamed and added, a trailing empty one
+JUNE_HEADER = ("patientid,offset,sex,age,finding,survival,intubated,intubation_present,went_icu,"
+               "in_icu,needed_supplemental_O2,extubated,temperature,pO2_saturation,"
+               "leukocyte_count,neutrophil_count,lymphocyte_count,view,modality,date,location,"
+               "folder,filename,doi,url,license,clinical_notes,other_notes,\n")
 HANNOVER_HEADER = ("patient_id,image_id,sex,age,size,weight,admission_offset,icu_admission_offset,"
                    "icu_release_offset,death_offset,modality,projection,crp_offset,crp_val\n")
 
@@ -30,6 +35,24 @@ def nih_row(name, labels, patient, age, view="PA"):
 
 def hannover_row(patient, image, projection):
     return f"{patient},{image},f,,,,0,,,,CR,{projection},0.0,3.0\n"
+
+
+def june_row(patient, finding, view, location, filename, age="50"):
+    """A metadata.csv row in the schema of the 2020-06-22 snapshot (JUNE_HEADER)."""
+    return (f"{patient},0,M,{age},\"{finding}\",,,,,,,,,,,,,{view},X-ray,2020,\"{location}\","
+            "images,"
+            f"{filename},,,,,,\n")
+
+
+def june_layout(root, rows, seed=500):
+    """metadata.csv of rows (june_row's arguments) in the 2020-06-22 schema and images/ of each;
+    a filename that starts with `missing` gets no image."""
+    for i, row in enumerate(rows):
+        if not row[4].startswith("missing"):
+            write_image(root / "images" / row[4], seed + i)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "metadata.csv").write_text(JUNE_HEADER + "".join(june_row(*row) for row in rows))
+    return root
 
 
 def hannover_layout(root, rows, seed=400):
@@ -108,6 +131,11 @@ TINY = {"image_size": 32, "shard_size": 5, "backbone": {"weights": "none"},
                              "sources": ["kermany", "covid-chestxray"], "epochs": 1,
                              "lr": 1e-3, "batch_size": 4}},
         "split": {"test_per_class": 1, "val_fraction": 0.5}}
+
+
+def with_june(**sets):
+    """merge.sources: params.yaml's (the June collection, which adult_covid names), and `sets`."""
+    return {**yaml.safe_load((ROOT / "params.yaml").read_text())["merge"]["sources"], **sets}
 
 
 def write_params(**changes):
@@ -212,6 +240,7 @@ def sources(tmp_path, monkeypatch):
             rows.append(nih_row(name, labels, patient, 30 + i))
     (nih / "Data_Entry_2017.csv").write_text(NIH_HEADER + "".join(rows))
     hannover = hannover_layout(Path("data/raw/hannover-covid-19"), [])
+    june_layout(Path("data/raw/covid-chestxray-dataset-2020-06-22"), [])
     write_params(merge={"per_class": {"normal": 4, "bacterial": 4, "viral": 4, "covid": 4}})
     return {"kermany": kermany, "covid": covid, "nih": nih, "hannover": hannover}
 

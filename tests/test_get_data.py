@@ -17,7 +17,7 @@ def get_data(cwd, mirror, home):
                           capture_output=True, text=True)
 
 
-def fake_mirror(path, with_kermany=True, with_nih=True, with_hannover=True):
+def fake_mirror(path, with_kermany=True, with_nih=True, with_hannover=True, with_june=True):
     (path / "covid-chestxray-dataset").mkdir(parents=True)
     (path / "covid-chestxray-dataset" / "metadata.csv").write_text("Patientid\n")
     if with_kermany:
@@ -30,6 +30,9 @@ def fake_mirror(path, with_kermany=True, with_nih=True, with_hannover=True):
         (path / "hannover-covid-19" / "png").mkdir(parents=True)
         (path / "hannover-covid-19" / "png" / "fff13f3a.png").write_bytes(b"png")
         (path / "hannover-covid-19" / "data.csv").write_text("patient_id\n")
+    if with_june:
+        (path / "covid-chestxray-dataset-2020-06-22").mkdir(parents=True)
+        (path / "covid-chestxray-dataset-2020-06-22" / "metadata.csv").write_text("patientid\n")
     return path
 
 
@@ -50,7 +53,7 @@ def test_sources_are_copied_from_the_mirror_and_a_second_run_is_harmless(tmp_pat
     assert not any(path.is_symlink() for path in raw.iterdir())
     assert (raw / "covid-chestxray-dataset").stat().st_mode & 0o200  # copies are writable
     second = get_data(tmp_path / "repo", mirror, tmp_path)
-    assert second.returncode == 0 and second.stdout.count("already in place") == 4
+    assert second.returncode == 0 and second.stdout.count("already in place") == 5
 
 
 def test_the_nih_sample_is_copied_from_its_mirror_folder_to_data_raw_nih_chestxray14(tmp_path):
@@ -87,6 +90,9 @@ def test_any_of_nihs_labels_files_marks_its_folder_as_in_place(tmp_path, labels)
     ({"with_hannover": False}, "hannover-covid-19",
      ["COVIDXRAY_MIRROR", "github.com/ml-workgroup/covid-19-image-repository", "10.25835/0090041",
       "data.csv and png/ into data/raw/hannover-covid-19/"]),
+    ({"with_june": False}, "covid-chestxray-dataset-2020-06-22",
+     ["COVIDXRAY_MIRROR", "584034aa7fbf06496741f11008d72fd791c8e443", "PA, AP, AP Supine",
+      "into data/raw/covid-chestxray-dataset-2020-06-22/"]),
 ])
 def test_without_mirror_it_says_how_to_get_a_source_by_hand(tmp_path, missing, name, advice):
     mirror = fake_mirror(tmp_path / "mirror", **missing)

@@ -125,10 +125,10 @@ def repo_params(folder, **holdout):
     ({"task": "adult_pneumonia", "sources": ["hannover"]},
      "holdout.sources must list sources of task adult_pneumonia"),
     ({"sources": ["covid-chestxray", "kermany"]},
-     "holdout.sources must list sources of task adult_covid (covid-chestxray, nih, hannover),"
-     " got ['covid-chestxray', 'kermany']"),
+     "holdout.sources must list sources of task adult_covid (covid-chestxray, nih, hannover,"
+     " covid-chestxray-june), got ['covid-chestxray', 'kermany']"),
     ({"sources": []}, "holdout.sources must be a list of kermany, covid-chestxray, nih, hannover,"
-                      " got []"),
+                      " covid-chestxray-june, got []"),
     ({"fractions": [0.5]}, "holdout.fractions must be a list holding 1"),
     ({"fractions": [0, 1]}, "holdout.fractions must be a list of numbers in (0, 1], got [0, 1]"),
     ({"within_source": "nowhere"},

@@ -16,7 +16,8 @@ from covidxray.params import load_params
 from covidxray.paths import DETAIL, MANIFEST, SPLIT_DIR
 from covidxray.layouts import DATA_REPORT_KEYS
 from stages import merge, split
-from tests.conftest import ROOT, hannover_layout, params_with, write_image, write_params
+from tests.conftest import (ROOT, hannover_layout, params_with, with_june, write_image,
+                            write_params)
 
 NOT_UTF8 = os.fsdecode(b"x\xff")  # a name of raw bytes, as a file system may hold
 CLINIC = Path("data/raw/clinic")
@@ -54,8 +55,8 @@ def test_merge_labels_every_source_and_records_patients(sources):
     assert manifest.groupby(["source", "class"]).size().to_dict() == {
         ("kermany", "bacterial"): 4, ("covid-chestxray", "covid"): 4, ("kermany", "normal"): 4,
         ("kermany", "viral"): 4, ("nih", "normal"): 4, ("nih", "pneumonia_other"): 4}
-    assert set(manifest.columns) == {"path", "class", "patient", "source", "age_group", "sha256",
-                                     "width", "height"}
+    assert set(manifest.columns) == {"path", "class", "patient", "source", "age_group", "site",
+                                     "sha256", "width", "height"}
     row = manifest.set_index("path").loc[str(sources["covid"] / "images" / "covid-2.png")]
     assert (row["class"], row["patient"], row["source"]) == ("covid", "covid:2", "covid-chestxray")
     assert (row["width"], row["height"]) == (40, 32)
@@ -261,8 +262,8 @@ def test_a_training_source_of_your_own_comes_last_and_leaves_the_rows_before_it_
     merge.main()
     before = MANIFEST.read_text()
     write_clinic()
-    write_params(merge={"sources": {"clinic": {**CLINIC_SOURCE,
-                                               "per_class": {"covid": 4, "normal": 9}}}})
+    write_params(merge={"sources": with_june(clinic={**CLINIC_SOURCE,
+                                                     "per_class": {"covid": 4, "normal": 9}})})
     merge.main()
     manifest, report = read_outputs()
     assert MANIFEST.read_text().startswith(before)  # the same rows, drawn by the same draws
@@ -272,13 +273,14 @@ def test_a_training_source_of_your_own_comes_last_and_leaves_the_rows_before_it_
     assert set(clinic["patient"]) <= {f"clinic:p{i}" for i in range(1, 8)}
     assert report["clinic"] == {"covid": {"available": 6, "requested": 4, "selected": 4},
                                 "normal": {"available": 5, "requested": 9, "selected": 5}}
-    assert set(report) == {*DATA_REPORT_KEYS, "nih", "hannover", "clinic"}  # no name clashes
+    assert set(report) == {*DATA_REPORT_KEYS, "nih", "hannover", *with_june(), "clinic"}
 
 
 def test_a_source_of_your_own_is_split_by_whole_patients(sources):
     write_clinic()
-    write_params(merge={"sources": {"clinic": CLINIC_SOURCE}},
-                 split={"test_per_class": 1, "val_fraction": 0.5, "separately": ["clinic"]})
+    write_params(merge={"sources": with_june(clinic=CLINIC_SOURCE)},
+                 split={"test_per_class": 1, "val_fraction": 0.5, "separately": ["clinic"],
+                        "test_per_class_by_source": {}})
     merge.main()
     split.main()
     parts = {name: pd.read_csv(SPLIT_DIR / f"{name}.csv") for name in ("train", "val", "test")}
@@ -290,7 +292,7 @@ def test_a_source_of_your_own_is_split_by_whole_patients(sources):
 
 @pytest.mark.parametrize("changes, message", [
     ({"merge.sources.clinic": {**CLINIC_SOURCE, "layout": "kaggle"}},
-     "merge.sources.clinic.layout must be one of folders, table, got 'kaggle'"),
+     "merge.sources.clinic.layout must be one of folders, table, covid, got 'kaggle'"),
     ({"merge.sources.clinic": {k: v for k, v in CLINIC_SOURCE.items() if k != "per_class"}},
      "merge.sources.clinic.per_class is missing"),
     ({"merge.sources.hannover": CLINIC_SOURCE},
@@ -322,11 +324,11 @@ def test_hannover_through_the_table_layout_gives_the_same_manifest(sources):
     data = pd.read_csv(sources["hannover"] / "data.csv", dtype=str, keep_default_na=False)
     data.assign(path="png/" + data.image_id + ".png", label="covid").to_csv(
         "data/raw/hannover-table.csv", index=False)
-    params = write_params(merge={"sources": {"hannover": {
+    params = write_params(merge={"sources": with_june(hannover={
         "layout": "table", "path": "data/raw/hannover-table.csv",
         "images": str(sources["hannover"]), "findings": {"covid": "covid"},
         "columns": {"path": "path", "label": "label", "patient": "patient_id"},
-        "age_group": "adult", "per_class": spec["per_class"]}}})
+        "age_group": "adult", "per_class": spec["per_class"]})})
     del params["merge"]["hannover"]
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     merge.main()

@@ -15,6 +15,7 @@ from covidxray.schema import CLASSES, SOURCES
 from tests.conftest import DELETE, ROOT, params_with
 
 TUTORIAL = ["kermany", "covid-chestxray"]
+KNOWN = (*SOURCES, "covid-chestxray-june")  # params.yaml's merge.sources adds the June collection
 
 
 def refused(folder, changes, message):
@@ -74,7 +75,7 @@ def test_an_unknown_task_is_named_with_the_tasks_there_are():
     ({"classes": ["covid", "covid"], "sources": TUTORIAL},
      f"tasks.odd.classes must be at least two of {', '.join(CLASSES)}, got ['covid', 'covid']"),
     ({"classes": ["normal", "covid"], "sources": ["mayo"]},
-     f"tasks.odd.sources must be a list of {', '.join(SOURCES)}, got ['mayo']"),
+     f"tasks.odd.sources must be a list of {', '.join(KNOWN)}, got ['mayo']"),
     ({"classes": ["normal", "covid"]}, "tasks.odd.sources is missing"),
 ])
 def test_a_tasks_classes_and_sources_must_be_known_ones(tmp_path, spec, message):
@@ -179,12 +180,13 @@ def test_keys_that_name_sources_may_name_those_merge_sources_adds(tmp_path):
     own = {"layout": "table", "path": "data/raw/ward.csv", "findings": {"COVID-19": "covid"},
            "columns": {"path": "file", "label": "finding", "patient": "pid", "source": "site"},
            "sources": ["ward-a", "ward-b"], "per_class": {"covid": 10}}
-    naming = {"split.separately": ["nih", "ward-a"], "holdout.sources": ["hannover", "ward-b"],
+    naming = {"split.separately": ["nih", "ward-a"], "split.test_per_class_by_source": DELETE,
+              "holdout.sources": ["hannover", "ward-b"],
               "tasks.adult_covid.sources": ["covid-chestxray", "nih", "hannover", "ward-a",
                                             "ward-b"]}
     params = load_params(params_with(tmp_path, {**naming, "merge.sources.ward": own}))
-    assert params.merge.manifest_sources == (*SOURCES, "ward-a", "ward-b")
+    assert params.merge.manifest_sources == (*KNOWN, "ward-a", "ward-b")
     assert params.split.separately == ("nih", "ward-a")
     assert params.task("adult_covid").sources[-2:] == ("ward-a", "ward-b")
     refused(tmp_path, naming, "split.separately must be a list of"
-                              f" {', '.join(SOURCES)}, got ['nih', 'ward-a']")
+                              f" {', '.join(KNOWN)}, got ['nih', 'ward-a']")

@@ -8,7 +8,7 @@ from covidxray.params import load_params
 from covidxray.paths import MANIFEST
 from covidxray.schema import Split
 from covidxray.splitting import draw_split, draw_splits, read_split, split_seeds, write_split
-from tests.conftest import make_task, params_with
+from tests.conftest import DELETE, make_task, params_with
 
 
 def split(manifest, test_per_class, val_fraction, seed, separately=()):
@@ -108,9 +108,17 @@ def test_a_test_size_that_is_not_a_positive_whole_number_is_a_clear_error(tmp_pa
 
 def test_a_source_split_separately_must_be_a_known_source(tmp_path):
     with pytest.raises(PipelineError, match=r"split\.separately must be a list of kermany,"
-                                            r" covid-chestxray, nih, hannover, got \['mayo'\]"):
+                                            r" covid-chestxray, nih, hannover,"
+                                            r" covid-chestxray-june,"
+                                            r" got \['mayo'\]"):
         load_params(params_with(tmp_path, {"split.separately": ["mayo"]}))
-    assert load_params(params_with(tmp_path, {"split.separately": []})).split.separately == ()
+    assert load_params(params_with(tmp_path, {"split.separately": [],
+                                              "split.test_per_class_by_source": DELETE})
+                       ).split.separately == ()
+    with pytest.raises(PipelineError, match=r"split\.test_per_class_by_source\.hannover is not one"
+                                            r" of nih$"):
+        load_params(params_with(tmp_path, {"split.separately": ["nih"],
+                                           "split.test_per_class_by_source": {"hannover": 3}}))
 
 
 def test_too_few_images_left_for_the_validation_folds_is_a_clear_error():
