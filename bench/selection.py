@@ -13,9 +13,9 @@ every head.
 With --shortcut, candidates are ranked for a source-aware task by its validation COVID-19 recall
 less its adult false-alarm rate (the share of validation adults without COVID-19 called COVID-19).
 
-With --holdout, by the leave-one-hospital-out validation (the `holdout` stage): for each COVID-19
-source left out of training, the recall on its validation patients less the false alarms on
-the validation adults without COVID-19, averaged over the left-out sources.
+With --holdout, by the leave-one-place-out validation (the `holdout` stage): for each COVID-19
+collection and region left out of training, the recall on its validation patients less the
+false alarms on the validation adults without COVID-19, averaged over the left-out places.
 """
 
 import argparse
@@ -29,6 +29,7 @@ import yaml
 
 from covidxray.cli import PipelineError, cli
 from covidxray.params import load_params
+from covidxray.places import collections, regions
 from covidxray.paths import PARAMS_FILE
 
 
@@ -154,13 +155,15 @@ def holdout_ranked(table, sources):
 
 
 def holdout_markdown(rows, sources):
+    """One row a candidate: each left-out place's validation recall (its false alarms are on
+    the same adults whichever place is out: only their mean is shown), then the means."""
     lines = ["| candidate | params changed from the base commit | splits | "
-             + " | ".join(f"without {s}: val recall | false alarms" for s in sources)
+             + " | ".join(f"without {s}" for s in sources)
              + " | mean recall | mean false alarms | recall less false alarms |",
-             "| --- " * (6 + 2 * len(sources)) + "|"]
+             "| --- " * (6 + len(sources)) + "|"]
     for r in rows:
-        cells = " | ".join(f"{c[k][0]:.2f} ± {c[k][1]:.2f}" for c in r["cells"].values()
-                           for k in ("recall", "false_alarm"))
+        cells = " | ".join(f"{c['recall'][0]:.2f} ± {c['recall'][1]:.2f}"
+                           for c in r["cells"].values())
         lines.append(f"| {r['name']} | {r['params'] or '(the base)'} | {r['splits']} | {cells} |"
                      f" {r['recall']:.2f} | {r['false_alarm']:.2f} |"
                      f" {r['recall'] - r['false_alarm']:.2f} |")
@@ -193,12 +196,13 @@ def main():
     parser.add_argument("--shortcut", metavar="TASK", choices=TASKS,
                         help="rank by TASK's COVID-19 recall less its adult false alarms")
     parser.add_argument("--holdout", action="store_true",
-                        help="rank by leave-one-hospital-out validation recall less false alarms")
+                        help="rank by leave-one-place-out validation recall less false alarms")
     args = parser.parse_args()
     table = experiments(args.rev)
     if args.holdout:
-        sources = load_params().holdout.sources
-        print(holdout_markdown(holdout_ranked(table, sources), sources))
+        spec = load_params().holdout
+        places = [place.name for place in collections(spec) + regions(spec)]
+        print(holdout_markdown(holdout_ranked(table, places), places))
         return
     base = table[table["typ"] == "baseline"].iloc[0]
     if args.shortcut:

@@ -1,22 +1,24 @@
-"""Leave one hospital out: a task trained without one COVID-19 source, scored on that source.
+"""Leave one place out: a task trained without one COVID-19 collection or region, scored on it.
 
 Every COVID-19 image of a source shares whatever marks the source (views, processing, borders,
 labels). A model trained and tested on one such source can score well by seeing the source, not
-the disease; only a source it never saw tells the two apart. So, for each COVID-19 source in
-turn, the task trains on one split without any image of it, and is scored on:
+the disease; only a place it never saw tells the two apart. So, for each place in turn (a
+collection, or a region inside one: covidxray/places.py), the task trains on one split without
+any image of it, and is scored on:
 
 - recall: the share of that source's COVID-19 images called COVID-19. Validation uses the
   source's validation patients (what candidates are chosen by); the test uses its other patients
   (its train and test sides), which neither training nor the choice ever saw;
 - false alarms: the share of the split's adults without COVID-19 called COVID-19 (validation
   or test side);
-- within the source, where an external set of its own adults without COVID-19 exists: the AUC of
-  p(COVID-19) between the source's test-side COVID-19 images and those adults. No hospital
-  shortcut can help there, since both sides come from the one source.
+- within the place, where it has adults without COVID-19 of its own (an external set's, or the
+  manifest's, never trained on once the place is left out): the AUC of p(COVID-19) between its
+  test-side COVID-19 images and those adults. No hospital shortcut can help there, since both
+  sides come from the one place.
 
 The learning curve repeats this on a share of the training COVID-19 patients, and also trains
-on every source (two hospitals) at the same shares, to ask whether more images of one hospital
-help, or only more hospitals.
+on every source at the same shares, to ask whether more images of one hospital help, or only
+more hospitals; the curve by regions (places.region_curve) asks it by counting places.
 """
 
 import numpy as np
@@ -24,7 +26,6 @@ import pandas as pd
 from scipy.stats import binomtest, norm
 from sklearn.metrics import roc_auc_score
 
-from covidxray.cli import PipelineError
 from covidxray.splitting import task_rows
 from covidxray.scoring import spread
 
@@ -63,15 +64,16 @@ def share(called):
 
 
 def holdout_rows(parts, task, left_out):
-    """One split's rows of the task with `left_out` (a source, or None for none) taken out
+    """One split's rows of the task with `left_out` (a places.Place, or None for none) taken out
     of training and validation, and the rows it is scored on: its validation patients' COVID-19
     images and those of its other patients (val_covid and test_covid; with none left out, the
     validation and test COVID-19 images of every source), the adults without COVID-19 of each
     side."""
     rows = {name: task_rows(parts[name], task, f"split, {name}") for name in parts}
-    kept = {name: r[r["source"] != left_out] for name, r in rows.items()}
-    scored = {name: r[(r["class"] == COVID) & ((r["source"] == left_out) | (left_out is None))]
-              for name, r in rows.items()}
+    held = {name: left_out.holds(r) if left_out else pd.Series(True, index=r.index)
+            for name, r in rows.items()}
+    kept = {name: r[~held[name]] if left_out else r for name, r in rows.items()}
+    scored = {name: r[(r["class"] == COVID) & held[name]] for name, r in rows.items()}
     never_used = [scored["test"]] if left_out is None else [scored["train"], scored["test"]]
     return {"train": kept["train"], "val": kept["val"], "val_covid": scored["val"],
             "test_covid": pd.concat(never_used),
@@ -102,14 +104,10 @@ def run_scores(predict, rows, classes, within=None):
     return result
 
 
-def within_source_rows(rows, source):
-    """An external set's adults without COVID-19 of `source`: the negatives of the within-source
-    test. Refused if it has none, as the test would mean nothing."""
-    negatives = adults_without_covid(rows[rows["source"] == source])
-    if negatives.empty:
-        raise PipelineError(f"params.yaml: holdout.within_source holds no adults without"
-                            f" COVID-19 from {source}")
-    return negatives
+def within_source_rows(rows, place):
+    """An external set's adults without COVID-19 of a place (places.Place): negatives of the
+    within-place test."""
+    return adults_without_covid(rows[place.holds(rows)])
 
 
 def wilson(rate, n):
@@ -156,14 +154,19 @@ def summary(runs):
             "train_covid": spread([r["train_covid"] for r in runs])}
 
 
-def verdict(left_out, targets):
-    """The headline: the mean over the left-out sources of test recall and false alarms, and
-    the within-source AUC, against the targets."""
-    mean = {key: float(np.mean([s["test"][key]["mean"] for s in left_out.values()]))
-            for key in ("recall", "false_alarm")}
-    aucs = [s["test"]["within_source"]["auc"]["mean"] for s in left_out.values()
-            if "within_source" in s["test"]]
-    result = {**mean, "within_source_auc": float(np.mean(aucs)) if aucs else None}
+def verdict(left_out, targets, groups):
+    """The headline: the mean over every left-out place (groups: "collections" and "regions",
+    each a list of names of left_out) of test recall and false alarms, and the mean over the
+    collections of the within-collection AUC, against the targets; and each group's means."""
+    def means(names):
+        return {key: float(np.mean([left_out[n]["test"][key]["mean"] for n in names]))
+                for key in ("recall", "false_alarm")}
+
+    mean = means(list(left_out))
+    aucs = [left_out[n]["test"]["within_source"]["auc"]["mean"] for n in groups["collections"]
+            if "within_source" in left_out[n]["test"]]
+    result = {**mean, "within_source_auc": float(np.mean(aucs)) if aucs else None,
+              "by_group": {group: means(names) for group, names in groups.items() if names}}
     result["met"] = {"recall": mean["recall"] >= targets.recall,
                      "false_alarm": mean["false_alarm"] <= targets.false_alarm,
                      "within_source_auc": None if not aucs
@@ -176,14 +179,17 @@ def verdict_lines(result):
     v, t = result["verdict"], result["targets"]
     met = ", ".join(f"{TARGET_NAMES[key]} {'met' if ok else 'missed'}"
                     for key, ok in v["met"].items() if ok is not None)
-    lines = [f"Trained without each COVID-19 source in turn ({', '.join(result['sources'])};"
-             f" task {result['task']}, {result['splits']} splits), the model finds"
-             f" {v['recall']:.0%} of the left-out source's COVID-19 X-rays (target at least"
-             f" {t['recall']:.0%}) and calls {v['false_alarm']:.0%} of the adults without"
-             f" COVID-19 COVID-19 (target at most {t['false_alarm']:.0%}): {met}."]
+    places = f"{len(result['sources'])} collections"
+    if result["regions"]:
+        places += f" and {len(result['regions'])} regions of {result['region_source']}"
+    lines = [f"Trained without each COVID-19 place in turn ({places}; task {result['task']},"
+             f" {result['splits']} splits), the model finds {v['recall']:.0%} of the left-out"
+             f" place's COVID-19 X-rays (target at least {t['recall']:.0%}) and calls"
+             f" {v['false_alarm']:.0%} of the adults without COVID-19 COVID-19 (target at most"
+             f" {t['false_alarm']:.0%}): {met}."]
     for source, s in result["left_out"].items():
-        test = s["test"]
-        line = (f"Without {source}: recall {test['recall']['mean']:.2f}"
+        test, of = s["test"], f" ({s['collection']})" if "collection" in s else ""
+        line = (f"Without {source}{of}: recall {test['recall']['mean']:.2f}"
                 f" ({ci(test['recall_ci95'])}, {test['recall_images']} images), false alarms"
                 f" {test['false_alarm']['mean']:.2f} ({ci(test['false_alarm_ci95'])},"
                 f" {test['false_alarm_images']} adults)")

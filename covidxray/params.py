@@ -150,6 +150,11 @@ def cross_checked(params):
         raise PipelineError(f"params.yaml: holdout.sources must list sources of task"
                             f" {holdout.name} ({', '.join(holdout.sources)}),"
                             f" got {list(params.holdout.sources)!r}")
+    regions = params.holdout.regions
+    if regions and regions.source not in params.holdout.sources:
+        raise PipelineError(f"params.yaml: holdout.regions.source {regions.source!r} must be one"
+                            f" of holdout.sources ({', '.join(params.holdout.sources)}): a"
+                            " collection left out whole, then by regions")
     for key, name in (("controls.children", params.controls.children),
                       ("confound.other_source", params.confound.other_source),
                       ("holdout.within_source", params.holdout.within_source)):

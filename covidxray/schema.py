@@ -209,6 +209,7 @@ class Holdout:
     fractions: tuple  # sorted, holding 1
     within_source: str
     targets: Targets
+    regions: "Regions" = None  # None: no region of a collection is left out
 
     @classmethod
     def read(cls, s, sources=SOURCES):
@@ -221,7 +222,31 @@ class Holdout:
         return cls(task=s.text("task"), sources=s.names("sources", sources),
                    splits=s.whole("splits", 1), fractions=tuple(sorted(map(float, fractions))),
                    within_source=s.text("within_source", default=None),
-                   targets=s.read("targets", targets))
+                   targets=s.read("targets", targets),
+                   regions=s.read("regions", Regions.read, sources, default=None))
+
+
+@dataclass(frozen=True)
+class Regions:
+    """holdout.regions: one collection's locations grouped into regions by their country."""
+    source: str
+    groups: dict  # region -> its countries (a location's last comma-separated part)
+    rest: str = None  # the region of every other named country; None: those are never left out
+    curve: bool = True  # the learning curve by regions (regions x regions more models a split)
+
+    @classmethod
+    def read(cls, s, sources=SOURCES):
+        groups = s.read("groups", lambda g: {name: g.names(name) for name in list(g.mapping)})
+        countries = [country for names in groups.values() for country in names]
+        if twice := sorted({c for c in countries if countries.count(c) > 1}):
+            s.fail("groups", f"regions of distinct countries ({twice[0]} is in two)", groups)
+        if not groups:
+            s.fail("groups", "a mapping of regions to their countries", groups)
+        rest = s.text("rest", default=None)
+        if rest in groups:
+            s.fail("rest", "a region name other than those of `groups`", rest)
+        return cls(source=s.choice("source", sources), groups=groups, rest=rest,
+                   curve=s.flag("curve", default=True))
 
 
 def is_share(value):

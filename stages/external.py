@@ -35,7 +35,7 @@ from covidxray.paths import DETAIL, EXTERNAL, MANIFEST
 from covidxray.provenance import write_arrays
 from covidxray.sources import candidates, describe
 
-COLUMNS = ["path", "class", "patient", "source", "age_group"]
+COLUMNS = ["path", "class", "patient", "source", "age_group", "site"]
 
 
 def unseen(images, manifest, skipped):

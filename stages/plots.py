@@ -121,13 +121,17 @@ def plot_task(spec):
 
 
 def holdout_curve(path):
-    """Recall on the scored source and false alarms on adults without COVID-19, against the
-    training COVID-19 images: without the scored source (a hospital it never saw) and with
-    every source (unseen patients of hospitals it saw)."""
+    """Recall on the scored collection and false alarms on adults without COVID-19, against the
+    training COVID-19 images: without the scored collection (a hospital it never saw) and with
+    every one (unseen patients of hospitals it saw); and recall on a left-out region against
+    the number of other regions trained on."""
     holdout = read_json(DETAIL / "holdout.json")
     curve, targets = pd.DataFrame(holdout["curve"]), holdout["targets"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
-    for ax, key, title in ((axes[0], "recall", "COVID-19 recall on the scored source"),
+    by_regions = pd.DataFrame(holdout["curve_by_regions"])
+    fig, axes = plt.subplots(1, 3 if len(by_regions) else 2, figsize=(15, 4))
+    if len(by_regions):
+        region_curve(axes[2], by_regions, holdout, targets)
+    for ax, key, title in ((axes[0], "recall", "COVID-19 recall on the scored collection"),
                            (axes[1], "false_alarm", "adults without COVID-19 called COVID-19")):
         for trained_on, points in curve.groupby("trained_on"):
             ax.plot(points["train_covid"], points[key], marker="o",
@@ -136,8 +140,21 @@ def holdout_curve(path):
         ax.set(title=title, xlabel="training COVID-19 images (mean over splits)", ylabel="share",
                ylim=(0, 1))
         ax.legend(fontsize=8)
-    fig.suptitle(f"{holdout['task']}: leave one hospital out, {holdout['splits']} splits")
+    fig.suptitle(f"{holdout['task']}: leave one place out, {holdout['splits']} splits")
     save(fig, path)
+
+
+def region_curve(ax, points, holdout, targets):
+    """Recall on a left-out region of holdout's region collection, by regions trained on."""
+    ax.plot(points["regions"], points["recall"], marker="o", label="recall on the left-out region")
+    ax.plot(points["regions"], points["false_alarm"], marker="s", label="false alarms")
+    for x, sites, images in zip(points["regions"], points["train_sites"], points["train_covid"]):
+        ax.annotate(f"{sites:.0f} sites\n{images:.0f} img", (x, 0.02), ha="center", fontsize=7)
+    ax.axhline(targets["recall"], linestyle=":", color="grey", label="recall target")
+    ax.set(title=f"by regions of {holdout['region_source']} trained on",
+           xlabel="other regions in training (the other collections always)", ylabel="share",
+           ylim=(0, 1))
+    ax.legend(fontsize=8)
 
 
 def main():

@@ -142,7 +142,7 @@ def test_a_folders_set_takes_its_named_folders_and_the_patient_from_the_file_nam
     rows, skipped = external.read_set(external_set("own", FOLDERS_SET), pd.read_csv(MANIFEST))
     assert rows.to_dict("records") == [
         {"path": str(OWN / folder / name), "class": cls, "patient": patient, "source": "own",
-         "age_group": "unknown"}
+         "age_group": "unknown", "site": ""}
         for folder, name, cls, patient in (("NORMAL", "p1_a.png", "normal", "own:p1"),
                                            ("NORMAL", "p1_b.png", "normal", "own:p1"),
                                            ("COVID", "p2_a.png", "covid", "own:p2"))]
@@ -185,7 +185,7 @@ def test_a_table_set_reads_its_columns_and_leaves_out_bad_rows_with_line_and_rea
     rows, skipped = external.read_set(external_set("own", spec), pd.read_csv(MANIFEST))
     assert rows.to_dict("records") == [
         {"path": str(OWN / name), "class": cls, "patient": patient, "source": "own",
-         "age_group": age}
+         "age_group": age, "site": ""}
         for name, cls, patient, age in (("img/a.png", "covid", "own:7", "adult"),
                                         ("img/b.png", "normal", "own:8", "unknown"),
                                         ("c.png", "normal", "own:1", "child"))]

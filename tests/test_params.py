@@ -181,7 +181,7 @@ def test_keys_that_name_sources_may_name_those_merge_sources_adds(tmp_path):
            "columns": {"path": "file", "label": "finding", "patient": "pid", "source": "site"},
            "sources": ["ward-a", "ward-b"], "per_class": {"covid": 10}}
     naming = {"split.separately": ["nih", "ward-a"], "split.test_per_class_by_source": DELETE,
-              "holdout.sources": ["hannover", "ward-b"],
+              "holdout.sources": ["hannover", "ward-b"], "holdout.regions": DELETE,
               "tasks.adult_covid.sources": ["covid-chestxray", "nih", "hannover", "ward-a",
                                             "ward-b"]}
     params = load_params(params_with(tmp_path, {**naming, "merge.sources.ward": own}))
