@@ -48,13 +48,13 @@ def headline(task):
 
 
 def holdout_rows(task):
-    """The leave-one-hospital-out verdict's rows when `task` is the one it judges."""
+    """The leave-one-place-out verdict's rows when `task` is the one it judges."""
     detail, verdict = DETAIL / "holdout.json", METRICS / "holdout.json"
     if not (detail.is_file() and verdict.is_file()) or read_json(detail)["task"] != task:
         return [("COVID-19 found on a hospital it never saw", NOT_MEASURED)]
     means = read_json(verdict)
-    return [("COVID-19 found on a hospital it never saw (trained without each COVID-19 hospital"
-             " in turn, mean)", f"{number(means['covid_recall'])} (metrics/holdout.json)"),
+    return [("COVID-19 found on a hospital it never saw (trained without each COVID-19"
+             " collection and region in turn, mean)", f"{number(means['covid_recall'])} (metrics/holdout.json)"),
             ("adults without COVID-19 called COVID-19 then", number(means["false_alarm"]))]
 
 

@@ -158,8 +158,9 @@ def verdict(left_out, targets, groups):
     """The headline: the mean over every left-out place (groups: "collections" and "regions",
     each a list of names of left_out) of test recall and false alarms, and the mean over the
     collections of the within-collection AUC, against the targets; and each group's means."""
-    def means(names):
-        return {key: float(np.mean([left_out[n]["test"][key]["mean"] for n in names]))
+    def means(names):  # a place none of whose splits scored a side has no mean
+        return {key: float(np.mean([left_out[n]["test"][key]["mean"] for n in names
+                                    if left_out[n]["test"][key]]))
                 for key in ("recall", "false_alarm")}
 
     mean = means(list(left_out))

@@ -1,4 +1,4 @@
-"""The run report's HTML: a summary of every task first, then the leave-one-hospital-out
+"""The run report's HTML: a summary of every task first, then the leave-one-place-out
 verdict, the data, each task's tables and plots, the shortcut checks and the check of inputs
 that are not frontal chest X-rays (stages/report.py puts them on one page)."""
 
@@ -199,14 +199,16 @@ def ood_section():
 
 
 def holdout_rows(holdout):
-    """Per left-out source (and for every source together), test and validation recall and
-    false alarms with their intervals, and the within-source AUC."""
+    """Per left-out place, a collection or a region of one (and for every source together),
+    test and validation recall and false alarms with their intervals, and the within-place
+    AUC."""
     rows = []
     for name, s in [*holdout["left_out"].items(), ("none (every source trains)",
                                                     holdout["every_source"])]:
         test, within = s["test"], s["test"].get("within_source")
         rows.append({
-            "left out": name, "test recall": spread_cell(test["recall"]),
+            "left out": f"{name} ({s['collection']})" if "collection" in s else name,
+            "test recall": spread_cell(test["recall"]),
             "95% CI": interval(*test["recall_ci95"]), "COVID-19 images": test["recall_images"],
             "test false alarms": spread_cell(test["false_alarm"]),
             "95% CI ": interval(*test["false_alarm_ci95"]),
@@ -222,10 +224,11 @@ def spread_cell(s):
 
 
 def holdout_section():
-    """The headline: the task trained without each COVID-19 hospital, scored on it."""
+    """The headline: the task trained without each COVID-19 collection and region, scored on
+    it."""
     holdout = read_json(DETAIL / "holdout.json")
     return "\n".join([
-        f"<h2 id='holdout'>Leave one hospital out ({holdout['task']})</h2>",
+        f"<h2 id='holdout'>Leave one place out ({holdout['task']})</h2>",
         *(f"<p>{html.escape(line)}</p>" for line in holdout["summary"]),
         "<p class='note'>Recall: the left-out source's COVID-19 X-rays outside its validation"
         " patients (test) or of them (val); false alarms: the split's adults without COVID-19;"

@@ -2,7 +2,7 @@
 
 The second gallery overlays each test image with the Grad-CAM heatmap of its predicted class:
 where in the X-ray the model found its evidence (covidxray/gradcam.py).
-Writes plots/<task>/{history,confusion,roc,gallery,gradcam}.png, and the leave-one-hospital-out
+Writes plots/<task>/{history,confusion,roc,gallery,gradcam}.png, and the leave-one-place-out
 learning curve, plots/holdout/curve.png.
 """
 

@@ -1,7 +1,7 @@
 """report: one self-contained HTML page of a run, viewable offline in any browser.
 
 A summary first (per task: test accuracy with its interval, COVID-19 recall, the share of adults
-without COVID-19 called COVID-19, and a verdict), then the leave-one-hospital-out verdict, the
+without COVID-19 called COVID-19, and a verdict), then the leave-one-place-out verdict, the
 data, each task's tables and plots (curves, confusion matrices, ROC, the test gallery and its
 Grad-CAM heatmaps), the shortcut checks and how predict's check of inputs that are not
 frontal chest X-rays does on probe sets (stages/ood.py), the plots embedded as data URIs so

@@ -29,6 +29,8 @@ from tests.conftest import free_port, mirror
 pytestmark = pytest.mark.slow  # dvc repro in a copy of the repository, servers: minutes
 PER_CLASS = 5
 JAX_CACHE = tempfile.mkdtemp(prefix="covidxray-jax-cache-")
+JUNE = "covid-chestxray-dataset-2020-06-22"
+JUNE_PER_CLASS = {"covid": 8, "normal": 6, "pneumonia_other": 6}
 EXTERNAL_PICKS = (("COVID-19", "AP"), ("COVID-19", "AP Supine"), ("SARS", "PA"),
                   ("Streptococcus", "PA"), ("No Finding", "PA"))
 OOD_PICKS = (("L", "X-ray"), ("Axial", "CT"))  # (view, modality)
@@ -95,7 +97,40 @@ def copy_tiny_sources(source, raw):
         csv.writer(f).writerows([rows[0], *present, *absent, *extra])
     copy_tiny_nih(source / "nih-chestxray14-sample", raw / "nih-chestxray14")
     copy_tiny_hannover(source / "hannover-covid-19", raw / "hannover-covid-19")
+    copy_tiny_june(source / JUNE, raw / JUNE)
     return len(absent)
+
+
+def copy_tiny_june(source, target):
+    """The 2020-06-22 collection in its later schema: COVID-19 X-rays of distinct patients,
+    half from Italy (a region) and half from elsewhere, and X-rays without COVID-19."""
+    with open(source / "metadata.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    header, chosen, patients = rows[0], [], set()
+    column = {name: header.index(name) for name in ("patientid", "finding", "location",
+                                                    "filename")}
+
+    def pick(count, fits):  # a patient and a file once each
+        for row in rows[1:]:
+            if (count and row[column["patientid"]] not in patients and fits(row)
+                    and row[column["filename"]] not in {r[column["filename"]] for r in chosen}):
+                chosen.append(row)
+                patients.add(row[column["patientid"]])
+                count -= 1
+
+    pick(JUNE_PER_CLASS["covid"] // 2, lambda r: r[column["finding"]] == "COVID-19"
+         and r[column["location"]].endswith("Italy"))
+    pick(JUNE_PER_CLASS["covid"] // 2, lambda r: r[column["finding"]] == "COVID-19"
+         and r[column["location"]] and not r[column["location"]].endswith("Italy"))
+    pick(JUNE_PER_CLASS["normal"], lambda r: r[column["finding"]] == "No Finding")
+    pick(JUNE_PER_CLASS["pneumonia_other"], lambda r: r[column["finding"]] in (
+        "Pneumonia", "Pneumocystis", "Streptococcus", "Legionella", "E.Coli"))
+    (target / "images").mkdir(parents=True)
+    for row in chosen:
+        shutil.copy(source / "images" / row[column["filename"]],
+                    target / "images" / row[column["filename"]])
+    with open(target / "metadata.csv", "w", newline="") as f:
+        csv.writer(f).writerows([header, *chosen])
 
 
 def copy_tiny_hannover(source, target):
@@ -138,12 +173,15 @@ def tiny_params(path):
     params["merge"]["nih"]["per_class"] = dict.fromkeys(params["merge"]["nih"]["per_class"],
                                                         PER_CLASS)
     params["merge"]["hannover"]["per_class"] = {"covid": PER_CLASS}
-    params["split"] = {"test_per_class": 1, "val_fraction": 0.25, "separately": ["nih", "hannover"]}
+    params["merge"]["sources"]["covid-chestxray-june"]["per_class"] = JUNE_PER_CLASS
+    params["split"] = {"test_per_class": 1, "val_fraction": 0.25,
+                       "separately": ["nih", "hannover", "covid-chestxray-june"]}
     params["backbone"]["weights"] = "hed"  # the default, found without importing TensorFlow
     params["bank"]["views"] = 2
     params["repeat"]["splits"] = 2
     params["ood"]["grid"] = 1  # at 32 px VGG16's last block is one position
     params["holdout"].update(splits=2, fractions=[0.5, 1])
+    params["holdout"]["regions"].update(groups={"Italy": ["Italy"]}, rest="elsewhere")
     # the other tasks run the same code (adult_covid has three classes); time is short
     for name in ("three", "four", "adult_pneumonia"):
         del params["tasks"][name]
@@ -199,8 +237,11 @@ def test_repro_writes_every_tasks_metrics(project):
 
 def test_the_data_report_counts_classes_and_the_missing_covid_image(project):
     report = json.loads((project["path"] / DETAIL / "data.json").read_text())
-    assert report["total"] == 7 * PER_CLASS  # 4 classes of the tutorial's sources, 2 of NIH, 1 of
-    assert report["hannover"]["covid"]["selected"] == PER_CLASS  # Hannover
+    # 4 classes of the tutorial's sources, 2 of NIH, 1 of Hannover; then the June collection's
+    assert report["total"] == 7 * PER_CLASS + sum(JUNE_PER_CLASS.values())
+    assert report["hannover"]["covid"]["selected"] == PER_CLASS
+    assert {cls: n["selected"] for cls, n in report["covid-chestxray-june"].items()} == \
+        JUNE_PER_CLASS
     assert report["n_skipped"] == project["missing"] >= 1
     assert all(re.fullmatch(r"listed in metadata.csv line \d+, file missing", s["reason"])
                for s in report["skipped"])
@@ -312,20 +353,30 @@ def test_holdout_scores_each_left_out_hospital_over_the_splits(project):
     holdout = json.loads((path / DETAIL / "holdout.json").read_text())
     manifest = pd.read_csv(path / "data" / "merged" / "manifest.csv")
     assert holdout["task"] == "adult_covid" and holdout["seeds"] == [seed, seed + 1]
-    for source in ("covid-chestxray", "hannover"):
+    june = "covid-chestxray-june"
+    assert holdout["regions"] == ["Italy", "elsewhere"] and holdout["region_source"] == june
+    for source in ("covid-chestxray", "hannover", june, "Italy", "elsewhere"):
         left_out = holdout["left_out"][source]
-        images = int(((manifest["source"] == source) & (manifest["class"] == "covid")).sum())
-        for side in ("val", "test"):
-            recall = left_out[side]["recall"]
-            assert len(recall["values"]) == 2 and 1 <= left_out[side]["recall_images"] <= images
-            low, high = left_out[side]["recall_ci95"]
-            assert low <= recall["mean"] <= high
-        # never trained on the left-out source: its training COVID-19 images are the other's
-        others = (manifest["source"] != source) & (manifest["class"] == "covid")
-        assert left_out["train_covid"]["max"] < others.sum()
+        of = manifest["source"] == left_out.get("collection", source)
+        if "collection" in left_out:  # a region: its country's images of the collection
+            italy = manifest["site"].fillna("").str.endswith("Italy")
+            of &= italy if source == "Italy" else ~italy & manifest["site"].notna()
+        images = int((of & (manifest["class"] == "covid")).sum())
+        test = left_out["test"]["recall"]
+        assert len(test["values"]) == 2 and 1 <= left_out["test"]["recall_images"] <= images
+        low, high = left_out["test"]["recall_ci95"]
+        assert low <= test["mean"] <= high
+        # never trained on the left-out place: its training COVID-19 images are the others'
+        assert left_out["train_covid"]["max"] <= ((~of) & (manifest["class"] == "covid")).sum()
     within = holdout["left_out"]["covid-chestxray"]["test"]["within_source"]
     assert within["n_other"] == 5 and 0 <= within["auc_ci95"][0] <= within["auc"]["mean"]
     assert "within_source" not in holdout["left_out"]["hannover"]["test"]
+    own = ((manifest["source"] == june) & (manifest["class"] != "covid")
+           & (manifest["age_group"] == "adult"))
+    assert holdout["left_out"][june]["test"]["within_source"]["n_other"] == own.sum()
+    by_regions = pd.DataFrame(holdout["curve_by_regions"])
+    assert list(by_regions["regions"]) == [0, 1]
+    assert by_regions["train_covid"].is_monotonic_increasing
     curve = pd.DataFrame(holdout["curve"])
     assert len(curve) == 4 and set(curve["fraction"]) == {0.5, 1.0}
     for _, points in curve.groupby("trained_on"):
