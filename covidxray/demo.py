@@ -54,7 +54,8 @@ def holdout_rows(task):
         return [("COVID-19 found on a hospital it never saw", NOT_MEASURED)]
     means = read_json(verdict)
     return [("COVID-19 found on a hospital it never saw (trained without each COVID-19"
-             " collection and region in turn, mean)", f"{number(means['covid_recall'])} (metrics/holdout.json)"),
+             " collection and region in turn, mean)",
+             f"{number(means['covid_recall'])} (metrics/holdout.json)"),
             ("adults without COVID-19 called COVID-19 then", number(means["false_alarm"]))]
 
 
