@@ -57,10 +57,10 @@ def test_a_bad_task_param_is_one_clear_error(tmp_path, key, value, message):
 
 
 def test_a_task_can_change_keys_of_the_head_for_itself_only(tmp_path):
-    loaded = params(tmp_path, tasks__binary__head={"variance_floor": 0.01, "l2": 0.1})
-    assert loaded.recipe("binary").head == dataclasses.replace(loaded.head, variance_floor=0.01,
+    loaded = params(tmp_path, tasks__binary__head={"variance_floor": 0.2, "l2": 0.1})
+    assert loaded.recipe("binary").head == dataclasses.replace(loaded.head, variance_floor=0.2,
                                                                l2=0.1)
-    assert loaded.head.l2 != 0.1 and loaded.head.variance_floor != 0.01  # else it says little
+    assert loaded.head.l2 != 0.1 and loaded.head.variance_floor != 0.2  # else it says little
     assert loaded.recipe("three").head == loaded.head
 
 
@@ -77,7 +77,7 @@ def test_a_bad_task_head_is_named_as_the_tasks(tmp_path, head, message):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"backbone__trainable_blocks": 5}, "backbone.trainable_blocks must be 0 .frozen. to 4"),
+    ({"backbone__trainable_blocks": 5}, "backbone.trainable_blocks must be 0 .frozen. to 3"),
     ({"backbone__trainable_blocks": 1, "backbone__fine_tune_lr": 0},
      "backbone.fine_tune_lr must be a number > 0"),
     ({"bank__plain_view": "yes"}, "bank.plain_view must be true or false"),

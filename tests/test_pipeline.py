@@ -755,8 +755,9 @@ def test_per_epoch_augmentation_and_predict_with_gradcam_run_without_tensorflow(
 def test_fine_tuning_block5_runs_on_the_tiny_config(project):
     """backbone.trainable_blocks=1: the bank moves to block4_pool, train and repeat fine-tune."""
     path = project["path"]
-    ran = dvc(path, "exp", "run", "-S", "backbone.trainable_blocks=1",
-              "-S", "backbone.fine_tune_epochs=1", "-S", "repeat.splits=1",
+    ran = dvc(path, "exp", "run", "-S", "backbone.feature_block=5",
+              "-S", "backbone.trainable_blocks=1", "-S", "backbone.fine_tune_epochs=1",
+              "-S", "repeat.splits=1",
               "train@binary", "repeat")  # and what they need
     assert "Running stage 'features'" in ran and "Running stage 'repeat'" in ran
     trained = json.loads((path / "models" / "binary.json").read_text())
