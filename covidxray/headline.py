@@ -33,11 +33,8 @@ def task_headline(metrics, external):
 
 
 def holdout_headline(verdict):
-    """metrics/holdout.json: the leave-one-place-out verdict's means, named as the tasks', and
-    the recall of each group of places (collections, regions)."""
+    """metrics/holdout.json: the leave-one-place-out verdict's means, named as the tasks'."""
     return {"covid_recall": rounded(verdict["recall"]),
-            **{f"covid_recall_{group}": rounded(means["recall"])
-               for group, means in verdict.get("by_group", {}).items()},
             "false_alarm": rounded(verdict["false_alarm"]),
             "within_auc": rounded(verdict["within_source_auc"])}
 

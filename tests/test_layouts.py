@@ -68,8 +68,8 @@ def test_hannover_through_the_table_layout_gives_the_same_manifest_as_the_built_
 
     def through_table(params):
         hannover = params["merge"].pop("hannover")
-        params["merge"]["sources"] = {"hannover": {**own["hannover"],
-                                                   "per_class": hannover["per_class"]}}
+        params["merge"]["sources"]["hannover"] = {**own["hannover"],
+                                                  "per_class": hannover["per_class"]}
 
     edit_params(project, through_table)
     assert "Running stage 'merge'" in dvc(project, "repro", "merge")
@@ -93,8 +93,8 @@ def test_sets_of_your_own_go_through_merge_split_and_external(project):
               "findings": {"covid": "covid", "healthy": "normal"}, "age_group": "adult"}
 
     def add_sets(params):
-        params["merge"]["sources"] = {"clinic": {**clinic, "per_class": {"covid": 6,
-                                                                         "normal": 5}}}
+        params["merge"]["sources"]["clinic"] = {**clinic, "per_class": {"covid": 6,
+                                                                        "normal": 5}}
         params["split"]["separately"].append("clinic")
         params["tasks"]["adult_covid"]["sources"].append("clinic")
         params["external"].update({
