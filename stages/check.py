@@ -4,17 +4,21 @@ DVC deletes a stage's outputs just before it runs it, so a stage that found a ba
 would already have lost them (data/features for a misspelt `bank`, metrics never cached). Every
 stage depends on this one's output, data/params-checked.txt, so `dvc repro` stops here first.
 The file says only that the check passed, the same bytes whatever the values: a change of
-params reruns this stage and then just the stages that read those params.
+params reruns this stage and then just the stages that read those params. Beyond the values,
+it checks what the file system can tell now: the backbone's weights file and the paths of the
+training sources and external sets (covidxray/preflight.py).
 """
 
 from covidxray.cli import cli
 from covidxray.files import replacing
 from covidxray.params import load_params
 from covidxray.paths import PARAMS_CHECKED, PARAMS_FILE
+from covidxray.preflight import preflight
 
 
 def main():
     params = load_params()
+    preflight(params)  # the weights file and the sources' paths, before DVC deletes anything
     with replacing(PARAMS_CHECKED) as partial:
         partial.write_text(f"{PARAMS_FILE} passed the checks of covidxray/params.py\n")
     print(f"check: {PARAMS_FILE} is valid ({len(params.tasks)} tasks,"

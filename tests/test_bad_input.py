@@ -251,12 +251,15 @@ def test_a_stage_whose_dvc_died_before_it_started_stops_before_it_writes(tmp_pat
     if orphans_parent(tmp_path) != 1:
         pytest.skip("orphans here go to a subreaper, not init")
     (tmp_path / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    for folder in ("nih-chestxray14", "covid-chestxray-dataset",
+                   "covid-chestxray-dataset-2020-06-22"):  # what its sets name: check looks
+        (tmp_path / "data" / "raw" / folder).mkdir(parents=True)
     orphan = f"exec sh -c 'echo $$ > pid; exec {sys.executable} -m stages.check'"
     subprocess.run(["sh", "-c", f"(sleep 0.5; {orphan}) & exit"], cwd=tmp_path, check=True,
                    env={**ENV, "DVC_STAGE": "check"})
     wait_for(lambda: (tmp_path / "pid").is_file() and (tmp_path / "pid").read_text())
     wait_for(lambda: not running(int((tmp_path / "pid").read_text())))
-    assert not (tmp_path / "data").exists()
+    assert not (tmp_path / "data" / "params-checked.txt").exists()
     subprocess.run([sys.executable, "-m", "stages.check"], cwd=tmp_path, env=ENV, check=True)
     assert (tmp_path / "data" / "params-checked.txt").is_file()  # as it does when not orphaned
 

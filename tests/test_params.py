@@ -12,6 +12,7 @@ import yaml
 from covidxray.cli import PipelineError
 from covidxray.params import load_params
 from covidxray.schema import CLASSES, SOURCES
+from covidxray.preflight import preflight
 from tests.conftest import DELETE, ROOT, params_with
 
 TUTORIAL = ["kermany", "covid-chestxray"]
@@ -190,3 +191,28 @@ def test_keys_that_name_sources_may_name_those_merge_sources_adds(tmp_path):
     assert params.task("adult_covid").sources[-2:] == ("ward-a", "ward-b")
     refused(tmp_path, naming, "split.separately must be a list of"
                               f" {', '.join(KNOWN)}, got ['nih', 'ward-a']")
+
+
+@pytest.mark.parametrize("weights, message", [
+    ("imagent", "backbone.weights must be imagenet, hed, none or a weights file, got 'imagent':"
+                " no such file; did you mean imagenet?"),
+    ("/nonexistent.h5", "backbone.weights must be imagenet, hed, none or a weights file, got"
+                        " '/nonexistent.h5': no such file"),
+])
+def test_check_refuses_backbone_weights_that_name_no_file(tmp_path, weights, message):
+    """features found these after DVC had deleted data/features; check finds them first."""
+    params = load_params(params_with(tmp_path, {"backbone.weights": weights}))
+    with pytest.raises(PipelineError, match=re.escape(f"params.yaml: {message}") + "$"):
+        preflight(params)
+
+
+def test_check_refuses_a_source_or_external_path_that_is_not_there(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = load_params(params_with(tmp_path))
+    for spec in [*params.merge.sources.values(), *params.external.values()]:
+        spec.path.mkdir(parents=True, exist_ok=True)
+    preflight(params)  # the defaults' paths, all there
+    for key in ("external.nih_adults.path", "merge.sources.covid-chestxray-june.path"):
+        with pytest.raises(PipelineError, match=re.escape(
+                f"params.yaml: {key}: data/raw/nowhere does not exist")):
+            preflight(load_params(params_with(tmp_path, {key: "data/raw/nowhere"})))
