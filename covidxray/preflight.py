@@ -1,5 +1,6 @@
-"""What the check stage can tell from params and the file system before any stage runs: the
-backbone's weights file, and every folder or table a training source or external set names.
+"""What the check stage can tell from params, the environment and the file system before any
+stage runs: the backbone's weights file, every folder or table a training source or external set
+names, and KERAS_DISTRIBUTION_NUM_PROCESSES.
 
 DVC deletes a stage's outputs just before it runs it, so a missing file that `features` or
 `merge` found itself would already have cost their outputs (docs/troubleshooting.md#params).
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from covidxray.backbone import weights_file
 from covidxray.cli import PipelineError
+from covidxray.distribution import process_count
 
 NAMED_WEIGHTS = ("imagenet", "hed", "none")
 
@@ -38,3 +40,4 @@ def check_paths(params):
 def preflight(params):
     check_weights(params.backbone.weights)
     check_paths(params)
+    process_count()  # a count below 1 or not a number

@@ -206,13 +206,28 @@ def test_check_refuses_backbone_weights_that_name_no_file(tmp_path, weights, mes
         preflight(params)
 
 
-def test_check_refuses_a_source_or_external_path_that_is_not_there(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    params = load_params(params_with(tmp_path))
+def params_with_their_paths(folder):
+    """The repo's params, read in `folder` (the working folder), where every path of
+    merge.sources and external is made."""
+    params = load_params(params_with(folder))
     for spec in [*params.merge.sources.values(), *params.external.values()]:
         spec.path.mkdir(parents=True, exist_ok=True)
-    preflight(params)  # the defaults' paths, all there
+    return params
+
+
+def test_check_refuses_a_source_or_external_path_that_is_not_there(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    preflight(params_with_their_paths(tmp_path))  # the defaults' paths, all there
     for key in ("external.nih_adults.path", "merge.sources.covid-chestxray-june.path"):
         with pytest.raises(PipelineError, match=re.escape(
                 f"params.yaml: {key}: data/raw/nowhere does not exist")):
             preflight(load_params(params_with(tmp_path, {key: "data/raw/nowhere"})))
+
+
+def test_check_refuses_a_process_count_below_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = params_with_their_paths(tmp_path)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "0")
+    with pytest.raises(PipelineError, match="KERAS_DISTRIBUTION_NUM_PROCESSES must be a whole"
+                                            " number of at least 1, got '0'"):
+        preflight(params)
