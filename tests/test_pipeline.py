@@ -769,31 +769,18 @@ def test_fine_tuning_block5_runs_on_the_tiny_config(project):
     assert json.loads((path / DETAIL / "repeat.json").read_text())["binary"]["splits"] == 1
 
 
-def misspell_bank(params):
-    params["bnak"] = params.pop("bank")
-
-
-def misspell_weights(params):
-    params["backbone"]["weights"] = "imagent"
-
-
-@pytest.mark.parametrize("damage, message", [
-    (misspell_bank, "error: params.yaml: bank is missing (is bnak a misspelling of it?)"),
-    (misspell_weights, "error: params.yaml: backbone.weights must be imagenet, hed, none or a"
-                       " weights file, got 'imagent': no such file; did you mean imagenet?"),
-])
-def test_a_bad_param_stops_dvc_repro_before_any_output_is_deleted(project, damage, message):
+def test_a_bad_param_stops_dvc_repro_before_any_output_is_deleted(project):
     """DVC deletes a stage's outputs just before it runs it; the stage's own check came too late
-    (a misspelt bank deleted data/features, repeat.splits 0 the uncached repeat.json, a
-    misspelt backbone.weights data/features). The check stage runs load_params, which
-    test_params.py tries on every kind of value, and covidxray/preflight.py."""
+    (a misspelt bank deleted data/features, repeat.splits 0 the uncached repeat.json). One case
+    here: the check stage runs load_params, which test_params.py tries on every kind of value,
+    and covidxray/preflight.py, whose cases (a misspelt backbone.weights) test_params.py has."""
     path = project["path"]
     params_file = path / "params.yaml"
     written = params_file.read_text()
     kept = [path / "data" / "features", path / "data" / "prepared", path / DETAIL / "repeat.json"]
     before = {p: sorted(f.stat().st_mtime_ns for f in [p, *p.rglob("*")]) for p in kept}
     params = yaml.safe_load(written)
-    damage(params)
+    params["bnak"] = params.pop("bank")
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=path, text=True,
@@ -801,7 +788,7 @@ def test_a_bad_param_stops_dvc_repro_before_any_output_is_deleted(project, damag
     finally:
         params_file.write_text(written)
     assert done.returncode != 0
-    assert message in done.stderr
+    assert "error: params.yaml: bank is missing (is bnak a misspelling of it?)" in done.stderr
     assert "failed to reproduce 'check'" in done.stderr
     assert {p: sorted(f.stat().st_mtime_ns for f in [p, *p.rglob("*")]) for p in kept} == before
     # DVC deleted only check's own mark: run again (or restored from DVC's run cache), it is
