@@ -26,10 +26,10 @@ import pandas as pd
 from scipy.stats import binomtest, norm
 from sklearn.metrics import roc_auc_score
 
+from covidxray.places import COVID
 from covidxray.splitting import task_rows
 from covidxray.scoring import spread
 
-COVID = "covid"
 EVERY = "every source"  # runs that train on every COVID-19 source, none left out
 WITHOUT = "all but the scored source"  # the left-out runs, on the learning curve
 TARGET_NAMES = {"recall": "recall", "false_alarm": "false alarms",
@@ -105,8 +105,9 @@ def run_scores(predict, rows, classes, within=None):
 
 
 def within_source_rows(rows, place):
-    """An external set's adults without COVID-19 of a place (places.Place): negatives of the
-    within-place test."""
+    """The adults without COVID-19 of a place (places.Place) among `rows`, an external set's or
+    the manifest's (a left-out place's own, never trained on): negatives of the within-place
+    test."""
     return adults_without_covid(rows[place.holds(rows)])
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-COVID = "covid"
+COVID = "covid"  # the class whose places are left out
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,14 @@ class Place:
         return held & country.isin(self.countries)
 
 
+def sites(rows):
+    """Each row's site as text ("" where it has none: a blank cell reads back as NaN)."""
+    return rows["site"].fillna("").astype(str).str.strip()
+
+
 def countries(rows):
     """Each row's country: its site's last comma-separated part ("" where it has none)."""
-    return rows["site"].fillna("").astype(str).str.rsplit(",", n=1).str[-1].str.strip()
+    return sites(rows).str.rsplit(",", n=1).str[-1].str.strip()
 
 
 def collections(spec):
@@ -73,13 +78,6 @@ def trained_regions(rows, left_out, places, count, seed):
     return rows[~of_collection | in_kept]
 
 
-def own_negatives(manifest_rows, place):
-    """The manifest's adults without COVID-19 of a place: a left-out place's own X-rays without
-    it, never trained on, for the within-place AUC."""
-    rows = manifest_rows[place.holds(manifest_rows)]
-    return rows[(rows["class"] != COVID) & (rows["age_group"] == "adult")]
-
-
 def region_curve(runs):
     """The learning curve by regions, from {(region, count): [scores]}: per count of training
     regions, the mean over regions and splits of the training sites (training_sites),
@@ -102,5 +100,4 @@ def training_sites(train):
     """Distinct places of the training COVID-19 X-rays: each named location of a collection;
     a collection's images that name none count as one place."""
     covid = train[train["class"] == COVID]
-    named = covid["site"].fillna("").astype(str).str.strip()
-    return int(pd.Series(list(zip(covid["source"], named))).nunique())
+    return int(pd.Series(list(zip(covid["source"], sites(covid)))).nunique())

@@ -29,8 +29,7 @@ from covidxray.files import write_json
 from covidxray.headline import holdout_headline
 from covidxray.holdout import (EVERY, covid_share, curve_points, holdout_rows, run_scores,
                                summary, verdict, verdict_lines, within_source_rows)
-from covidxray.places import (collections, own_negatives, region_curve, regions,
-                              trained_regions, training_sites)
+from covidxray.places import collections, region_curve, regions, trained_regions, training_sites
 from covidxray.model import head_probabilities
 from covidxray.params import load_params
 from covidxray.paths import DETAIL, MANIFEST, METRICS
@@ -41,13 +40,14 @@ from covidxray.training import bank_probabilities, head_on_bank
 
 def within_source(name, places, manifest):
     """{place name: (external features, external rows, manifest rows)}: each place's adults
-    without COVID-19, of the external set `name` (none when not given) and of the manifest."""
+    without COVID-19, of the external set `name` (none when not given) and of the manifest
+    (its rows with `image`, their index in the bank)."""
     rows = external_rows(name) if name else None  # numbered 0.. as the images
     features = external_features(name) if name else None
     found = {}
     for place in places:
         external = within_source_rows(rows, place) if name else manifest.iloc[:0]
-        own = own_negatives(manifest, place)
+        own = within_source_rows(manifest, place)
         if len(external) or len(own):
             found[place.name] = (None if features is None else
                                  features[external.index.to_numpy()], external, own)
@@ -149,14 +149,14 @@ def main():
         raise PipelineError("params.yaml: holdout needs the bank (bank.views > 0 or"
                             " bank.plain_view)")
     manifest, bank = pd.read_csv(MANIFEST, keep_default_na=False), read_features()
-    manifest = manifest.reset_index(names="image")
     started = time.perf_counter()
     with distributed(params.distribution) as where:  # models are made inside, as it needs
-        within = within_source(spec.within_source, collections(spec) + regions(spec), manifest)
+        within = within_source(spec.within_source, collections(spec) + regions(spec),
+                               manifest.reset_index(names="image"))
         print(f"holdout: {spec.splits} splits x {len(spec.sources)} collections and"
               f" {len(regions(spec))} regions left out, fractions {list(spec.fractions)},"
               f" training on {where}")
-        seeds, runs, curve = run_splits(params, manifest.drop(columns="image"), bank, within)
+        seeds, runs, curve = run_splits(params, manifest, bank, within)
     if not chief():  # several processes trained together; process 0 writes
         return
     result = report(spec, seeds, runs, curve)

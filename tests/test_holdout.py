@@ -11,7 +11,7 @@ from covidxray.cli import PipelineError
 from covidxray.holdout import (auc_interval, covid_share, holdout_rows, run_scores, verdict, wilson,
                                within_source_rows)
 from covidxray.params import load_params
-from covidxray.places import (Place, own_negatives, region_curve, regions, trained_regions,
+from covidxray.places import (Place, region_curve, regions, trained_regions,
                               training_sites)
 from covidxray.schema import Targets
 from stages import holdout as stage
@@ -96,7 +96,6 @@ def test_within_place_negatives_are_adults_without_covid_of_the_place():
     assert list(within_source_rows(table, Place("a", "a"))["patient"]) == ["1", "5"]
     italy = Place("Italy", "a", ("Italy",))
     assert list(within_source_rows(table, italy)["patient"]) == ["1"]
-    assert list(own_negatives(table, italy)["patient"]) == ["1"]
     assert within_source_rows(table, Place("c", "c")).empty
 
 
