@@ -19,10 +19,11 @@ setup: $(BIN)/.installed
 	$(IN_VENV) $(BIN)/python scripts/get_data.py
 	$(BIN)/dvc add --quiet $(RAW_SOURCES)  # into DVC's cache, for experiments in temporary workspaces
 
-$(BIN)/.installed: requirements.txt
+$(BIN)/.installed: requirements.txt pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps --editable .  # the covidxray command
 	touch $@
 
 test: $(BIN)/.installed
@@ -43,7 +44,7 @@ bench: setup
 
 verify: setup
 	$(IN_VENV) $(BIN)/dvc repro --force
-	$(IN_VENV) $(BIN)/python -m bench.verify
+	$(IN_VENV) $(BIN)/covidxray verify
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m stages.demo
+	$(BIN)/covidxray demo

@@ -19,15 +19,16 @@ import keras
 import numpy as np
 import pandas as pd
 
-from covidxray.augment import augmenter
-from covidxray.bank import augmented_views, bank_batch, build_features_model, plain_features
-from covidxray.head import adapt_head, build_head
-from covidxray.inputs import BankBatches, targets
-from covidxray.model import head_probabilities
-from covidxray.params import load_params
-from covidxray.shards import prepared_images
-from covidxray.splitting import read_split
-from covidxray.training import fit, seed_everything
+from covidxray.config.params import load_params
+from covidxray.data.shards import prepared_images
+from covidxray.data.splitting import read_split
+from covidxray.model.augment import augmenter
+from covidxray.model.classifier import head_probabilities
+from covidxray.model.features import (augmented_views, bank_batch, build_features_model,
+                                      plain_features)
+from covidxray.model.head import adapt_head, build_head
+from covidxray.model.inputs import BankBatches, targets
+from covidxray.model.training import fit, seed_everything
 
 
 def head_accuracy(task, seed, bank, train, val_features, val, test_features, test):

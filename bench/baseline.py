@@ -23,9 +23,9 @@ import pandas as pd
 import tf_keras
 from tf_keras.preprocessing.image import ImageDataGenerator
 
-from covidxray.params import load_params
-from covidxray.splitting import read_split
-from covidxray.backbone import load_hed, weights_file
+from covidxray.config.params import load_params
+from covidxray.data.splitting import read_split
+from covidxray.model.backbone import load_hed, weights_file
 
 SIZE = (150, 150)
 BATCH = 10

@@ -164,7 +164,7 @@ python3 -c "
 import numpy as np; from PIL import Image
 images = np.load('data/prepared/images/00000.npy', mmap_mode='r')
 for i in (0, 1): Image.fromarray(np.asarray(images[i])).save(f'/tmp/xray-{i}.png')"
-stage predict python3 -m stages.predict --task binary --gradcam /tmp/gradcam /tmp/xray-0.png \
+stage predict python3 -m covidxray predict --task binary --gradcam /tmp/gradcam /tmp/xray-0.png \
     /tmp/xray-1.png
 ls /tmp/gradcam/*.png >/dev/null || fail "predict wrote no Grad-CAM image"
 

@@ -24,9 +24,9 @@ import keras
 import numpy as np
 
 from bench.workspace import ROOT, tree_files
-from covidxray.bank import plain_features
-from covidxray.backbone import build_backbone, build_extractor
-from covidxray.shards import prepared_images
+from covidxray.data.shards import prepared_images
+from covidxray.model.backbone import build_backbone, build_extractor
+from covidxray.model.features import plain_features
 
 WHEELS = Path(".whl")
 WEIGHTS = Path(".device/vgg16_hed_fp16.weights.h5")

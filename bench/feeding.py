@@ -20,12 +20,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from covidxray.bank import feature_batches, feature_pass
-from covidxray.batching import batch_slices
-from covidxray.distribution import predict_on_batch
-from covidxray.machine import device, processor
-from covidxray.model import VGGPreprocess
-from covidxray.shards import Shards, write_shards
+from covidxray.data.shards import Shards, write_shards
+from covidxray.model.batching import batch_slices
+from covidxray.model.classifier import VGGPreprocess
+from covidxray.model.devices import predict_on_batch
+from covidxray.model.features import feature_batches, feature_pass
+from covidxray.model.machine import device, processor
 
 SIZE, MAP = 150, 4  # VGG16 at 150 px ends in 4 x 4 x 512
 

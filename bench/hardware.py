@@ -16,9 +16,9 @@ import sys
 import keras
 import numpy as np
 
-from covidxray.params import load_params
-from covidxray.machine import device, measured_precision, processor, rate
-from covidxray.backbone import build_backbone
+from covidxray.config.params import load_params
+from covidxray.model.backbone import build_backbone
+from covidxray.model.machine import device, measured_precision, processor, rate
 
 SECONDS = 8  # per measurement
 BATCH = 32   # images per forward pass

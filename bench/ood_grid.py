@@ -18,14 +18,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from covidxray import ood
-from covidxray.bank import build_features_model, feature_batches, feature_pass
-from covidxray.cli import cli
-from covidxray.params import load_params
-from covidxray.probes import probe_sets
-from covidxray.shards import prepared_images, read_features
-from covidxray.splitting import read_split
-from covidxray.stored import external_images
+from covidxray.config.params import load_params
+from covidxray.data.external import external_images
+from covidxray.data.shards import prepared_images, read_features
+from covidxray.data.splitting import read_split
+from covidxray.evaluation import ood
+from covidxray.evaluation.non_xray import probe_sets
+from covidxray.model.features import build_features_model, feature_batches, feature_pass
+from covidxray.runner import cli
 
 BATCH = 32
 

@@ -28,7 +28,7 @@ import yaml
 from PIL import Image
 
 from bench.workspace import ROOT, copy_repository, machine, timed
-from covidxray.sources import COVID_COLUMNS
+from covidxray.data.sources import COVID_COLUMNS
 
 MIRROR = ROOT.parent / "shared" / "datasets"
 STAGES = ("merge", "split", "prepare", "features", "train@four", "repeat", "evaluate@four")

@@ -27,10 +27,12 @@ import sys
 import pandas as pd
 import yaml
 
-from covidxray.cli import PipelineError, cli
-from covidxray.params import load_params
-from covidxray.places import collections, regions
+from covidxray.errors import PipelineError
+
+from covidxray.config.params import load_params
+from covidxray.evaluation.places import collections, regions
 from covidxray.paths import PARAMS_FILE
+from covidxray.runner import cli
 
 
 def experiments(rev):

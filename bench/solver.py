@@ -18,14 +18,14 @@ import time
 import numpy as np
 import pandas as pd
 
-from covidxray.cli import cli
-from covidxray.holdout import holdout_rows, run_scores
-from covidxray.params import load_params
+from covidxray.config.params import load_params
+from covidxray.data.shards import read_features
+from covidxray.data.splitting import draw_splits, split_seeds, task_rows
+from covidxray.evaluation.holdout import holdout_rows, run_scores
+from covidxray.evaluation.scoring import spread, val_scores
+from covidxray.model.training import bank_probabilities, head_on_bank
 from covidxray.paths import MANIFEST
-from covidxray.scoring import spread, val_scores
-from covidxray.shards import read_features
-from covidxray.splitting import draw_splits, split_seeds, task_rows
-from covidxray.training import bank_probabilities, head_on_bank
+from covidxray.runner import cli
 
 
 def with_head(recipe, **changes):

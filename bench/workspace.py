@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from covidxray.machine import processor
+from covidxray.model.machine import processor
 from covidxray.paths import RAW
 
 ROOT = Path(__file__).resolve().parents[1]

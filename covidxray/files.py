@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from covidxray.cli import PipelineError
+from covidxray.errors import PipelineError
 
 
 @contextlib.contextmanager

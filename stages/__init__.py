@@ -7,6 +7,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 if "DVC_STAGE" in os.environ:  # watched from the start: dvc may die while Keras loads
-    from covidxray.cli import stop_with_parents
+    from covidxray.runner import stop_with_parents
 
     stop_with_parents()

@@ -20,13 +20,14 @@ Writes metrics/detail/confound.json: the numbers, and the findings in plain word
 import numpy as np
 import pandas as pd
 
-from covidxray.stored import external_features, external_rows
-from covidxray.cli import PipelineError, cli
-from covidxray.controls import linear_probe
+from covidxray.config.params import load_params
+from covidxray.data.external import external_features, external_rows
+from covidxray.data.shards import read_features
+from covidxray.errors import PipelineError
+from covidxray.evaluation.controls import linear_probe
 from covidxray.files import write_json
-from covidxray.params import load_params
 from covidxray.paths import DETAIL, EXTERNAL_METRICS, MANIFEST, METRICS
-from covidxray.shards import read_features
+from covidxray.runner import cli
 
 KERMANY = "kermany"
 

@@ -1,8 +1,8 @@
 """controls: where in the image, and from which shortcut, can COVID-19 be read?
 
 On `controls.task`'s split, the reference model (logistic regression on standardised,
-average-pooled frozen VGG16 features; covidxray/scoring.py) is trained on the training images
-and scored on the test images three times:
+average-pooled frozen VGG16 features; covidxray/evaluation/scoring.py) is trained on the
+training images and scored on the test images three times:
 - full: the images as they are;
 - lungs_hidden: the central lung field blacked out in training and test (Maguolo & Nanni 2021);
   what it still gets right it reads from outside the lungs;
@@ -19,19 +19,21 @@ Writes metrics/detail/controls.json, with the findings in plain words under `sum
 import numpy as np
 import pandas as pd
 
-from covidxray.bank import bank_batch, build_features_model, plain_features
-from covidxray.cli import PipelineError, cli
-from covidxray.controls import hide_lungs, linear_probe, lung_mass, lungs_only, probe_scores
+from covidxray.config.params import load_params
+from covidxray.data.external import external_features, external_rows
+from covidxray.data.provenance import trained_record
+from covidxray.data.shards import prepared_images, read_features
+from covidxray.data.splitting import read_split
+from covidxray.errors import PipelineError
+from covidxray.evaluation.controls import (hide_lungs, linear_probe, lung_mass, lungs_only,
+                                           probe_scores)
+from covidxray.evaluation.gradcam import gradcam
 from covidxray.files import write_json
-from covidxray.gradcam import gradcam
-from covidxray.model import load_classifier, probabilities
-from covidxray.params import load_params
+from covidxray.model.classifier import load_classifier, probabilities
+from covidxray.model.features import bank_batch, build_features_model, plain_features
+from covidxray.model.training import seed_everything
 from covidxray.paths import DETAIL, MANIFEST, MODELS
-from covidxray.provenance import trained_record
-from covidxray.shards import prepared_images, read_features
-from covidxray.splitting import read_split
-from covidxray.stored import external_features, external_rows
-from covidxray.training import seed_everything
+from covidxray.runner import cli
 
 
 def image_probes(extractor, plain, batch, task, margin, train, test):

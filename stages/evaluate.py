@@ -2,11 +2,11 @@
 
 Writes metrics/detail/<task>.json (test and validation scores, per class and per source) and
 metrics/predictions/<task>.csv (one row per test image); for each external set (data/external)
-metrics/detail/external/<task>/<set>.json, with the test metrics' keys plus the task's classes
-the set lacks, and <set>.csv, one row per image of the set, including images of classes
-outside the task (scored on the task's classes, not counted in the metrics). Then
-metrics/<task>.json, the headline `dvc metrics show` prints (covidxray/headline.py). Every
-input is read and scored before the first output is written.
+metrics/detail/external/<task>/<set>.json, with the test metrics' keys plus the task's classes the
+set lacks, and <set>.csv, one row per image of the set, including images of classes outside the task
+(scored on the task's classes, not counted in the metrics). Then metrics/<task>.json, the headline
+`dvc metrics show` prints (covidxray/evaluation/headline.py). Every input is read and scored before
+the first output is written.
 
 A model whose VGG16 was not fine-tuned is its frozen backbone and its head: its head scores the
 features the features stage stored (data/features, data/external_features), so no image goes
@@ -15,18 +15,18 @@ through VGG16 again. A fine-tuned model scores the decoded images.
 
 import numpy as np
 
-from covidxray.cli import cli, task_argument
-from covidxray.inputs import RowBatches
+from covidxray.config.params import load_params
+from covidxray.data.external import external_features, external_images, external_rows
+from covidxray.data.provenance import trained_record
+from covidxray.data.shards import prepared_images, read_features
+from covidxray.data.splitting import read_split
+from covidxray.evaluation.headline import task_headline, task_verdict
+from covidxray.evaluation.scoring import by_source, predictions_table, scores, val_scores
 from covidxray.files import replacing_folder, write_json, write_table
-from covidxray.headline import task_headline, task_verdict
-from covidxray.params import load_params
+from covidxray.model.classifier import head_probabilities, load_classifier, probabilities
+from covidxray.model.inputs import RowBatches
 from covidxray.paths import DETAIL, EXTERNAL_METRICS, METRICS, MODELS
-from covidxray.provenance import trained_record
-from covidxray.splitting import read_split
-from covidxray.stored import external_features, external_images, external_rows
-from covidxray.model import head_probabilities, load_classifier, probabilities
-from covidxray.scoring import by_source, predictions_table, scores, val_scores
-from covidxray.shards import prepared_images, read_features
+from covidxray.runner import cli, task_argument
 
 
 class Scorer:

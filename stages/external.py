@@ -27,13 +27,13 @@ import shutil
 
 import pandas as pd
 
-from covidxray.cli import cli
+from covidxray.config.params import load_params
+from covidxray.data.images import cores, load_images
+from covidxray.data.provenance import write_arrays
+from covidxray.data.sources import candidates, describe
 from covidxray.files import write_json, write_table
-from covidxray.images import cores, load_images
-from covidxray.params import load_params
 from covidxray.paths import DETAIL, EXTERNAL, MANIFEST
-from covidxray.provenance import write_arrays
-from covidxray.sources import candidates, describe
+from covidxray.runner import cli
 
 COLUMNS = ["path", "class", "patient", "source", "age_group", "site"]
 

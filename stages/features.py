@@ -1,13 +1,12 @@
 """features: the augmentation bank, the frozen backbone's features of every image, computed once.
 
 train feeds the head one stored view of each training image per epoch and cycles through them
-(covidxray/bank.py). With views = epochs that is exactly per-epoch augmentation, at the cost of
-one forward pass per view instead of one per view and epoch. Every manifest image gets its
-views, not only the training split's, so that a new split (and each split of `repeat`) reuses
-them.
+(covidxray/model/features.py). With views = epochs that is exactly per-epoch augmentation, at the
+cost of one forward pass per view instead of one per view and epoch. Every manifest image gets its
+views, not only the training split's, so that a new split (and each split of `repeat`) reuses them.
 
 Writes data/features/: `view-00/`, `view-01/`, ... (one per augmented view) and `plain/`
-(unaugmented), each a sharded array (covidxray/shards.py) of N x feature shape in the row order
+(unaugmented), each a sharded array (covidxray/data/shards.py) of N x feature shape in the row order
 of the manifest and in `bank.dtype`; and data/external_features/<set>.npz, the plain features
 of each external set's images (data/external) in float32, which evaluate, holdout, confound,
 controls and ood read instead of running VGG16 on them again. Images are read, and features
@@ -21,18 +20,18 @@ import time
 import keras
 import numpy as np
 
-from covidxray.augment import augmenter
-from covidxray.bank import bank_batch, build_features_model, feature_batches, feature_pass
-from covidxray.batching import batch_count
-from covidxray.cli import cli
-from covidxray.distribution import distributed
+from covidxray.config.params import load_params
+from covidxray.data.external import external_images
+from covidxray.data.provenance import manifest_digest, write_arrays
+from covidxray.data.shards import prepared_images, view_name, write_shards
 from covidxray.files import replacing_folder
-from covidxray.machine import resolved_precision
-from covidxray.params import load_params
+from covidxray.model.augment import augmenter
+from covidxray.model.batching import batch_count
+from covidxray.model.devices import distributed
+from covidxray.model.features import bank_batch, build_features_model, feature_batches, feature_pass
+from covidxray.model.machine import resolved_precision
 from covidxray.paths import EXTERNAL_FEATURES, FEATURES
-from covidxray.provenance import manifest_digest, write_arrays
-from covidxray.shards import prepared_images, view_name, write_shards
-from covidxray.stored import external_images
+from covidxray.runner import cli
 
 
 def write_bank(params, extractor, batch):

@@ -1,18 +1,18 @@
 """holdout: leave one place out. Does the task find COVID-19 in a hospital it never saw?
 
-For each seed of `holdout.splits` (seed, seed + 1, ..., as repeat draws them) and each place,
-a COVID-19 collection of `holdout.sources` or a region of `holdout.regions`
-(covidxray/places.py), the task's head trains on the bank without any image of that place, then
-is scored on it (covidxray/holdout.py): recall on the place's validation patients (for
-choosing) and on its other patients (the test), false alarms on the split's adults without
-COVID-19, and the AUC between its COVID-19 images and its own adults without COVID-19 (of
-`holdout.within_source`'s set and of the manifest). Two learning curves: the collections again
-on `holdout.fractions` of the training COVID-19 patients, without the collection and with every
-one; and each region scored after training on 0, 1, ... of the other regions.
+For each seed of `holdout.splits` (seed, seed + 1, ..., as repeat draws them) and each place, a
+COVID-19 collection of `holdout.sources` or a region of `holdout.regions`
+(covidxray/evaluation/places.py), the task's head trains on the bank without any image of that
+place, then is scored on it (covidxray/evaluation/holdout.py): recall on the place's validation
+patients (for choosing) and on its other patients (the test), false alarms on the split's adults
+without COVID-19, and the AUC between its COVID-19 images and its own adults without COVID-19 (of
+`holdout.within_source`'s set and of the manifest). Two learning curves: the collections again on
+`holdout.fractions` of the training COVID-19 patients, without the collection and with every one;
+and each region scored after training on 0, 1, ... of the other regions.
 
 Writes metrics/detail/holdout.json: per left-out place and for every source together, the
 spread over the splits of each score with its interval; the verdict against `holdout.targets`;
-the curves. And metrics/holdout.json, the verdict's means (covidxray/headline.py).
+the curves. And metrics/holdout.json, the verdict's means (covidxray/evaluation/headline.py).
 """
 
 import dataclasses
@@ -21,21 +21,24 @@ import time
 import numpy as np
 import pandas as pd
 
-from covidxray.backbone import trainable_top
-from covidxray.stored import external_features, external_rows
-from covidxray.cli import PipelineError, cli
-from covidxray.distribution import chief, distributed
+from covidxray.config.params import load_params
+from covidxray.data.external import external_features, external_rows
+from covidxray.data.shards import read_features
+from covidxray.data.splitting import draw_splits, split_seeds
+from covidxray.errors import PipelineError
+from covidxray.evaluation.headline import holdout_headline
+from covidxray.evaluation.holdout import (EVERY, covid_share, curve_points, holdout_rows,
+                                          run_scores, summary, verdict, verdict_lines,
+                                          within_source_rows)
+from covidxray.evaluation.places import (collections, region_curve, regions, trained_regions,
+                                         training_sites)
 from covidxray.files import write_json
-from covidxray.headline import holdout_headline
-from covidxray.holdout import (EVERY, covid_share, curve_points, holdout_rows, run_scores,
-                               summary, verdict, verdict_lines, within_source_rows)
-from covidxray.places import collections, region_curve, regions, trained_regions, training_sites
-from covidxray.model import head_probabilities
-from covidxray.params import load_params
+from covidxray.model.backbone import trainable_top
+from covidxray.model.classifier import head_probabilities
+from covidxray.model.devices import chief, distributed
+from covidxray.model.training import bank_probabilities, head_on_bank
 from covidxray.paths import DETAIL, MANIFEST, METRICS
-from covidxray.shards import read_features
-from covidxray.splitting import draw_splits, split_seeds
-from covidxray.training import bank_probabilities, head_on_bank
+from covidxray.runner import cli
 
 
 def within_source(name, places, manifest):

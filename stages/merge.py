@@ -3,7 +3,7 @@
 The tutorial's two sources are sampled by `merge.per_class` exactly as before NIH was added;
 NIH ChestX-ray14 (`merge.nih`), then Hannover's COVID-19 images (`merge.hannover`), then each
 set of `merge.sources` in the order given (your own data in the `folders` or `table` layout,
-covidxray/sources.py) are sampled after them, each by its own counts, and their rows come last
+covidxray/data/sources.py) are sampled after them, each by its own counts, and their rows come last
 in that order, so the tutorial's rows, NIH's, their order and everything made from them stay the
 same. A set of merge.sources named nih or hannover takes the place of the built-in one it
 replaces (which must then be left out): the same rows give the same manifest.
@@ -15,11 +15,11 @@ and metrics/detail/data.json (counts per class and every file that was left out,
 import numpy as np
 import pandas as pd
 
-from covidxray.cli import cli
+from covidxray.config.params import load_params
+from covidxray.data.sources import candidates, describe, kermany_candidates
 from covidxray.files import write_json, write_table
-from covidxray.params import load_params
 from covidxray.paths import DETAIL, MANIFEST, RAW
-from covidxray.sources import candidates, describe, kermany_candidates
+from covidxray.runner import cli
 
 KERMANY = RAW / "chest-xray-pneumonia" / "chest_xray"
 COVID = RAW / "covid-chestxray-dataset"

@@ -1,5 +1,5 @@
 """ood: does an input look like a frontal chest X-ray like ours? The reference predict checks
-every image against (covidxray/ood.py), and how it does on probe sets.
+every image against (covidxray/evaluation/ood.py), and how it does on probe sets.
 
 The reference is the plain features (data/features) of the split's training images, every
 source and class: the question is whether an image is a frontal chest X-ray like the training
@@ -7,7 +7,7 @@ ones, not whether it fits one task. The threshold is set on the validation image
 scores the test split and every external set (frontal X-rays of other patients and hospitals:
 few should be flagged) from their stored features (data/features, data/external_features), and,
 through the frozen backbone of params, probe sets that are not frontal chest X-rays
-(covidxray/probes.py: lateral X-rays, CT slices, photos, text, noise).
+(covidxray/evaluation/non_xray.py: lateral X-rays, CT slices, photos, text, noise).
 
 Writes models/ood.npz (the reference), metrics/detail/ood.json (threshold, k, keep, and per set the
 images scored and the share flagged) and metrics/detail/ood.png (each set's distances beside
@@ -22,18 +22,19 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from covidxray import ood  # noqa: E402
-from covidxray.backbone import fingerprint  # noqa: E402
-from covidxray.bank import build_features_model, feature_pass  # noqa: E402
-from covidxray.cli import PipelineError, cli  # noqa: E402
+from covidxray.config.params import load_params  # noqa: E402
+from covidxray.data.external import external_features  # noqa: E402
+from covidxray.data.shards import read_features  # noqa: E402
+from covidxray.data.splitting import read_split  # noqa: E402
+from covidxray.errors import PipelineError
+from covidxray.evaluation import ood  # noqa: E402
+from covidxray.evaluation.non_xray import probe_sets  # noqa: E402
 from covidxray.files import replacing, write_json  # noqa: E402
-from covidxray.machine import resolved_precision  # noqa: E402
-from covidxray.params import load_params  # noqa: E402
+from covidxray.model.backbone import fingerprint  # noqa: E402
+from covidxray.model.features import build_features_model, feature_pass  # noqa: E402
+from covidxray.model.machine import resolved_precision  # noqa: E402
 from covidxray.paths import DETAIL, SPLITS  # noqa: E402
-from covidxray.probes import probe_sets  # noqa: E402
-from covidxray.shards import read_features  # noqa: E402
-from covidxray.splitting import read_split  # noqa: E402
-from covidxray.stored import external_features  # noqa: E402
+from covidxray.runner import cli  # noqa: E402
 
 SUMMARY, PLOT = DETAIL / "ood.json", DETAIL / "ood.png"
 

@@ -1,7 +1,7 @@
 """plots: per task, training curves, confusion matrix, ROC curves and two test-image galleries.
 
 The second gallery overlays each test image with the Grad-CAM heatmap of its predicted class:
-where in the X-ray the model found its evidence (covidxray/gradcam.py).
+where in the X-ray the model found its evidence (covidxray/evaluation/gradcam.py).
 Writes plots/<task>/{history,confusion,roc,gallery,gradcam}.png, and the leave-one-place-out
 learning curve, plots/holdout/curve.png.
 """
@@ -15,16 +15,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from covidxray.cli import cli  # noqa: E402
+from covidxray.config.params import load_params  # noqa: E402
+from covidxray.data.provenance import trained_record  # noqa: E402
+from covidxray.data.shards import prepared_images  # noqa: E402
+from covidxray.data.splitting import read_split  # noqa: E402
+from covidxray.evaluation.gradcam import gradcam, overlay  # noqa: E402
+from covidxray.evaluation.scoring import scores  # noqa: E402
 from covidxray.files import read_json, replacing  # noqa: E402
-from covidxray.params import load_params  # noqa: E402
+from covidxray.model.classifier import load_classifier  # noqa: E402
 from covidxray.paths import DETAIL, METRICS, MODELS, PLOTS, TASK_PLOTS  # noqa: E402
-from covidxray.provenance import trained_record  # noqa: E402
-from covidxray.splitting import read_split  # noqa: E402
-from covidxray.gradcam import gradcam, overlay  # noqa: E402
-from covidxray.model import load_classifier  # noqa: E402
-from covidxray.scoring import scores  # noqa: E402
-from covidxray.shards import prepared_images  # noqa: E402
+from covidxray.runner import cli  # noqa: E402
 
 
 def history(task, ax_acc, ax_loss):

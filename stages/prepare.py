@@ -1,7 +1,7 @@
 """prepare: decode and resize every manifest image once, so no later stage touches a source file.
 
 The Kaggle images are up to 2500 px a side; decoding them every epoch cost more than the model.
-Writes data/prepared/images/, a sharded array (covidxray/shards.py) of uint8 size x size x 3
+Writes data/prepared/images/, a sharded array (covidxray/data/shards.py) of uint8 size x size x 3
 images in the row order of the manifest, after `preprocess` (the border crop and CLAHE, when
 set), `shard_size` images a file: it holds one shard, not every image. It does not depend on the
 split, so a new split (or `repeat`) decodes nothing.
@@ -11,13 +11,15 @@ import time
 
 import pandas as pd
 
-from covidxray.cli import PipelineError, cli
+from covidxray.errors import PipelineError
+
+from covidxray.config.params import load_params
+from covidxray.data.images import cores, decode_all
+from covidxray.data.provenance import manifest_digest
+from covidxray.data.shards import write_shards
 from covidxray.files import replacing_folder, sha256
-from covidxray.images import cores, decode_all
-from covidxray.params import load_params
 from covidxray.paths import MANIFEST, PREPARED_IMAGES
-from covidxray.provenance import manifest_digest
-from covidxray.shards import write_shards
+from covidxray.runner import cli
 
 
 def check_unchanged(manifest):

@@ -1,12 +1,12 @@
 """repeat: split -> train -> score again over several seeds of the split, for mean and spread.
 
-Nine test images a class are few: one split's accuracy moves by a tenth with the luck of the
-draw. This stage draws the split `repeat.splits` times, with seeds seed, seed + 1, ..., (so the
-first is the pipeline's own split), trains each task's head on the augmentation bank exactly as
-train does, and scores it on that split's validation images (what candidates are chosen by) and
-test images. Beside each head it fits the reference model, a logistic regression on the same
-features and split (covidxray/scoring.py), which a head has to beat. The bank holds the views of
-every image, so a new split costs no VGG16 pass. With bank.views = 0 it records a skip.
+Nine test images a class are few: one split's accuracy moves by a tenth with the luck of the draw.
+This stage draws the split `repeat.splits` times, with seeds seed, seed + 1, ..., (so the first is
+the pipeline's own split), trains each task's head on the augmentation bank exactly as train does,
+and scores it on that split's validation images (what candidates are chosen by) and test images.
+Beside each head it fits the reference model, a logistic regression on the same features and split
+(covidxray/evaluation/scoring.py), which a head has to beat. The bank holds the views of every
+image, so a new split costs no VGG16 pass. With bank.views = 0 it records a skip.
 
 Writes metrics/detail/repeat.json: per task, for the head and the reference, the mean, sd, min
 and max of each validation and test metric over the splits, per class too.
@@ -17,19 +17,19 @@ import time
 import numpy as np
 import pandas as pd
 
-from covidxray.backbone import trainable_top
-from covidxray.batching import batch_slices
-from covidxray.cli import cli
-from covidxray.distribution import chief, distributed
+from covidxray.config.params import load_params
+from covidxray.data.shards import read_features
+from covidxray.data.splitting import draw_splits, split_seeds, task_rows
+from covidxray.evaluation.scoring import (by_source, pooled, reference_model, scores, spread,
+                                          summary, val_scores)
 from covidxray.files import write_json
-from covidxray.params import load_params
+from covidxray.model.backbone import trainable_top
+from covidxray.model.batching import batch_slices
+from covidxray.model.classifier import model_outputs
+from covidxray.model.devices import chief, distributed
+from covidxray.model.training import bank_probabilities, head_on_bank
 from covidxray.paths import DETAIL, MANIFEST
-from covidxray.scoring import (by_source, pooled, reference_model, scores, spread, summary,
-                               val_scores)
-from covidxray.shards import read_features
-from covidxray.splitting import draw_splits, split_seeds, task_rows
-from covidxray.model import model_outputs
-from covidxray.training import bank_probabilities, head_on_bank
+from covidxray.runner import cli
 
 
 def split_scores(predict, parts, task, seed):

@@ -5,18 +5,19 @@ without COVID-19 called COVID-19, and a verdict), then the leave-one-place-out v
 data, each task's tables and plots (curves, confusion matrices, ROC, the test gallery and its
 Grad-CAM heatmaps), the shortcut checks and how predict's check of inputs that are not
 frontal chest X-rays does on probe sets (stages/ood.py), the plots embedded as data URIs so
-the one file is the whole report (covidxray/report.py builds the sections).
+the one file is the whole report (covidxray/evaluation/report.py builds the sections).
 
 Writes report/index.html.
 """
 
 from pathlib import Path
 
-from covidxray.cli import cli
+from covidxray.config.params import load_params
+from covidxray.evaluation.report import (STYLE, confound_section, controls_section, data_section,
+                                         holdout_section, ood_section, summary_section,
+                                         task_section)
 from covidxray.files import replacing
-from covidxray.params import load_params
-from covidxray.report import (STYLE, confound_section, controls_section, data_section,
-                              holdout_section, ood_section, summary_section, task_section)
+from covidxray.runner import cli
 
 REPORT = Path("report/index.html")
 

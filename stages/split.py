@@ -9,10 +9,10 @@ test_per_class that one of them cannot meet stops the pipeline here, not an hour
 
 import pandas as pd
 
-from covidxray.cli import cli
-from covidxray.params import load_params
+from covidxray.config.params import load_params
+from covidxray.data.splitting import draw_splits, split_seeds, write_split
 from covidxray.paths import MANIFEST
-from covidxray.splitting import draw_splits, split_seeds, write_split
+from covidxray.runner import cli
 
 
 def main():

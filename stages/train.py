@@ -16,20 +16,21 @@ import time
 
 from dvclive import Live
 
-from covidxray.backbone import build_extractor, fingerprint, top_blocks, vgg_backbone, weights_file
-from covidxray.cli import cli, task_argument
-from covidxray.distribution import chief, distributed
+from covidxray.config.params import load_params
+from covidxray.data.provenance import manifest_digest, split_digest
+from covidxray.data.shards import prepared_images, read_features
+from covidxray.data.splitting import read_split
 from covidxray.files import write_json
-from covidxray.head import adapt_head, build_head
-from covidxray.inputs import image_inputs
-from covidxray.machine import device, resolved_precision
-from covidxray.model import build_classifier, build_trainer, model_outputs, save_model
-from covidxray.params import load_params
+from covidxray.model.backbone import (build_extractor, fingerprint, top_blocks, vgg_backbone,
+                                      weights_file)
+from covidxray.model.classifier import build_classifier, build_trainer, model_outputs, save_model
+from covidxray.model.devices import chief, distributed
+from covidxray.model.head import adapt_head, build_head
+from covidxray.model.inputs import image_inputs
+from covidxray.model.machine import device, resolved_precision
+from covidxray.model.training import LiveHistory, fit, fit_on_bank, seed_everything
 from covidxray.paths import METRICS, MODELS
-from covidxray.provenance import manifest_digest, split_digest
-from covidxray.shards import prepared_images, read_features
-from covidxray.splitting import read_split
-from covidxray.training import LiveHistory, fit, fit_on_bank, seed_everything
+from covidxray.runner import cli, task_argument
 
 
 def fit_per_epoch(extractor, head, recipe, train, val, callbacks):

@@ -95,10 +95,10 @@ def write_tiny_models(models, tasks, size=32):
     saves one."""
     import keras
 
-    from covidxray import model as m
-    from covidxray.backbone import build_backbone, build_extractor
-    from covidxray.head import adapt_head, build_head
-    from covidxray.params import load_params
+    from covidxray.config.params import load_params
+    from covidxray.model import classifier as m
+    from covidxray.model.backbone import build_backbone, build_extractor
+    from covidxray.model.head import adapt_head, build_head
 
     models.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)  # the same heads every run, so the tests see the same model
@@ -111,12 +111,17 @@ def write_tiny_models(models, tasks, size=32):
         m.build_classifier(extractor, head).save(models / f"{task}.keras")
 
 
+# The `covidxray` command as the docs show it: make setup installs it into the venv beside the
+# python that runs the tests (`python -m covidxray` is the same, without installing).
+COVIDXRAY = str(Path(sys.executable).with_name("covidxray"))
+
+
 def predict(project, *args, user=()):
-    """`python -m stages.predict` run in `project`, as `user` (a command prefix) when given;
+    """`covidxray predict` run in `project`, as `user` (a command prefix) when given;
     one that hangs (say on a FIFO) fails after 5 minutes instead of holding CI."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
-    return subprocess.run([*user, sys.executable, "-m", "stages.predict", *map(str, args)],
+    return subprocess.run([*user, COVIDXRAY, "predict", *map(str, args)],
                           cwd=project, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -176,7 +181,7 @@ def params_with(folder, changes=None):
 def external_set(name, spec):
     """External set `name` of `spec` (a mapping, as under `external` in params.yaml) as
     load_params reads it: a layouts.ExternalSet."""
-    from covidxray.params import load_params
+    from covidxray.config.params import load_params
 
     with tempfile.TemporaryDirectory(prefix="params-") as folder:
         return load_params(params_with(folder, {f"external.{name}": spec})).external[name]
@@ -184,7 +189,7 @@ def external_set(name, spec):
 
 def make_head(**changes):
     """A head's params: a linear head on flattened features, no normalisation or weighting."""
-    from covidxray.schema import Head
+    from covidxray.config.schema import Head
 
     return Head(**{"pooling": "flatten", "normalize": False, "variance_floor": 0.0, "units": 0,
                    "dropout": 0.0, "l2": 0.0, "class_weight": "none", "restore_best": False,
@@ -194,7 +199,7 @@ def make_head(**changes):
 def make_task(classes=("normal", "covid"), sources=("kermany", "covid-chestxray"), epochs=1,
               lr=1e-3, batch_size=4, name="t", **head_changes):
     """A task's params (schema.Task), its head per make_head(**head_changes)."""
-    from covidxray.schema import Task
+    from covidxray.config.schema import Task
 
     return Task(name, tuple(classes), tuple(sources), epochs, lr, batch_size,
                 make_head(**head_changes))
@@ -203,8 +208,8 @@ def make_task(classes=("normal", "covid"), sources=("kermany", "covid-chestxray"
 def make_recipe(task, seed=0, shard_size=1024, plain_view=True, views=0, **backbone):
     """A recipe (params.Recipe) for training `task` on the bank; backbone keys as
     trainable_blocks=1, fine_tune_lr=..., fine_tune_epochs=... for fine-tuning."""
-    from covidxray.params import Recipe
-    from covidxray.schema import Augment, Backbone, Bank
+    from covidxray.config.params import Recipe
+    from covidxray.config.schema import Augment, Backbone, Bank
 
     still = Augment(rotation_degrees=0.0, shift=0.0, shear_degrees=0.0, zoom=0.0,
                     channel_shift=0.0, horizontal_flip=False, vertical_flip=False,

@@ -15,15 +15,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covidxray import model
-from covidxray.backbone import build_backbone, build_extractor
-from covidxray.cli import PipelineError
+from covidxray.data.images import MAX_PIXELS
+from covidxray.data.provenance import trained_record
+from covidxray.data.shards import Shards
+from covidxray.errors import PipelineError
 from covidxray.files import replacing, sha256, write_table
-from covidxray.head import build_head
-from covidxray.images import MAX_PIXELS
+from covidxray.model.backbone import build_backbone, build_extractor
+from covidxray.model.classifier import build_classifier, load_classifier, save_model
+from covidxray.model.head import build_head
 from covidxray.paths import DETAIL, MANIFEST, PREPARED_IMAGES
-from covidxray.provenance import trained_record
-from covidxray.shards import Shards
 from stages import external, features, merge, prepare, split, train
 from tests.conftest import (HANNOVER_HEADER, METADATA_HEADER, ROOT, TINY, external_set,
                             hannover_row, write_awkward_files, write_image, write_params)
@@ -164,7 +164,7 @@ def test_outputs_of_another_manifest_are_refused_with_the_stage_to_rerun(sources
 SLOW_STAGE = """
 import os, time
 from pathlib import Path
-from covidxray.cli import cli
+from covidxray.runner import cli
 from covidxray.files import replacing
 
 def main():
@@ -271,15 +271,15 @@ def test_two_saves_of_a_model_are_byte_identical(tmp_path):
         keras.backend.clear_session()
         keras.utils.set_random_seed(0)
         backbone = build_backbone("none", 32, "mixed_bfloat16")  # shares a dtype policy
-        return model.build_classifier(build_extractor(backbone), build_head(2, (1, 1, 512)))
+        return build_classifier(build_extractor(backbone), build_head(2, (1, 1, 512)))
 
-    model.save_model(build(), tmp_path / "a.keras")
+    save_model(build(), tmp_path / "a.keras")
     time.sleep(2.1)  # a zip entry's time has a resolution of 2 s
     classifier = build()
-    model.save_model(classifier, tmp_path / "b.keras")
+    save_model(classifier, tmp_path / "b.keras")
     first, second = ((tmp_path / name).read_bytes() for name in ("a.keras", "b.keras"))
     assert hashlib.md5(first).digest() == hashlib.md5(second).digest()
-    reloaded = model.load_classifier(tmp_path / "b.keras")
+    reloaded = load_classifier(tmp_path / "b.keras")
     assert all(np.array_equal(a, b) for a, b in zip(reloaded.get_weights(),
                                                      classifier.get_weights()))
 

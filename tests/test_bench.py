@@ -9,8 +9,8 @@ import pytest
 from bench import device_files, ood_grid
 from bench.__main__ import fitted, reused_baseline, stage_names, table, timed, train_seconds
 from bench.hardware import conv_flops
-from covidxray.backbone import build_backbone
-from covidxray.schema import Ood
+from covidxray.config.schema import Ood
+from covidxray.model.backbone import build_backbone
 from tests.conftest import ROOT
 
 

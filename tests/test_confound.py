@@ -3,9 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covidxray.cli import PipelineError
-from covidxray.controls import linear_probe
-from covidxray.params import load_params
+from covidxray.config.params import load_params
+from covidxray.errors import PipelineError
+from covidxray.evaluation.controls import linear_probe
 from stages.confound import other_source_features, summary
 from tests.conftest import params_with
 

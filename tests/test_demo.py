@@ -1,11 +1,10 @@
-"""The demo page: its model card and results in-process, and the real `python -m stages.demo`
+"""The demo page: its model card and results in-process, and the real `covidxray demo`
 driven by headless Chromium in a project folder holding params.yaml, tiny models and metrics."""
 
 import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -14,10 +13,10 @@ import pytest
 
 pytest.importorskip("gradio", reason="gradio is not installed (requirements.txt)")
 
-from covidxray import demo  # noqa: E402 (after the skip: it imports gradio)
-from covidxray.cli import PipelineError  # noqa: E402
-from covidxray.params import load_params  # noqa: E402
-from tests.conftest import (ROOT, free_port, predict, records, write_image,  # noqa: E402
+from covidxray.app import demo  # noqa: E402 (after the skip: it imports gradio)
+from covidxray.config.params import load_params  # noqa: E402
+from covidxray.errors import PipelineError  # noqa: E402
+from tests.conftest import (COVIDXRAY, ROOT, free_port, predict, records, write_image,  # noqa: E402
                             write_tiny_models)
 
 CLASSES = {"binary": ["normal", "covid"], "three": ["normal", "bacterial", "covid"]}
@@ -86,7 +85,7 @@ def test_model_card_of_a_task_without_metrics_says_how_to_measure_it(metrics_onl
 def test_a_page_without_any_trained_model_is_one_clear_error(metrics_only):
     with pytest.raises(PipelineError, match=r"no trained model in models/ for any task of"
                        r" params.yaml \(binary, .*\); train them with `dvc repro`"):
-        demo.page(metrics_only)
+        demo.build(metrics_only)
 
 
 def test_an_unreliable_image_shows_its_warning_under_its_probabilities():
@@ -128,7 +127,7 @@ def project(tmp_path_factory):
 
 def demo_process(project, *args):
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return subprocess.Popen([sys.executable, "-m", "stages.demo", *args], cwd=project,
+    return subprocess.Popen([COVIDXRAY, "demo", *args], cwd=project,
                             env={**os.environ, "PYTHONPATH": path}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -137,18 +136,18 @@ def wait_until_served(process, url, seconds=120):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"stages.demo ended: {process.communicate()}")
+            pytest.fail(f"covidxray demo ended: {process.communicate()}")
         try:
             with urllib.request.urlopen(url, timeout=5):
                 return
         except OSError:
             time.sleep(0.5)
-    pytest.fail(f"stages.demo did not serve {url} in {seconds} s")
+    pytest.fail(f"covidxray demo did not serve {url} in {seconds} s")
 
 
 @pytest.fixture(scope="module")
 def served(project):
-    """`python -m stages.demo` on a free port in `project`, and its URL."""
+    """`covidxray demo` on a free port in `project`, and its URL."""
     port = free_port()
     process = demo_process(project, "--port", str(port))
     url = f"http://127.0.0.1:{port}/"

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covidxray.scoring import predictions_table, scores
+from covidxray.evaluation.scoring import predictions_table, scores
 
 CLASSES = ["normal", "bacterial", "covid"]
 
@@ -51,10 +51,10 @@ def test_predictions_table_has_one_probability_column_per_class():
 def test_a_frozen_model_is_scored_from_the_stored_features_as_on_its_images(sources):
     """evaluate reads the features stage's features (no VGG16 pass) and gets what the saved
     classifier gives on the decoded images; a fine-tuned one is scored on the images."""
-    from covidxray.model import load_classifier, probabilities
+    from covidxray.data.external import external_features
+    from covidxray.data.provenance import read_arrays
+    from covidxray.model.classifier import load_classifier, probabilities
     from covidxray.paths import EXTERNAL, EXTERNAL_FEATURES, MODELS
-    from covidxray.provenance import read_arrays
-    from covidxray.stored import external_features
     from stages import evaluate, external, features, merge, prepare, split, train
     from tests.conftest import TINY, write_image, write_params
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covidxray.cli import PipelineError
-from covidxray.params import load_params
+from covidxray.config.params import load_params
+from covidxray.errors import PipelineError
 from covidxray.paths import DETAIL, MANIFEST
 from stages import external, merge
 from tests.conftest import (NIH_HEADER, external_set, nih_row, params_with, write_awkward_files,

@@ -1,9 +1,9 @@
 import keras
 import numpy as np
 
-from covidxray.bank import augmented_views, plain_features
-from covidxray.augment import augmenter
-from covidxray.backbone import build_backbone, build_extractor
+from covidxray.model.augment import augmenter
+from covidxray.model.backbone import build_backbone, build_extractor
+from covidxray.model.features import augmented_views, plain_features
 from tests.test_model import AUGMENT, SIZE, images
 
 

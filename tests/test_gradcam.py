@@ -2,9 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from covidxray import backbone as b, head as h, model as m
-from covidxray.cli import PipelineError
-from covidxray.gradcam import gradcam, gradients, overlay
+from covidxray.errors import PipelineError
+from covidxray.evaluation.gradcam import gradcam, gradients, overlay
+from covidxray.model import backbone as b, head as h, classifier as m
 
 # RGB at the ImageNet mean: zero after VGG16's input scaling, so zero activations throughout
 # the untrained backbone, whose biases start at zero

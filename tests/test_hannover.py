@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from covidxray.cli import PipelineError
+from covidxray.data.sources import hannover_candidates
+from covidxray.errors import PipelineError
 from covidxray.paths import DETAIL, MANIFEST
-from covidxray.sources import hannover_candidates
 from stages import external, merge
 from tests.conftest import external_set, hannover_layout, write_params
 

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from covidxray import backbone as vgg, head as heads, inputs, model, training
-from covidxray.cli import PipelineError
-from covidxray.params import load_params
-from covidxray.schema import Augment
-from covidxray.scoring import reference_model
+from covidxray.config.params import load_params
+from covidxray.config.schema import Augment
+from covidxray.errors import PipelineError
+from covidxray.evaluation.scoring import reference_model
+from covidxray.model import backbone as vgg, head as heads, inputs, training
+from covidxray.model.classifier import build_classifier, head_probabilities, load_classifier
 from tests.conftest import ROOT, make_recipe, make_task, params_with
 
 SIZE = 32  # pixels: VGG16's smallest input, fast on a CPU
@@ -234,10 +235,10 @@ def test_fine_tuning_trains_block5_only_and_the_classifier_matches_bank_then_top
         changed = any(not np.array_equal(a, b) for a, b in
                       zip(before[layer.name], layer.get_weights()))
         assert changed == (layer.name.startswith("block5_conv")), layer.name
-    classifier = model.build_classifier(vgg.build_extractor(backbone), head)
+    classifier = build_classifier(vgg.build_extractor(backbone), head)
     np.testing.assert_allclose(
         classifier.predict(images, verbose=0),
-        model.head_probabilities(trained, plain, 4)[:, 1:], rtol=1e-4, atol=1e-5)
+        head_probabilities(trained, plain, 4)[:, 1:], rtol=1e-4, atol=1e-5)
 
 
 def test_the_reference_model_reads_pooled_features():
@@ -256,9 +257,9 @@ def test_a_classifier_with_every_head_option_saves_and_reloads(tmp_path):
                             units=8, dropout=0.3, l2=0.01)
     images = np.random.default_rng(0).integers(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
     heads.adapt_head(head, [extractor.predict(images, verbose=0) + 1.0])
-    classifier = model.build_classifier(extractor, head)
+    classifier = build_classifier(extractor, head)
     classifier.save(tmp_path / "m.keras")
-    again = model.load_classifier(tmp_path / "m.keras")
+    again = load_classifier(tmp_path / "m.keras")
     np.testing.assert_allclose(again.predict(images, verbose=0),
                                classifier.predict(images, verbose=0), rtol=1e-6)
 

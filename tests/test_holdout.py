@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covidxray.cli import PipelineError
-from covidxray.holdout import (auc_interval, covid_share, holdout_rows, run_scores, verdict, wilson,
-                               within_source_rows)
-from covidxray.params import load_params
-from covidxray.places import (Place, region_curve, regions, trained_regions,
-                              training_sites)
-from covidxray.schema import Targets
+from covidxray.config.params import load_params
+from covidxray.config.schema import Targets
+from covidxray.errors import PipelineError
+from covidxray.evaluation.holdout import (auc_interval, covid_share, holdout_rows, run_scores,
+                                          verdict, wilson, within_source_rows)
+from covidxray.evaluation.places import (Place, region_curve, regions, trained_regions,
+                                         training_sites)
 from stages import holdout as stage
 from tests.conftest import make_task, params_with, write_params
 
@@ -193,7 +193,7 @@ def region_places(rest="elsewhere"):
 
 def repo_params_like(groups, rest):
     """A holdout spec of collection j, its regions grouped as given."""
-    from covidxray.schema import Holdout, Regions
+    from covidxray.config.schema import Holdout, Regions
     return Holdout(task="t", sources=("j", "k"), splits=1, fractions=(1.0,), within_source=None,
                    targets=None, regions=Regions(source="j", groups=groups, rest=rest))
 

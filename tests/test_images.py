@@ -1,13 +1,13 @@
-"""Decoding images (covidxray/images.py): any mode to 8-bit RGB, the crop, CLAHE, and the same
+"""Decoding images (covidxray/data/images.py): any mode to 8-bit RGB, the crop, CLAHE, and the same
 bytes on several processes."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from covidxray.cli import PipelineError
-from covidxray.images import load_images, open_rgb
-from covidxray.schema import Preprocess
+from covidxray.config.schema import Preprocess
+from covidxray.data.images import load_images, open_rgb
+from covidxray.errors import PipelineError
 from tests.conftest import write_image
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from covidxray.cli import PipelineError
-from covidxray.params import load_params
+from covidxray.config.params import load_params
+from covidxray.data.sources import covid_candidates
+from covidxray.errors import PipelineError
 from covidxray.paths import DETAIL, MANIFEST, SPLIT_DIR
-from covidxray.sources import covid_candidates
 from stages import merge, split
 from tests.conftest import (METADATA_HEADER, ROOT, june_layout, params_with, write_image,
                             write_params)

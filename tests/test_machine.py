@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 
-from covidxray import bank, machine
-from covidxray.cli import PipelineError
-from covidxray.augment import augmenter
-from covidxray.backbone import build_backbone, build_extractor
-from covidxray.params import load_params
-from covidxray.schema import Backbone, Bank
+from covidxray.config.params import load_params
+from covidxray.config.schema import Backbone, Bank
+from covidxray.errors import PipelineError
+from covidxray.model import features, machine
+from covidxray.model.augment import augmenter
+from covidxray.model.backbone import build_backbone, build_extractor
 from tests.conftest import params_with
 from tests.test_model import AUGMENT, SIZE
 
@@ -68,20 +68,20 @@ def test_bfloat16_is_chosen_only_when_clearly_faster(monkeypatch):
 def test_the_bank_batch_grows_while_it_pays_and_a_batch_stays_short(monkeypatch):
     # images a second by batch size: doubling pays up to 256, then gains under 10%
     rates = {32: 100.0, 64: 180.0, 128: 300.0, 256: 400.0, 512: 420.0, 1024: 430.0}
-    monkeypatch.setattr(bank, "batch_rate", lambda model, size: rates[size])
-    assert bank.measured_batch_size(None, seconds=10) == 256
-    assert bank.measured_batch_size(None, seconds=0.5) == 32  # 64 images would take 0.64 s
+    monkeypatch.setattr(features, "batch_rate", lambda model, size: rates[size])
+    assert features.measured_batch_size(None, seconds=10) == 256
+    assert features.measured_batch_size(None, seconds=0.5) == 32  # 64 images would take 0.64 s
 
 
 def test_bank_batch_auto_measures_the_feature_pass_once(cache):
     extractor = build_extractor(build_backbone("none", SIZE))
     backbone = Backbone(weights="none", precision="float32")
     auto = Bank(views=0, plain_view=True, batch_size="auto")
-    size = bank.bank_batch(auto, backbone, extractor)
-    assert size in bank.BATCH_SIZES
+    size = features.bank_batch(auto, backbone, extractor)
+    assert size in features.BATCH_SIZES
     (key, kept), = json.loads((cache / "bank_batch_size.json").read_text()).items()
     assert kept == size and f"{(SIZE, SIZE, 3)} to" in key and "float32" in key
-    assert bank.bank_batch(Bank(views=0, plain_view=True, batch_size=8), backbone,
+    assert features.bank_batch(Bank(views=0, plain_view=True, batch_size=8), backbone,
                            extractor) == 8
 
 
@@ -97,11 +97,11 @@ def test_a_bad_bank_batch_size_is_one_params_line(tmp_path, value):
 def test_the_pass_casts_stored_pixels_on_the_device_and_augments_inside():
     extractor = build_extractor(build_backbone("none", SIZE))
     images = np.random.default_rng(0).integers(0, 255, (4, SIZE, SIZE, 3)).astype("uint8")
-    plain = bank.feature_pass(extractor)
+    plain = features.feature_pass(extractor)
     assert plain.inputs[0].dtype == "uint8"
     np.testing.assert_allclose(plain.predict_on_batch(images),
                                extractor.predict_on_batch(images.astype("float32")), rtol=1e-5)
     keras.utils.set_random_seed(0)
-    augmented = bank.feature_pass(extractor, augmenter(AUGMENT))
+    augmented = features.feature_pass(extractor, augmenter(AUGMENT))
     first, second = (augmented.predict_on_batch(images) for _ in range(2))
     assert not np.allclose(first, second)  # each call a fresh draw, inside the compiled step

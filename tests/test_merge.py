@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from covidxray import sources
-from covidxray.cli import PipelineError
-from covidxray.params import load_params
+from covidxray.config.layouts import DATA_REPORT_KEYS
+from covidxray.config.params import load_params
+from covidxray.data import sources
+from covidxray.errors import PipelineError
 from covidxray.paths import DETAIL, MANIFEST, SPLIT_DIR
-from covidxray.layouts import DATA_REPORT_KEYS
 from stages import merge, split
 from tests.conftest import (ROOT, hannover_layout, params_with, with_june, write_image,
                             write_params)

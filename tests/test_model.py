@@ -5,12 +5,12 @@ import keras
 import numpy as np
 import pytest
 
-from covidxray import backbone as b, model as m
-from covidxray.augment import augmenter
-from covidxray.cli import PipelineError
-from covidxray.head import build_head
-from covidxray.params import load_params
-from covidxray.schema import Augment
+from covidxray.config.params import load_params
+from covidxray.config.schema import Augment
+from covidxray.errors import PipelineError
+from covidxray.model import backbone as b, classifier as m
+from covidxray.model.augment import augmenter
+from covidxray.model.head import build_head
 from tests.conftest import params_with
 
 AUGMENT = Augment(rotation_degrees=50, shift=0.2, shear_degrees=0.25, zoom=0.1, channel_shift=20,

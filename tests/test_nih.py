@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covidxray import controls
-from covidxray.cli import PipelineError
-from covidxray.params import load_params
-from covidxray.scoring import by_source
-from covidxray.sources import nih_candidates
+from covidxray.config.params import load_params
+from covidxray.data.sources import nih_candidates
+from covidxray.errors import PipelineError
+from covidxray.evaluation import controls
+from covidxray.evaluation.scoring import by_source
 from stages.controls import children_rows
 from tests.conftest import DELETE, NIH_HEADER, nih_row, params_with, write_image
 

@@ -1,13 +1,13 @@
-"""Not a frontal chest X-ray? The distance and threshold maths (covidxray/ood.py), the probe
-sets (covidxray/probes.py) and the `ood` params."""
+"""Not a frontal chest X-ray? The distance and threshold maths (covidxray/evaluation/ood.py), the
+probe sets (covidxray/evaluation/non_xray.py) and the `ood` params."""
 
 import numpy as np
 import pytest
 
-from covidxray import ood, probes
-from covidxray.cli import PipelineError
-from covidxray.params import load_params
-from covidxray.schema import Backbone, Ood, Preprocess
+from covidxray.config.params import load_params
+from covidxray.config.schema import Backbone, Ood, Preprocess
+from covidxray.errors import PipelineError
+from covidxray.evaluation import ood, non_xray
 from tests.conftest import METADATA_HEADER, params_with, write_image
 
 
@@ -95,7 +95,7 @@ def test_no_reference_file_is_no_check(tmp_path):
 
 
 def test_the_drawn_probe_sets_are_the_same_every_run_and_differ_by_seed():
-    first, again, other = (probes.as_files(probes.drawn_sets(seed)["grey_noise"][:2], 32,
+    first, again, other = (non_xray.as_files(non_xray.drawn_sets(seed)["grey_noise"][:2], 32,
                                            Preprocess()) for seed in (42, 42, 43))
     assert first.shape == (2, 32, 32, 3) and first.dtype == np.uint8
     np.testing.assert_array_equal(first, again)
@@ -103,9 +103,9 @@ def test_the_drawn_probe_sets_are_the_same_every_run_and_differ_by_seed():
 
 
 def test_every_photo_and_page_loads_offline():
-    sets = probes.drawn_sets(0)
-    assert len(sets["photos"]) == len(probes.PHOTOS)
-    assert len(sets["text"]) == probes.DRAWN + 2  # and skimage's scanned text and page
+    sets = non_xray.drawn_sets(0)
+    assert len(sets["photos"]) == len(non_xray.PHOTOS)
+    assert len(sets["text"]) == non_xray.DRAWN + 2  # and skimage's scanned text and page
     assert all(image.mode == "RGB" for image in sets["photos"])
 
 
@@ -118,7 +118,7 @@ def test_lateral_and_ct_rows_are_probes_and_a_missing_file_is_named(tmp_path):
     for name in ("lat.png", "ct.png", "pa.png"):
         write_image(tmp_path / "images" / name)
     skipped = []
-    assert probes.other_views(tmp_path, skipped) == {"lateral": [tmp_path / "images/lat.png"],
+    assert non_xray.other_views(tmp_path, skipped) == {"lateral": [tmp_path / "images/lat.png"],
                                                      "ct": [tmp_path / "images/ct.png"]}
     assert skipped == [{"path": str(tmp_path / "images" / "gone.png"),
                         "reason": "listed in metadata.csv line 5, file missing"}]
@@ -143,11 +143,11 @@ def test_a_frozen_classifier_shares_its_vgg16_with_the_check_and_gets_the_same_a
     weights or another precision is not taken for it."""
     import keras
 
-    from covidxray import prediction
-    from covidxray.backbone import build_backbone, build_extractor, fingerprint
-    from covidxray.bank import feature_pass, plain_features
-    from covidxray.head import build_head
-    from covidxray.model import build_classifier
+    from covidxray.app import prediction
+    from covidxray.model.backbone import build_backbone, build_extractor, fingerprint
+    from covidxray.model.classifier import build_classifier
+    from covidxray.model.features import feature_pass, plain_features
+    from covidxray.model.head import build_head
 
     keras.utils.set_random_seed(0)
     extractor = build_extractor(build_backbone("none", 32))

@@ -1,5 +1,5 @@
-"""params.yaml read by load_params (covidxray/params.py): every value checked on reading, keys
-that name other keys checked against them, misspelt keys refused, the result frozen."""
+"""params.yaml read by load_params (covidxray/config/params.py): every value checked on reading,
+keys that name other keys checked against them, misspelt keys refused, the result frozen."""
 
 import dataclasses
 import re
@@ -9,10 +9,10 @@ import sys
 import pytest
 import yaml
 
-from covidxray.cli import PipelineError
-from covidxray.params import load_params
-from covidxray.schema import CLASSES, SOURCES
-from covidxray.preflight import preflight
+from covidxray.config.params import load_params
+from covidxray.config.schema import CLASSES, SOURCES
+from covidxray.errors import PipelineError
+from covidxray.model.preflight import preflight
 from tests.conftest import DELETE, ROOT, params_with
 
 TUTORIAL = ["kermany", "covid-chestxray"]

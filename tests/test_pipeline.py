@@ -23,8 +23,8 @@ import yaml
 from PIL import Image
 
 from bench.workspace import copy_repository, python_first_env
-from covidxray.headline import task_verdict
-from tests.conftest import free_port, mirror
+from covidxray.evaluation.headline import task_verdict
+from tests.conftest import COVIDXRAY, free_port, mirror
 
 pytestmark = pytest.mark.slow  # dvc repro in a copy of the repository, servers: minutes
 PER_CLASS = 5
@@ -635,13 +635,13 @@ def commit_of_the_run(path):
 
 
 def verify(path, rev):
-    return subprocess.run([sys.executable, "-m", "bench.verify", "--rev", rev], cwd=path,
+    return subprocess.run([COVIDXRAY, "verify", "--rev", rev], cwd=path,
                           env=python_first_env(), capture_output=True, text=True)
 
 
 def test_repro_force_again_gives_byte_identical_outputs_and_verify_says_so(project):
     """Every output of the stages rerun, models and shards included: dvc.lock records each
-    one's md5. bench.verify, against a commit of the run before the rebuild, agrees, and names
+    one's md5. `covidxray verify`, against a commit of the run before the rebuild, agrees, and names
     a headline moved past its tolerance with both values."""
     path = project["path"]
     rev = commit_of_the_run(path)
@@ -745,7 +745,7 @@ def test_per_epoch_augmentation_and_predict_with_gradcam_run_without_tensorflow(
     assert (trained["device"], trained["bank_views"], trained["plain_view"]) == ("jax:cpu", 0,
                                                                                False)
     images = sorted((project["path"] / "data" / "raw" / "hannover-covid-19" / "png").iterdir())
-    said = run(host, sys.executable, "-m", "stages.predict", "--task", "binary", "--gradcam",
+    said = run(host, sys.executable, "-m", "covidxray", "predict", "--task", "binary", "--gradcam",
                str(tmp_path / "cams"), *map(str, images[:2]))
     records = [json.loads(line) for line in said.splitlines()]
     assert [list(r["probabilities"]) for r in records] == [["normal", "covid"]] * 2
@@ -770,10 +770,10 @@ def test_fine_tuning_block5_runs_on_the_tiny_config(project):
 
 
 def test_a_bad_param_stops_dvc_repro_before_any_output_is_deleted(project):
-    """DVC deletes a stage's outputs just before it runs it; the stage's own check came too late
-    (a misspelt bank deleted data/features, repeat.splits 0 the uncached repeat.json). One case
-    here: the check stage runs load_params, which test_params.py tries on every kind of value,
-    and covidxray/preflight.py, whose cases (a misspelt backbone.weights) test_params.py has."""
+    """DVC deletes a stage's outputs just before it runs it; the stage's own check came too late (a
+    misspelt bank deleted data/features, repeat.splits 0 the uncached repeat.json). One case here:
+    the check stage runs load_params, which test_params.py tries on every kind of value, and
+    covidxray/model/preflight.py, whose cases (a misspelt backbone.weights) test_params.py has."""
     path = project["path"]
     params_file = path / "params.yaml"
     written = params_file.read_text()

@@ -1,4 +1,4 @@
-"""The real `python -m stages.predict` in a project folder holding params.yaml and tiny models."""
+"""The real `covidxray predict` in a project folder holding params.yaml and tiny models."""
 
 import functools
 import json
@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from covidxray import model as m
-from covidxray.cli import PipelineError
-from covidxray.images import load_images
-from covidxray.schema import Preprocess
-from tests.conftest import (ROOT, predict, records, write_awkward_files, write_image,
+from covidxray.config.schema import Preprocess
+from covidxray.data.images import load_images
+from covidxray.errors import PipelineError
+from covidxray.model import classifier as m
+from tests.conftest import (COVIDXRAY, ROOT, predict, records, write_awkward_files, write_image,
                             write_tiny_models)
 
-pytestmark = pytest.mark.slow  # every test runs stages.predict as a process
+pytestmark = pytest.mark.slow  # every test runs `covidxray predict` as a process
 SIZE = 32
 PREPROCESSED = {"crop": 0.2, "clahe": 0.02}  # a model trained on cropped, equalised images
 CLASSES = {"binary": ["normal", "covid"], "three": ["normal", "bacterial", "covid"]}
@@ -177,10 +177,10 @@ def checked(project, tmp_path_factory):
     """A project with models/ood.npz built by the library on X-ray-like images (k 3, the
     threshold the largest validation distance), the binary model elsewhere, a 300 px grey noise
     image (the issue's) and a validation image."""
-    from covidxray import ood
-    from covidxray.backbone import fingerprint
-    from covidxray.bank import build_features_model, plain_features
-    from covidxray.schema import Backbone, Ood
+    from covidxray.config.schema import Backbone, Ood
+    from covidxray.evaluation import ood
+    from covidxray.model.backbone import fingerprint
+    from covidxray.model.features import build_features_model, plain_features
 
     root = tmp_path_factory.mktemp("checked")
     shutil.copy(project / "params.yaml", root)
@@ -403,8 +403,8 @@ def test_a_folder_is_searched_recursively_only_when_asked_and_a_summary_ends_it(
 
 
 def test_help_shows_an_example_on_an_image_of_the_shared_datasets(project):
-    shown = subprocess.run([sys.executable, "-m", "stages.predict", "--help"], cwd=ROOT,
-                           capture_output=True, text=True).stdout
+    shown = subprocess.run([COVIDXRAY, "predict", "--help"], cwd=ROOT, capture_output=True,
+                           text=True).stdout
     example = re.search(r"(\.\./shared/datasets/\S+\.png)", shown)
     assert example and "--task adult_covid" in shown and "--recursive" in shown
     if (ROOT / example[1]).parent.parent.is_dir():  # with the mirror beside the checkout
@@ -413,7 +413,7 @@ def test_help_shows_an_example_on_an_image_of_the_shared_datasets(project):
 
 def test_help_answers_without_importing_keras():
     """`--help` prints before Keras and TensorFlow are imported (seconds of a cold start)."""
-    code = ("import sys\nfrom stages import predict\ntry:\n    predict.main(['--help'])\n"
+    code = ("import sys\nfrom covidxray.app import predict\ntry:\n    predict.main(['--help'])\n"
             "except SystemExit:\n    pass\n"
             "print(sorted({'keras', 'tensorflow', 'jax'} & set(sys.modules)))")
     shown = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
@@ -425,7 +425,7 @@ def test_a_closed_stdout_ends_quietly_and_the_csv_still_holds_every_image(projec
     """`predict ... | head -1`: no BrokenPipeError traceback; --csv gets every image."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     for csv in ("out/piped.csv", None):
-        command = [sys.executable, "-m", "stages.predict", "--task", "binary", "--batch-size",
+        command = [COVIDXRAY, "predict", "--task", "binary", "--batch-size",
                    "1", *(["--csv", csv] if csv else []), "images/good"]
         run = subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from covidxray.cli import PipelineError
+from covidxray.errors import PipelineError
+from covidxray.evaluation.report import repeat_section
+from covidxray.evaluation.scoring import spread
 from covidxray.paths import DETAIL
-from covidxray.report import repeat_section
-from covidxray.scoring import spread
 from stages import repeat
 from tests.conftest import write_params
 

@@ -1,10 +1,11 @@
 """The report: its one-line description of a trained model (models/<task>.json), and the
-headline and verdict its summary opens with (covidxray/headline.py)."""
+headline and verdict its summary opens with (covidxray/evaluation/headline.py)."""
 
 import pytest
 
-from covidxray.headline import adult_false_alarm, holdout_headline, task_headline, task_verdict
-from covidxray.report import describe_head
+from covidxray.evaluation.headline import (adult_false_alarm, holdout_headline, task_headline,
+                                           task_verdict)
+from covidxray.evaluation.report import describe_head
 
 HEAD = {"pooling": "flatten", "normalize": True, "units": 0, "dropout": 0.5, "l2": 0.01,
         "class_weight": "balanced", "variance_floor": 0.01}

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covidxray.cli import PipelineError
+from covidxray.data.images import decoded
+from covidxray.data.provenance import manifest_digest
+from covidxray.data.shards import INDEX, Shards, ShardWriter, prepared_images, write_shards
+from covidxray.errors import PipelineError
 from covidxray.files import read_json, replacing_folder
-from covidxray.images import decoded
-from covidxray.inputs import BankBatches, RowBatches, batches_of
+from covidxray.model.inputs import BankBatches, RowBatches, batches_of
 from covidxray.paths import FEATURES, MANIFEST, METRICS, MODELS, PREPARED_IMAGES
-from covidxray.provenance import manifest_digest
-from covidxray.shards import INDEX, Shards, ShardWriter, prepared_images, write_shards
 from tests.conftest import TINY, make_recipe, make_task, write_params
 
 
@@ -170,7 +170,7 @@ def test_prepare_and_features_write_shards_that_train_reads_in_float16_too(sourc
 def test_a_head_trains_the_same_with_validation_in_memory_or_read_a_batch_at_a_time(tmp_path):
     """Up to a shard's worth of validation rows are read into memory, more a batch at a time
     (RowBatches): the same batches, so the same weights and the same history."""
-    from covidxray import head, training
+    from covidxray.model import head, training
 
     rng = np.random.default_rng(0)
     plain = written(tmp_path / "plain", rng.normal(size=(30, 1, 1, 4)).astype(np.float32), 8)

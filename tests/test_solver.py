@@ -1,4 +1,4 @@
-"""The linear head fitted by L-BFGS (covidxray/solver.py): the optimum of Keras's own loss."""
+"""The linear head fitted by L-BFGS (covidxray/model/solver.py): the optimum of Keras's own loss."""
 
 import keras
 import numpy as np
@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from covidxray import head as heads, inputs, solver, training
-from covidxray.cli import PipelineError
+from covidxray.errors import PipelineError
+from covidxray.model import head as heads, inputs, solver, training
 from tests.conftest import make_recipe, make_task
 from tests.test_head import params
 

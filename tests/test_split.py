@@ -3,11 +3,11 @@ import io
 import pandas as pd
 import pytest
 
-from covidxray.cli import PipelineError
-from covidxray.params import load_params
+from covidxray.config.params import load_params
+from covidxray.config.schema import Split
+from covidxray.data.splitting import draw_split, draw_splits, read_split, split_seeds, write_split
+from covidxray.errors import PipelineError
 from covidxray.paths import MANIFEST
-from covidxray.schema import Split
-from covidxray.splitting import draw_split, draw_splits, read_split, split_seeds, write_split
 from tests.conftest import DELETE, make_task, params_with
 
 

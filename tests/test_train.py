@@ -1,9 +1,9 @@
 import keras
 import numpy as np
 
-from covidxray.head import build_head
-from covidxray.inputs import BankBatches, shuffled_batches
-from covidxray.training import fit
+from covidxray.model.head import build_head
+from covidxray.model.inputs import BankBatches, shuffled_batches
+from covidxray.model.training import fit
 from tests.conftest import make_task
 
 

@@ -1,4 +1,5 @@
-"""bench.verify: a rebuild's metrics against a commit's, within the repeat spread's tolerances."""
+"""`covidxray verify`: a rebuild's metrics against a commit's, within the repeat spread's
+tolerances."""
 
 import json
 import subprocess
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import verify
+from covidxray.app import command, verify
 
 SD = 0.05  # binary's test accuracy over 5 splits: one split's value may move by 2 * SD
 LOCK = """schema: '2.0'
@@ -53,11 +54,10 @@ def repo(tmp_path, monkeypatch):
 
 
 def run(capsys, *args):
-    """bench.verify's exit status and its output."""
-    with pytest.raises(SystemExit) as stop:
-        verify.main(list(args))
+    """covidxray verify's exit status and its output."""
+    status = command.main(["verify", *args])
     out = capsys.readouterr()
-    return stop.value.code, out.out + out.err
+    return status, out.out + out.err
 
 
 def test_an_unchanged_workspace_is_the_same(repo, capsys):
