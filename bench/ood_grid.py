@@ -23,7 +23,7 @@ from covidxray.data.external import external_images
 from covidxray.data.shards import prepared_images, read_features
 from covidxray.data.splitting import read_split
 from covidxray.evaluation import ood
-from covidxray.evaluation.non_xray import probe_sets
+from covidxray.evaluation.non_xray import non_xray_sets
 from covidxray.model.features import build_features_model, feature_batches, feature_pass
 from covidxray.runner import cli
 
@@ -49,7 +49,7 @@ def probe_features(params, val_images, test):
     sets = validation_probes(val_images)
     if test:
         sets |= {name: external_images(name) for name in params.external}
-        sets |= probe_sets(params.seed, params.image_size, params.preprocess)[0]
+        sets |= non_xray_sets(params.seed, params.image_size, params.preprocess)[0]
     return {name: np.concatenate(list(feature_batches(extractor, images, BATCH)))
             for name, images in sets.items() if len(images)}
 
@@ -57,11 +57,11 @@ def probe_features(params, val_images, test):
 def shares_flagged(split_maps, probe_maps, check):
     """{set: share flagged} at the threshold that keeps `check.keep` (schema.Ood) of the
     validation X-rays."""
-    train, val = (ood.pooled(split_maps[name], check.grid) for name in ("train", "val"))
+    train, val = (ood.cell_directions(split_maps[name], check.grid) for name in ("train", "val"))
     limit = ood.threshold(train, val, check)
     maps = {"val": split_maps["val"], **({"test": split_maps["test"]} if "test" in split_maps
                                          else {}), **probe_maps}
-    return {name: float((ood.kth_distances(train, ood.pooled(m, check.grid),
+    return {name: float((ood.kth_distances(train, ood.cell_directions(m, check.grid),
                                            check.neighbours) > limit).mean())
             for name, m in maps.items()}
 

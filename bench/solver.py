@@ -21,7 +21,7 @@ import pandas as pd
 from covidxray.config.params import load_params
 from covidxray.data.shards import read_features
 from covidxray.data.splitting import draw_splits, split_seeds, task_rows
-from covidxray.evaluation.holdout import holdout_rows, run_scores
+from covidxray.evaluation.holdout import rows_without_place, run_scores
 from covidxray.evaluation.scoring import spread, val_scores
 from covidxray.model.training import bank_probabilities, head_on_bank
 from covidxray.paths import MANIFEST
@@ -51,7 +51,7 @@ def holdout_scores(bank, drawn, seeds, recipe, sources):
     recall, alarm = [], []
     for seed, parts in zip(seeds, drawn):
         for source in sources:
-            rows = holdout_rows(parts, recipe.task, source)
+            rows = rows_without_place(parts, recipe.task, source)
             model = head_on_bank(bank, rows["train"], rows["val"], recipe, seed)
             found = run_scores(lambda r, m=model: bank_probabilities(m, bank["plain"], r, recipe),
                                rows, recipe.task.classes)["val"]

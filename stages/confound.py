@@ -17,26 +17,20 @@ telling the two sources apart. Two measurements:
 Writes metrics/detail/confound.json: the numbers, and the findings in plain words under `summary`.
 """
 
-import numpy as np
 import pandas as pd
 
 from covidxray.config.params import load_params
 from covidxray.data.external import external_features, external_rows
 from covidxray.data.shards import read_features
 from covidxray.errors import PipelineError
+from covidxray.evaluation.confound import KERMANY, covid_calls, findings, non_covid_probe
 from covidxray.evaluation.controls import linear_probe
 from covidxray.files import write_json
 from covidxray.paths import DETAIL, EXTERNAL_METRICS, MANIFEST, METRICS
 from covidxray.runner import cli
 
-KERMANY = "kermany"
 
 
-def covid_calls(predictions):
-    called = predictions["predicted"] == "covid"
-    return {"n": len(predictions), "called_covid": int(called.sum()),
-            "share": float(called.mean()) if len(predictions) else None,
-            "mean_p_covid": float(predictions["p_covid"].mean()) if len(predictions) else None}
 
 
 def model_calls(task, other):
@@ -55,38 +49,10 @@ def other_source_features(name):
     return external_features(name), rows
 
 
-def verdict(auc):
-    if auc is None:
-        return "could not be measured (too few patients)"
-    if auc >= 0.9:
-        return "the source is plainly readable from the features, so a model can take that shortcut"
-    if auc >= 0.7:
-        return "the source is partly readable from the features"
-    return "the source is hardly readable from the features"
 
 
-def summary(probe, calls, other):
-    auc = probe["auc"]
-    lines = [f"A linear probe on the frozen backbone's features tells the {other} images (no"
-             f" COVID-19) from the Kermany ones with a cross-validated AUC of"
-             f" {'n/a' if auc is None else f'{auc:.2f}'} ({probe['n']} images, whole patients"
-             f" per fold): {verdict(auc)}."]
-    for task, c in calls.items():
-        o, t = c["other_source"], c["test_non_covid"]
-        lines.append(f"{task}: calls {o['called_covid']} of {o['n']} {other} images COVID-19,"
-                     f" none of which has it, against {t['called_covid']} of {t['n']} non-COVID"
-                     " test images.")
-    return lines
 
 
-def non_covid_probe(features, manifest, other_features, rows, folds, seed):
-    """The source probe on images without COVID-19: Kermany's, and the other source's."""
-    kermany = (manifest["source"] == KERMANY).to_numpy()
-    return linear_probe(
-        np.concatenate([features[kermany], other_features]),
-        np.r_[np.zeros(kermany.sum(), bool), np.ones(len(rows), bool)],
-        np.r_[manifest.loc[kermany, "patient"].to_numpy(), rows["patient"].to_numpy()],
-        folds, seed)
 
 
 def main():
@@ -106,7 +72,7 @@ def main():
         result["non_covid"] = non_covid_probe(features, manifest, other_features, rows, folds, seed)
         result["models"] = {name: model_calls(name, other) for name, task in params.tasks.items()
                             if "covid" in task.classes}
-        result["summary"] = summary(result["non_covid"], result["models"], other)
+        result["summary"] = findings(result["non_covid"], result["models"], other)
     else:
         result["summary"] = ["No confound.other_source set is given: only the probe on the"
                              " manifest, where the source is the COVID-19 label, was run."]

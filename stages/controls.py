@@ -25,8 +25,8 @@ from covidxray.data.provenance import trained_record
 from covidxray.data.shards import prepared_images, read_features
 from covidxray.data.splitting import read_split
 from covidxray.errors import PipelineError
-from covidxray.evaluation.controls import (hide_lungs, linear_probe, lung_mass, lungs_only,
-                                           probe_scores)
+from covidxray.evaluation.controls import (findings, hide_lungs, linear_probe, lung_mass,
+                                           lungs_only, probe_scores)
 from covidxray.evaluation.gradcam import gradcam
 from covidxray.files import write_json
 from covidxray.model.classifier import load_classifier, probabilities
@@ -85,22 +85,6 @@ def lung_shares(task, test, margin):
             "groups": {g: float(v) for g, v in shares.groupby(groups).mean().items()}}
 
 
-def summary(result):
-    probes = result["probe"]
-    lines = [f"{name}: the reference model gets {p['accuracy']:.2f} of {p['n']} test images right"
-             + (f", finds {p['covid_recall']:.2f} of COVID-19" if p["covid_recall"] is not None
-                else "")
-             + (f" and calls {p['adult_false_alarm']:.2f} of adults without it COVID-19"
-                if p["adult_false_alarm"] is not None else "") + "."
-             for name, p in probes.items()]
-    age = result["age_probe"]
-    if age and age["auc"] is not None:
-        lines.append(f"Age probe: a linear probe tells children from adults of {age['source']}"
-                     f" (one hospital) with AUC {age['auc']:.2f}.")
-    lines.append(f"Grad-CAM: {result['gradcam_lung_share']['all']:.2f} of the heatmaps' mass lies"
-                 " in the lung field, which is"
-                 f" {(1 - 2 * result['margin']) ** 2:.2f} of the image.")
-    return lines
 
 
 def main():
@@ -119,7 +103,7 @@ def main():
               "age_probe": age_probe(plain, spec.children, children, spec.folds, params.seed)
               if children is not None else None,
               "gradcam_lung_share": lung_shares(task, test, margin)}
-    result["summary"] = summary(result)
+    result["summary"] = findings(result)
     write_json(DETAIL / "controls.json", result)
     for line in result["summary"]:
         print(f"controls: {line}")

@@ -27,8 +27,8 @@ from covidxray.data.shards import read_features
 from covidxray.data.splitting import draw_splits, split_seeds
 from covidxray.errors import PipelineError
 from covidxray.evaluation.headline import holdout_headline
-from covidxray.evaluation.holdout import (EVERY, covid_share, curve_points, holdout_rows,
-                                          run_scores, summary, verdict, verdict_lines,
+from covidxray.evaluation.holdout import (EVERY, covid_share, curve_points, rows_without_place,
+                                          run_scores, place_spread, verdict, verdict_lines,
                                           within_source_rows)
 from covidxray.evaluation.places import (collections, region_curve, regions, trained_regions,
                                          training_sites)
@@ -87,13 +87,13 @@ def run_split(bank, parts, spec, recipe, seed, top, within):
     task, results, curve = recipe.task, {}, {}
     for fraction in spec.fractions:  # the collections' curve by images
         for place in [*collections(spec), None]:
-            rows = holdout_rows(parts, task, place)
+            rows = rows_without_place(parts, task, place)
             rows["train"] = covid_share(rows["train"], fraction, seed)
             results[(place.name if place else EVERY, fraction)] = scored_run(
                 bank, rows, recipe, seed, top, start, place, within)
     areas = regions(spec)
     for place in areas:
-        rows = holdout_rows(parts, task, place)
+        rows = rows_without_place(parts, task, place)
         results[(place.name, 1.0)] = scored_run(bank, rows, recipe, seed, top, start, place,
                                                 within)
         for count in range(len(areas) if spec.regions.curve else 0):  # 0, 1, ... others
@@ -130,14 +130,14 @@ def number(share):
 
 def report(spec, seeds, runs, curve):
     areas = regions(spec)
-    left_out = {source: summary(runs[(source, 1.0)]) for source in spec.sources}
-    left_out.update({place.name: {**summary(runs[(place.name, 1.0)]),
+    left_out = {source: place_spread(runs[(source, 1.0)]) for source in spec.sources}
+    left_out.update({place.name: {**place_spread(runs[(place.name, 1.0)]),
                                   "collection": place.source} for place in areas})
     groups = {"collections": list(spec.sources), "regions": [place.name for place in areas]}
     result = {"task": spec.task, "sources": list(spec.sources), "regions": groups["regions"],
               "region_source": spec.regions.source if spec.regions else None,
               "splits": spec.splits, "seeds": seeds, "targets": dataclasses.asdict(spec.targets),
-              "left_out": left_out, "every_source": summary(runs[(EVERY, 1.0)]),
+              "left_out": left_out, "every_source": place_spread(runs[(EVERY, 1.0)]),
               "verdict": verdict(left_out, spec.targets, groups),
               "curve": curve_points({k: v for k, v in runs.items()
                                      if k[0] in (*spec.sources, EVERY)}),

@@ -6,22 +6,21 @@ Writes plots/<task>/{history,confusion,roc,gallery,gradcam}.png, and the leave-o
 learning curve, plots/holdout/curve.png.
 """
 
-import math
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
 
 from covidxray.config.params import load_params  # noqa: E402
 from covidxray.data.provenance import trained_record  # noqa: E402
 from covidxray.data.shards import prepared_images  # noqa: E402
 from covidxray.data.splitting import read_split  # noqa: E402
+from covidxray.evaluation.figures import confusion, gallery, region_curve, roc, save
 from covidxray.evaluation.gradcam import gradcam, overlay  # noqa: E402
 from covidxray.evaluation.scoring import scores  # noqa: E402
-from covidxray.files import read_json, replacing  # noqa: E402
+from covidxray.files import read_json  # noqa: E402
 from covidxray.model.classifier import load_classifier  # noqa: E402
 from covidxray.paths import DETAIL, METRICS, MODELS, PLOTS, TASK_PLOTS  # noqa: E402
 from covidxray.runner import cli  # noqa: E402
@@ -48,49 +47,12 @@ def history(task, ax_acc, ax_loss):
         ax.legend()
 
 
-def confusion(ax, matrix, classes, title):
-    ax.imshow(matrix, cmap="Blues")
-    for (i, j), count in pd.DataFrame(matrix).stack().items():
-        ax.text(j, i, count, ha="center", va="center",
-                color="white" if count > max(map(max, matrix)) / 2 else "black")
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes,
-           yticklabels=classes, xlabel="predicted", ylabel="true", title=title)
 
 
-def roc(ax, predictions, classes, title):
-    """One-vs-rest ROC curve of each class that has both positives and negatives."""
-    for cls in classes:
-        truth = predictions["actual"] == cls
-        if truth.all() or not truth.any():
-            continue
-        fpr, tpr, _ = roc_curve(truth, predictions[f"p_{cls}"])
-        ax.plot(fpr, tpr, label=cls)
-    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
-    ax.legend(loc="lower right")
 
 
-def gallery(predictions, images, path):
-    """Every test image, titled with the predicted class and its probability; red when wrong."""
-    cols = min(9, len(predictions))
-    rows = math.ceil(len(predictions) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, row in zip(axes.flat, images, predictions.itertuples()):
-        ax.imshow(image)
-        wrong = row.predicted != row.actual
-        p = getattr(row, f"p_{row.predicted}")
-        ax.set_title(f"{row.predicted} {p:.2f}\n(true {row.actual})",
-                     fontsize=7, color="red" if wrong else "black")
-    save(fig, path)
 
 
-def save(fig, path):
-    fig.tight_layout()
-    with replacing(path) as partial:
-        fig.savefig(partial, dpi=100)
-    plt.close(fig)
 
 
 def plot_task(spec):
@@ -144,17 +106,6 @@ def holdout_curve(path):
     save(fig, path)
 
 
-def region_curve(ax, points, holdout, targets):
-    """Recall on a left-out region of holdout's region collection, by regions trained on."""
-    ax.plot(points["regions"], points["recall"], marker="o", label="recall on the left-out region")
-    ax.plot(points["regions"], points["false_alarm"], marker="s", label="false alarms")
-    for x, sites, images in zip(points["regions"], points["train_sites"], points["train_covid"]):
-        ax.annotate(f"{sites:.0f} sites\n{images:.0f} img", (x, 0.02), ha="center", fontsize=7)
-    ax.axhline(targets["recall"], linestyle=":", color="grey", label="recall target")
-    ax.set(title=f"by regions of {holdout['region_source']} trained on",
-           xlabel="other regions in training (the other collections always)", ylabel="share",
-           ylim=(0, 1))
-    ax.legend(fontsize=8)
 
 
 def main():

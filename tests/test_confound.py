@@ -5,8 +5,9 @@ import pytest
 
 from covidxray.config.params import load_params
 from covidxray.errors import PipelineError
+from covidxray.evaluation.confound import findings
 from covidxray.evaluation.controls import linear_probe
-from stages.confound import other_source_features, summary
+from stages.confound import other_source_features
 from tests.conftest import params_with
 
 
@@ -39,16 +40,16 @@ def test_the_summary_says_what_each_model_calls_the_other_source():
     probe = {"n": 40, "auc": 0.97}
     calls = {"binary": {"other_source": {"called_covid": 15, "n": 18},
                         "test_non_covid": {"called_covid": 1, "n": 9}}}
-    lines = summary(probe, calls, "covid_other")
+    lines = findings(probe, calls, "covid_other")
     assert "AUC of 0.97" in lines[0] and "plainly readable" in lines[0]
     assert lines[1] == ("binary: calls 15 of 18 covid_other images COVID-19, none of which has"
                         " it, against 1 of 9 non-COVID test images.")
-    assert "hardly readable" in summary({**probe, "auc": 0.55}, {}, "x")[0]
+    assert "hardly readable" in findings({**probe, "auc": 0.55}, {}, "x")[0]
 
 
 @pytest.mark.parametrize("auc, words", [(0.9, "plainly"), (0.7, "partly"), (0.69, "hardly")])
 def test_the_verdict_thresholds(auc, words):
-    assert f"{words} readable" in summary({"n": 1, "auc": auc}, {}, "x")[0]
+    assert f"{words} readable" in findings({"n": 1, "auc": auc}, {}, "x")[0]
 
 
 def test_an_other_source_that_is_no_such_set_or_holds_covid_is_named(tmp_path, monkeypatch):

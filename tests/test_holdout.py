@@ -10,7 +10,7 @@ import pytest
 from covidxray.config.params import load_params
 from covidxray.config.schema import Targets
 from covidxray.errors import PipelineError
-from covidxray.evaluation.holdout import (auc_interval, covid_share, holdout_rows, run_scores,
+from covidxray.evaluation.holdout import (auc_interval, covid_share, rows_without_place, run_scores,
                                           verdict, wilson, within_source_rows)
 from covidxray.evaluation.places import (Place, region_curve, regions, trained_regions,
                                          training_sites)
@@ -46,13 +46,13 @@ SPEC = make_task(CLASSES, ["a", "b", "nih"], name="adult_covid")
 
 def test_the_left_out_source_never_trains_and_is_scored_outside_its_validation_patients():
     parts = split_parts()
-    held = holdout_rows(parts, SPEC, Place("a", "a"))
+    held = rows_without_place(parts, SPEC, Place("a", "a"))
     assert "a" not in set(held["train"]["source"]) | set(held["val"]["source"])
     assert set(held["val_covid"]["patient"]) == {"a:val1"}
     assert set(held["test_covid"]["patient"]) == {"a:train1", "a:test1"}  # never used at all
     for side in ("val", "test"):  # adults without COVID-19 only: no child, no COVID-19
         assert set(held[f"{side}_alarm"]["patient"]) == {f"n:{side}", f"p:{side}"}
-    every = holdout_rows(parts, SPEC, None)
+    every = rows_without_place(parts, SPEC, None)
     assert set(every["train"]["source"]) == {"a", "b", "nih"}
     assert set(every["test_covid"]["patient"]) == {"a:test1", "b:test1"}
 
@@ -72,7 +72,7 @@ def test_a_share_of_covid_patients_is_whole_patients_per_source_and_seeded():
 
 
 def test_recall_false_alarms_and_the_within_source_auc_come_from_the_calls():
-    held = holdout_rows(split_parts(), SPEC, Place("a", "a"))
+    held = rows_without_place(split_parts(), SPEC, Place("a", "a"))
     called = {"a:train1", "a:val1", "n:val"}  # what the fake model calls COVID-19
 
     def predict(rows):
@@ -204,7 +204,7 @@ def test_a_region_is_its_countries_of_one_collection_and_a_blank_location_is_in_
     assert list(SITES[spain.holds(SITES)]["patient"]) == ["j4"]
     assert list(SITES[rest.holds(SITES)]["patient"]) == ["j5"]  # not the blank j6
     assert len(region_places(rest=None)) == 2  # no rest region: other countries never left out
-    held = holdout_rows({"train": SITES, "val": SITES, "test": SITES},
+    held = rows_without_place({"train": SITES, "val": SITES, "test": SITES},
                         make_task(["normal", "covid"], ["j", "k", "nih"]), italy)
     assert set(held["train"]["patient"]) == {"j4", "j5", "j6", "k1", "n1"}
     assert set(held["test_covid"]["patient"]) == {"j1", "j2"}  # of train and test sides

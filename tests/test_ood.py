@@ -16,11 +16,11 @@ def unit(*rows):
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def test_pooling_averages_every_position_then_scales_to_unit_length():
+def test_cell_directions_average_every_position_then_scale_to_unit_length():
     maps = np.zeros((2, 2, 2, 3), np.float32)
     maps[0, 0, 0] = [4, 0, 0]  # one bright position: the mean, then the direction
     maps[1] = [0, 3, 4]
-    np.testing.assert_allclose(ood.pooled(maps), [[1, 0, 0], [0, 0.6, 0.8]], atol=1e-6)
+    np.testing.assert_allclose(ood.cell_directions(maps), [[1, 0, 0], [0, 0.6, 0.8]], atol=1e-6)
 
 
 def test_a_grid_keeps_where_things_are_so_an_image_upside_down_lies_elsewhere():
@@ -28,8 +28,9 @@ def test_a_grid_keeps_where_things_are_so_an_image_upside_down_lies_elsewhere():
     maps[0, :2, :, 0] = 1  # the top half bright in channel 0, the bottom in channel 1
     maps[0, 2:, :, 1] = 1
     flipped = maps[:, ::-1]
-    np.testing.assert_allclose(ood.pooled(maps), ood.pooled(flipped))  # one mean: the same
-    upright, upside_down = ood.pooled(maps, 2), ood.pooled(flipped, 2)
+    # one mean: the same
+    np.testing.assert_allclose(ood.cell_directions(maps), ood.cell_directions(flipped))
+    upright, upside_down = ood.cell_directions(maps, 2), ood.cell_directions(flipped, 2)
     assert upright.shape == (1, 8)
     np.testing.assert_allclose(upright, [[0.5, 0, 0.5, 0, 0, 0.5, 0, 0.5]], atol=1e-6)
     assert ood.kth_distances(upright, upside_down, 1)[0] == pytest.approx(1.0)  # orthogonal
@@ -38,7 +39,7 @@ def test_a_grid_keeps_where_things_are_so_an_image_upside_down_lies_elsewhere():
 def test_a_grid_finer_than_the_feature_map_is_a_clear_error():
     with pytest.raises(PipelineError, match=r"ood.grid is 2, but the backbone's feature map is"
                                             r" 1 x 1 positions at this image_size; lower it"):
-        ood.pooled(np.ones((3, 1, 1, 8)), 2)
+        ood.cell_directions(np.ones((3, 1, 1, 8)), 2)
 
 
 def test_the_distance_is_the_cosine_distance_to_the_kth_nearest_reference_vector():
@@ -91,7 +92,7 @@ def test_a_reference_reads_back_as_written_and_a_damaged_one_says_how_to_rebuild
 
 
 def test_no_reference_file_is_no_check(tmp_path):
-    assert ood.load_check(tmp_path / "ood.npz") is None
+    assert ood.load_xray_check(tmp_path / "ood.npz") is None
 
 
 def test_the_drawn_probe_sets_are_the_same_every_run_and_differ_by_seed():
@@ -153,14 +154,14 @@ def test_a_frozen_classifier_shares_its_vgg16_with_the_check_and_gets_the_same_a
     extractor = build_extractor(build_backbone("none", 32))
     classifier = build_classifier(extractor, build_head(3, extractor.output_shape[1:], units=0))
     images = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
-    vectors = ood.pooled(plain_features(extractor, images, 4))
+    vectors = ood.cell_directions(plain_features(extractor, images, 4))
     made = {**made_with(), "backbone": Backbone("none", "float32"),
             "fingerprint": fingerprint(extractor)}
     ood.write_reference(ood.fit(vectors[:8], vectors[8:], Ood(3, 0.5, 1), **made),
                         tmp_path / "ood.npz")
-    shared = ood.load_check(tmp_path / "ood.npz", extractor=extractor)
+    shared = ood.load_xray_check(tmp_path / "ood.npz", extractor=extractor)
     assert shared.extractor is extractor
-    apart = ood.Check(shared.reference, feature_pass(extractor))  # a pass of its own
+    apart = ood.XrayCheck(shared.reference, feature_pass(extractor))  # a pass of its own
     decoded = dict(enumerate(images))
     results = [prediction.judged(prediction.Classifier(
         classifier, ["a", "b", "c"], 32, Preprocess(), {}, check), [], decoded)

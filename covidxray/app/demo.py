@@ -55,7 +55,7 @@ def headline(task):
     return read_json(path) if path.is_file() else None
 
 
-def holdout_rows(task):
+def holdout_card(task):
     """The leave-one-place-out verdict's rows when `task` is the one it judges."""
     detail, verdict = DETAIL / "holdout.json", METRICS / "holdout.json"
     if not (detail.is_file() and verdict.is_file()) or read_json(detail)["task"] != task:
@@ -94,7 +94,7 @@ def model_card(params, task):
     if h is None:
         return "\n".join([*lines, f"No metrics/{task}.json: run `dvc repro evaluate@{task}`"
                           " to measure this model."])
-    rows = [*test_rows(task, h), *holdout_rows(task)]
+    rows = [*test_rows(task, h), *holdout_card(task)]
     lines += ["| measured | value |", "| --- | --- |",
               *(f"| {what} | {value} |" for what, value in rows), "",
               f"**Verdict:** {task_verdict(h)}"]
@@ -165,12 +165,12 @@ def build(params):
 
     @functools.cache
     def check():  # one VGG16 for the ood check of every task's inputs
-        return ood.load_check()
+        return ood.load_xray_check()
 
     @functools.cache
     def classifier(task):  # each task's model loaded once, on its first use
-        loaded = prediction.load(params, task, check=check())
-        gradcam.check_classifier(loaded.model)
+        loaded = prediction.load(params, task, xray_check=check())
+        gradcam.require_gradcam(loaded.model)
         return loaded
 
     @shown(lambda line: (message(line), []))

@@ -72,12 +72,12 @@ def load(args):
     from covidxray.evaluation import gradcam, ood
 
     classifier = prediction.load(load_params(), args.task, args.model)
-    if classifier.check is None:
+    if classifier.xray_check is None:
         print(f"warning: {ood.REFERENCE} is missing, so no input is checked for looking like a"
               " frontal chest X-ray: noise or a photo gets a class like an X-ray; build it with"
               " `dvc repro ood`", file=sys.stderr)
     if args.gradcam:
-        gradcam.check_classifier(classifier.model)
+        gradcam.require_gradcam(classifier.model)
         try:
             args.gradcam.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -215,7 +215,7 @@ def main(argv=None):
     failed = sum("error" in r for r in records)
     flagged = sum("unreliable" in r for r in records)
     print(f"predict: {len(records)} image(s) read, {len(records) - failed} predicted, {failed}"
-          f" failed" + (f", {flagged} flagged unreliable" if classifier.check else "")
+          f" failed" + (f", {flagged} flagged unreliable" if classifier.xray_check else "")
           + (f", {len(unread)} folder(s) unreadable" if unread else ""), file=sys.stderr)
     if failed:
         print(f"error: {failed} of {len(records)} images could not be read", file=sys.stderr)

@@ -28,7 +28,7 @@ class Classifier:
     size: int  # pixels a side
     preprocess: Preprocess
     record: dict  # train's record of the model (models/<task>.json), {} when there is none
-    check: ood.Check = None  # models/ood.npz's: does an input look like a training X-ray?
+    xray_check: ood.XrayCheck = None  # models/ood.npz's: does an input look like a training X-ray?
 
     def decode(self, path):
         """The image as the model's training images were decoded; a path that is no regular
@@ -67,10 +67,10 @@ def made_for(params, made):
     return [made["task"]] if made.get("task") in tasks else tasks
 
 
-def load(params, task, path=None, check=None):
+def load(params, task, path=None, xray_check=None):
     """Task `task`'s classifier (models/<task>.keras unless `path`), checked against params.yaml
     and train's record beside it; the record, not params.yaml, says how its images were
-    preprocessed. With it `check`, or when None the ood stage's (models/ood.npz, whatever
+    preprocessed. With it `xray_check`, or when None the ood stage's (models/ood.npz, whatever
     `path`; None where that stage has not run)."""
     classes = list(params.task(task).classes)
     given = path is not None
@@ -96,7 +96,7 @@ def load(params, task, path=None, check=None):
                             f" {use_instead(fitting, 'no task of params.yaml fits it')}")
     preprocess = Preprocess(**made["preprocess"]) if "preprocess" in made else params.preprocess
     return Classifier(model, classes, image_size(model, path), preprocess, made,
-                      check or ood.load_check(extractor=frozen_extractor(model, made)))
+                      xray_check or ood.load_xray_check(extractor=frozen_extractor(model, made)))
 
 
 def frozen_extractor(model, made):
@@ -122,7 +122,7 @@ def decode(classifier, paths):
 def classify(classifier, paths, decoded=None):
     """One record per path, in order ({path, prediction, probabilities} or {path, error}), and
     (image, predicted class index) per decoded image, by position. An image that does not look
-    like a training X-ray (classifier.check) gets prediction None and `unreliable`, saying why;
+    like a training X-ray (classifier.xray_check) gets prediction None and `unreliable`, saying why;
     its probabilities stay, for inspection. `decoded`: decode(classifier, paths), if done
     already (predict decodes the next batch while this one runs)."""
     images, errors = decoded or decode(classifier, paths)
@@ -147,7 +147,7 @@ def judged(classifier, paths, images):
     (None: it looks like a training X-ray; all None without a check). Where the check shares the
     classifier's VGG16 and decoding, VGG16 runs once for both; elsewhere the images are decoded
     again only where the reference's were decoded otherwise than the model's."""
-    check, model, pixels = classifier.check, classifier.model, np.stack(list(images.values()))
+    check, model, pixels = classifier.xray_check, classifier.model, np.stack(list(images.values()))
     if check is None:
         return probabilities(model, pixels, len(pixels)), [None] * len(pixels)
     same = (check.reference.size, check.reference.preprocess) == (classifier.size,

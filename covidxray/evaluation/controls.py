@@ -79,3 +79,21 @@ def lung_mass(heatmaps, size, margin):
         total = full.sum()
         shares.append(float(full[top:bottom, left:right].sum() / total) if total > 0 else None)
     return shares
+
+
+def findings(result):
+    probes = result["probe"]
+    lines = [f"{name}: the reference model gets {p['accuracy']:.2f} of {p['n']} test images right"
+             + (f", finds {p['covid_recall']:.2f} of COVID-19" if p["covid_recall"] is not None
+                else "")
+             + (f" and calls {p['adult_false_alarm']:.2f} of adults without it COVID-19"
+                if p["adult_false_alarm"] is not None else "") + "."
+             for name, p in probes.items()]
+    age = result["age_probe"]
+    if age and age["auc"] is not None:
+        lines.append(f"Age probe: a linear probe tells children from adults of {age['source']}"
+                     f" (one hospital) with AUC {age['auc']:.2f}.")
+    lines.append(f"Grad-CAM: {result['gradcam_lung_share']['all']:.2f} of the heatmaps' mass lies"
+                 " in the lung field, which is"
+                 f" {(1 - 2 * result['margin']) ** 2:.2f} of the image.")
+    return lines

@@ -69,7 +69,7 @@ def conv_and_logits(classifier):
     return to_conv, logits
 
 
-def check_classifier(classifier):
+def require_gradcam(classifier):
     """Fail at once, rather than after a first batch, if gradcam() cannot run here."""
     autodiff_backend()
     conv_and_logits(classifier)

@@ -63,7 +63,7 @@ def share(called):
     return float(np.mean(called)) if len(called) else None
 
 
-def holdout_rows(parts, task, left_out):
+def rows_without_place(parts, task, left_out):
     """One split's rows of the task with `left_out` (a places.Place, or None for none) taken out
     of training and validation, and the rows it is scored on: its validation patients' COVID-19
     images and those of its other patients (val_covid and test_covid; with none left out, the
@@ -128,7 +128,7 @@ def auc_interval(auc, n_positive, n_negative):
     return [float(max(0.0, auc - z * se)), float(min(1.0, auc + z * se))]
 
 
-def side_summary(runs, side):
+def side_spread(runs, side):
     """Spread over the splits of one side's recall and false alarms, with 95% intervals of the
     mean over the distinct images scored (an image is scored in several splits)."""
     out = {}
@@ -149,9 +149,9 @@ def side_summary(runs, side):
     return out
 
 
-def summary(runs):
+def place_spread(runs):
     """A left-out source's (or the all-sources run's) scores over the splits."""
-    return {"val": side_summary(runs, "val"), "test": side_summary(runs, "test"),
+    return {"val": side_spread(runs, "val"), "test": side_spread(runs, "test"),
             "train_covid": spread([r["train_covid"] for r in runs])}
 
 

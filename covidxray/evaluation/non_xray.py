@@ -106,7 +106,7 @@ def decodable(paths, size, preprocess, skipped):
     return np.stack(images) if images else np.empty((0, size, size, 3), np.uint8)
 
 
-def probe_sets(seed, size, preprocess, root=COVID_SOURCE):
+def non_xray_sets(seed, size, preprocess, root=COVID_SOURCE):
     """{set: N x size x size x 3 uint8} of every probe set, and the files left out, and why."""
     skipped = []
     sets = {name: decodable(paths, size, preprocess, skipped)

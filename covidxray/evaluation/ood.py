@@ -32,7 +32,7 @@ REBUILD = "rebuild it with `dvc repro ood`"
 BATCH = 32  # images per forward pass when checking
 
 
-def pooled(features, grid=1):
+def cell_directions(features, grid=1):
     """N x height x width x channels to N x grid² x channels: the mean over each of grid x grid
     cells, then each row scaled to unit length, so that distances compare directions, not
     brightness."""
@@ -57,11 +57,11 @@ def kth_distances(reference, vectors, k):
     return nearest.kneighbors(vectors)[0][:, -1].astype(np.float32)
 
 
-def pooled_rows(features, rows, grid, batch=1024):
+def row_cell_directions(features, rows, grid, batch=1024):
     """pooled features of `rows` of a sharded array (the bank's plain view), a batch at a time:
     the whole feature maps of a large manifest need not fit in memory."""
     rows = np.asarray(rows)
-    parts = [pooled(features[rows[part]], grid) for part in batch_slices(len(rows), batch)]
+    parts = [cell_directions(features[rows[part]], grid) for part in batch_slices(len(rows), batch)]
     return (np.concatenate(parts) if parts
             else np.empty((0, grid * grid * features.row_shape[-1]), np.float32))
 
@@ -84,7 +84,7 @@ class Reference:
 
     def feature_distances(self, features):
         """distances of the extractor's feature maps, pooled as the reference's were."""
-        return self.distances(pooled(features, self.grid))
+        return self.distances(cell_directions(features, self.grid))
 
     def why(self, distance):
         """Why an image of this distance gets no class, or None when it gets one."""
@@ -134,7 +134,7 @@ def read_reference(path=REFERENCE):
 
 
 @dataclass(frozen=True)
-class Check:
+class XrayCheck:
     """A Reference and the frozen extractor that made its vectors, built once."""
     reference: Reference
     model: object  # bank.feature_pass of the extractor
@@ -160,8 +160,8 @@ class Check:
         return [self.reference.why(d) for d in self.reference.feature_distances(features)]
 
 
-def load_check(path=REFERENCE, extractor=None):
-    """The Check of models/ood.npz, or None where there is none. `extractor`, a frozen
+def load_xray_check(path=REFERENCE, extractor=None):
+    """The XrayCheck of models/ood.npz, or None where there is none. `extractor`, a frozen
     classifier's own VGG16, serves when it is the network that made the reference (same weights,
     output and precision): predict then builds one VGG16, not two. Otherwise the extractor is
     rebuilt from the recorded params and refused if its weights are not those that made the
@@ -174,7 +174,7 @@ def load_check(path=REFERENCE, extractor=None):
         if fingerprint(extractor) != reference.fingerprint:
             raise PipelineError(f"{path}: made with other VGG16 weights than backbone.weights"
                                 f" {reference.backbone.weights!r} gives here; {REBUILD}")
-    return Check(reference, feature_pass(extractor), extractor)
+    return XrayCheck(reference, feature_pass(extractor), extractor)
 
 
 def made(reference, extractor):
@@ -186,3 +186,15 @@ def made(reference, extractor):
     return (tuple(extractor.input_shape[1:3]) == (reference.size, reference.size)
             and len(vgg) == 1 and policies == {reference.backbone.precision}
             and fingerprint(extractor) == reference.fingerprint)
+
+
+def flag_counts(ref, keep, distances, skipped):
+    sets = {name: {"n": len(d), "flagged": int((d > ref.threshold).sum()),
+                   "share_flagged": round(float((d > ref.threshold).mean()), 4) if len(d)
+                   else None,
+                   "median_distance": round(float(np.median(d)), 4) if len(d) else None}
+            for name, d in distances.items()}
+    return {"threshold": round(ref.threshold, 6), "neighbours": ref.neighbours, "grid": ref.grid,
+            "keep": keep,
+            "reference_images": len(ref.vectors), "sets": sets, "n_skipped": len(skipped),
+            "skipped": skipped}

@@ -65,7 +65,7 @@ def repeat_section(repeat):
             " regression on the same features and splits.</p>", table(repeat_rows(repeat))]
 
 
-def external_rows(task, sets):
+def external_table(task, sets):
     rows = []
     for name in sets:
         m = read_json(EXTERNAL_METRICS / task / f"{name}.json")
@@ -141,7 +141,7 @@ def task_section(task, classes, sets):
         *repeat_section(repeat),
     ]
     if sets:
-        parts += ["<h3>External sets</h3>", table(external_rows(task, sets))]
+        parts += ["<h3>External sets</h3>", table(external_table(task, sets))]
     parts += ["<h3>By source and age</h3>", "<p class='note'>All normal, bacterial and viral"
               " images of the tutorial's sources are children's, all COVID-19 images adults'. A"
               " model that learned age or hospital instead of pneumonia calls adults without"
@@ -190,7 +190,7 @@ def ood_section():
         table(rows), image(DETAIL / "ood.png", "ood distances")])
 
 
-def holdout_rows(holdout):
+def holdout_table(holdout):
     """Per left-out place, a collection or a region of one (and for every source together),
     test and validation recall and false alarms with their intervals, and the within-place
     AUC."""
@@ -226,7 +226,7 @@ def holdout_section():
         " patients (test) or of them (val); false alarms: the split's adults without COVID-19;"
         " mean ± sd over the splits, 95% intervals over the distinct images scored. The last"
         " row trains on every source and is scored on unseen patients of hospitals it saw.</p>",
-        table(holdout_rows(holdout)), image(PLOTS / "holdout" / "curve.png", "holdout curve")])
+        table(holdout_table(holdout)), image(PLOTS / "holdout" / "curve.png", "holdout curve")])
 
 
 def data_section():

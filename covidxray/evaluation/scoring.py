@@ -99,12 +99,12 @@ def reference_model(features, labels):
     """The simple probe a head has to beat: logistic regression (C=1) on standardised,
     globally average-pooled plain features. It takes them unpooled, or pooled already (pooling
     N x channels changes nothing), which holds 2 KiB an image instead of the whole map."""
-    probe = make_pipeline(FunctionTransformer(pooled), StandardScaler(),
+    probe = make_pipeline(FunctionTransformer(mean_pooled), StandardScaler(),
                           LogisticRegression(max_iter=5000))
     return probe.fit(features, labels)
 
 
-def pooled(features):
+def mean_pooled(features):
     """N x channels: the mean over the feature map's positions."""
     return features.reshape(len(features), -1, features.shape[-1]).mean(axis=1)
 
@@ -116,7 +116,7 @@ def spread(values):
             "values": values.round(6).tolist()}
 
 
-def summary(results):
+def split_spread(results):
     """Spread over the splits of each test metric, of each class's, of each source group's (see
     by_source) and of the validation's."""
     classes = results[0]["test"]["per_class"]
@@ -124,13 +124,13 @@ def summary(results):
                      "per_class": {cls: {key: spread([r["test"]["per_class"][cls][key]
                                                       for r in results]) for key in CLASS_KEYS}
                                    for cls in classes},
-                     "by_source": source_summary([r["test"]["by_source"] for r in results])},
+                     "by_source": source_spread([r["test"]["by_source"] for r in results])},
             "val": {**{key: spread([r["val"][key] for r in results])
                        for key in ("accuracy", "loss")},
-                    "by_source": source_summary([r["val"]["by_source"] for r in results])}}
+                    "by_source": source_spread([r["val"]["by_source"] for r in results])}}
 
 
-def source_summary(results):
+def source_spread(results):
     """Spread over the splits of by_source's shares, for the groups every split has."""
     groups = set.intersection(*(set(r["groups"]) for r in results))
     alarms = [r["adult_false_alarm"] for r in results if r["adult_false_alarm"] is not None]
