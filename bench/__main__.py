@@ -46,7 +46,7 @@ def prepare_copy(project, quick):
         shutil.copytree(ROOT / source, project / source)
     params = yaml.safe_load((project / "params.yaml").read_text())
     if quick:
-        params["bank"]["views"] = 2
+        params["features"]["views"] = 2
         for task in params["tasks"].values():
             task["epochs"] = 2
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -53,7 +53,7 @@ def main():
     args = parser.parse_args()
     params = load_params()
     extractor = build_features_model(params.backbone, params.image_size)
-    batch = bank_batch(params.bank, params.backbone, extractor)
+    batch = bank_batch(params.features, params.backbone, extractor)
     tasks = params.tasks.values()
     every_task = dataclasses.replace(
         next(iter(tasks)), classes=tuple(sorted({c for t in tasks for c in t.classes})),

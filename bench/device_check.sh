@@ -170,9 +170,9 @@ ls /tmp/gradcam/*.png >/dev/null || fail "predict wrote no Grad-CAM image"
 
 echo
 echo "=== 6. train binary with per-epoch augmentation (no bank), then with block5 fine-tuned"
-set_params bank.views=0 bank.plain_view=false
+set_params features.views=0 features.plain_view=false
 stage train-per-epoch python3 -m stages.train binary
-set_params bank.plain_view=true backbone.trainable_blocks=1
+set_params features.plain_view=true backbone.trainable_blocks=1
 stage features-block4 python3 -m stages.features
 stage train-fine-tune python3 -m stages.train binary
 
@@ -180,7 +180,7 @@ echo
 VIEWS=20
 [ "$QUICK" = 1 ] && VIEWS=2
 echo "=== 7. the features pass of $VIEWS augmented views and the plain one"
-set_params bank.views=$VIEWS backbone.trainable_blocks=0
+set_params features.views=$VIEWS backbone.trainable_blocks=0
 stage "features-$VIEWS-views" python3 -m stages.features
 
 echo

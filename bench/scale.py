@@ -98,7 +98,7 @@ def scale_params(project, per_class):
                                                  per_class)
     params["merge"]["nih"] = params["merge"]["hannover"] = None
     params["split"]["separately"] = []
-    params["bank"].update(views=1, plain_view=True)
+    params["features"].update(views=1, plain_view=True)
     params["repeat"]["splits"] = 1
     params["external"] = {}
     params["tasks"] = {"four": {**params["tasks"]["four"], "epochs": 5}}

@@ -97,7 +97,7 @@ def main():
     # what the bank's plain view holds (block4_pool when VGG16's block5 is fine-tuned)
     extractor = build_features_model(params.backbone, params.image_size)
     plain = read_features()["plain"]
-    batch = bank_batch(params.bank, params.backbone, extractor)
+    batch = bank_batch(params.features, params.backbone, extractor)
     result = {"task": task.name, "margin": margin,
               "probe": image_probes(extractor, plain, batch, task, margin, train, test),
               "age_probe": age_probe(plain, spec.children, children, spec.folds, params.seed)

@@ -7,7 +7,7 @@ views, not only the training split's, so that a new split (and each split of `re
 
 Writes data/features/: `view-00/`, `view-01/`, ... (one per augmented view) and `plain/`
 (unaugmented), each a sharded array (covidxray/data/shards.py) of N x feature shape in the row order
-of the manifest and in `bank.dtype`; and data/external_features/<set>.npz, the plain features
+of the manifest and in `features.dtype`; and data/external_features/<set>.npz, the plain features
 of each external set's images (data/external) in float32, which evaluate, holdout, confound,
 controls and ood read instead of running VGG16 on them again. Images are read, and features
 written, a batch and a shard at a time. With `distribution` set to spread over several devices,
@@ -38,7 +38,7 @@ def write_bank(params, extractor, batch):
     """Every image's features, view after view: data/features/."""
     augmented, plain = feature_pass(extractor, augmenter(params.augment)), feature_pass(extractor)
     images = prepared_images()
-    views, dtype, shape = params.bank.views, params.bank.dtype, extractor.output_shape[1:]
+    views, dtype, shape = params.features.views, params.features.dtype, extractor.output_shape[1:]
     print(f"features: {views} augmented view(s) and the plain view of {len(images)} images,"
           f" {shape} each, stored as {dtype}, in batches of {batch}, VGG16 in"
           f" {resolved_precision(params.backbone.precision)}")
@@ -73,7 +73,7 @@ def main():
     # one process: several would each compute every image; run it on one host, dvc push
     with distributed(params.distribution, across_processes=False) as where:
         extractor = build_features_model(params.backbone, params.image_size)
-        batch = bank_batch(params.bank, params.backbone, extractor)
+        batch = bank_batch(params.features, params.backbone, extractor)
         passes = write_bank(params, extractor, batch)
         passes += write_external(list(params.external), extractor, batch)
     seconds = time.perf_counter() - started

@@ -148,9 +148,9 @@ def report(spec, seeds, runs, curve):
 def main():
     params = load_params()
     spec = params.holdout
-    if not params.bank.stored:
-        raise PipelineError("params.yaml: holdout needs the bank (bank.views > 0 or"
-                            " bank.plain_view)")
+    if not params.features.stored:
+        raise PipelineError("params.yaml: holdout needs the bank (features.views > 0 or"
+                            " features.plain_view)")
     manifest, bank = pd.read_csv(MANIFEST, keep_default_na=False), read_features()
     started = time.perf_counter()
     with distributed(params.distribution) as where:  # models are made inside, as it needs

@@ -6,7 +6,7 @@ the pipeline's own split), trains each task's head on the augmentation bank exac
 and scores it on that split's validation images (what candidates are chosen by) and test images.
 Beside each head it fits the reference model, a logistic regression on the same features and split
 (covidxray/evaluation/scoring.py), which a head has to beat. The bank holds the views of every
-image, so a new split costs no VGG16 pass. With bank.views = 0 it records a skip.
+image, so a new split costs no VGG16 pass. With features.views = 0 it records a skip.
 
 Writes metrics/detail/repeat.json: per task, for the head and the reference, the mean, sd, min
 and max of each validation and test metric over the splits, per class too.
@@ -35,8 +35,8 @@ from covidxray.runner import cli
 
 def skip(params):
     # a valid config, so the pipeline goes on; the skip is recorded where results would be
-    reason = ("skipped: repeat needs the bank (bank.views > 0 or bank.plain_view); per-epoch"
-              " augmentation would run VGG16 for every split and epoch")
+    reason = ("skipped: repeat needs the bank (features.views > 0 or features.plain_view);"
+              " per-epoch augmentation would run VGG16 for every split and epoch")
     write_json(DETAIL / "repeat.json", {task: {"skipped": reason} for task in params.tasks})
     print(f"repeat: {reason}")
 
@@ -48,7 +48,7 @@ def skip(params):
 def main():
     params = load_params()
     splits = params.repeat_splits
-    if not params.bank.stored:
+    if not params.features.stored:
         return skip(params)
     recipes = {task: params.recipe(task) for task in params.tasks}
     manifest, bank = pd.read_csv(MANIFEST), read_features()

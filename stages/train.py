@@ -1,9 +1,9 @@
 """train <task>: fit the head (and, with backbone.trainable_blocks, VGG16's last blocks).
 
 The head trains on the bank of the features stage: each epoch shows it one stored view of every
-training image, cycling through `bank.views` augmented views and, with `bank.plain_view`, the
-unaugmented one. With neither, every epoch augments the decoded images afresh and runs them
-through VGG16 (the tutorial's way, many times slower on a CPU).
+training image, cycling through `features.views` augmented views and, with
+`features.plain_view`, the unaugmented one. With neither, every epoch augments the decoded
+images afresh and runs them through VGG16 (the tutorial's way, many times slower on a CPU).
 
 Writes models/<task>.keras (the whole classifier, raw RGB in), models/<task>.json (preprocessing,
 backbone, head, epochs kept, device) and the training history through DVCLive under
@@ -45,11 +45,11 @@ def fit_per_epoch(extractor, head, recipe, train, val, callbacks):
                         hp.restore_best, callbacks)}
 
 
-def training_mode(bank):
-    if not bank.stored:
+def training_mode(spec):
+    if not spec.stored:
         return "per-epoch augmentation"
-    plain = " and the plain view" if bank.plain_view else ""
-    return f"bank of {bank.views} augmented view(s){plain}"
+    plain = " and the plain view" if spec.plain_view else ""
+    return f"bank of {spec.views} augmented view(s){plain}"
 
 
 def fit_classifier(params, recipe, train, val, spread):
@@ -63,15 +63,15 @@ def fit_classifier(params, recipe, train, val, spread):
     classifier = build_classifier(extractor, head)
     print(f"train {task.name}: {len(train)} train / {len(val)} val images, classes"
           f" {list(task.classes)}, backbone {params.backbone.weights} ({blocks} block(s)"
-          f" trained), {training_mode(params.bank)}, on {device()}, {spread}")
+          f" trained), {training_mode(params.features)}, on {device()}, {spread}")
     # read (and so checked) first: DVCLive empties metrics/train/<task>/ when it opens
-    features = read_features() if params.bank.stored else None
+    features = read_features() if params.features.stored else None
     # with several processes, process 0 alone logs and writes
     log = (Live(str(METRICS / "train" / task.name), dvcyaml=None, save_dvc_exp=False)
            if chief() else contextlib.nullcontext())
     with log as live:
         callbacks = [LiveHistory(live)] if live else []
-        if params.bank.stored:
+        if params.features.stored:
             top = top_blocks(backbone, blocks) if blocks else None
             _, kept = fit_on_bank(head, features, train, val, recipe, top, callbacks)
         else:
@@ -95,8 +95,8 @@ def record(params, task, started_from, kept, spread, train, val):
         },
         "preprocess": dataclasses.asdict(params.preprocess),  # which predict applies
         "head": dataclasses.asdict(task.head),
-        "bank_views": params.bank.views,
-        "plain_view": params.bank.plain_view,
+        "bank_views": params.features.views,
+        "plain_view": params.features.plain_view,
         "device": device(),
         "distribution": spread,
         "train_images": len(train),

@@ -209,13 +209,14 @@ def make_recipe(task, seed=0, shard_size=1024, plain_view=True, views=0, **backb
     """A recipe (params.Recipe) for training `task` on the bank; backbone keys as
     trainable_blocks=1, fine_tune_lr=..., fine_tune_epochs=... for fine-tuning."""
     from covidxray.config.params import Recipe
-    from covidxray.config.schema import Augment, Backbone, Bank
+    from covidxray.config.schema import Augment, Backbone, Features
 
     still = Augment(rotation_degrees=0.0, shift=0.0, shear_degrees=0.0, zoom=0.0,
                     channel_shift=0.0, horizontal_flip=False, vertical_flip=False,
                     fill_mode="constant")
     return Recipe(task, Backbone(**{"weights": "none", "precision": "float32", **backbone}),
-                  Bank(views=views, plain_view=plain_view, batch_size=8), still, seed, shard_size)
+                  Features(views=views, plain_view=plain_view, batch_size=8), still, seed,
+                  shard_size)
 
 
 @pytest.fixture

@@ -288,7 +288,7 @@ def test_an_output_folder_linked_to_another_disk_is_replaced_there_and_stays_a_l
                                                                                    tmp_path):
     """data/features as a link to a larger disk: the final rename used to fail
     (NotADirectoryError), after an rmtree of the link had failed without a word."""
-    write_params(**TINY, bank={"views": 1})
+    write_params(**TINY, features={"views": 1})
     merge.main()
     prepare.main()
     external.main()
@@ -316,7 +316,7 @@ def small_disk(tmp_path):
 
 def test_an_output_too_large_for_its_disk_is_refused_with_the_room_it_needs(sources,
                                                                            small_disk):
-    write_params(**TINY, bank={"views": 1})
+    write_params(**TINY, features={"views": 1})
     merge.main()
     PREPARED_IMAGES.parent.mkdir(parents=True)
     PREPARED_IMAGES.symlink_to(small_disk / "images")

@@ -38,7 +38,7 @@ from covidxray.model import head as heads, training
 from covidxray.model.classifier import head_probabilities
 from covidxray.model.devices import chief, distributed
 from covidxray.config.params import Recipe
-from covidxray.config.schema import Augment, Backbone, Bank, Head, Task
+from covidxray.config.schema import Augment, Backbone, Features, Head, Task
 
 rng = np.random.default_rng(0)
 plain, view = rng.normal(size=(2, 41, 2, 2, 8)).astype("float32")
@@ -49,7 +49,7 @@ spec = Head(pooling="flatten", normalize=True, variance_floor=0.0, units=0, drop
 task = Task("binary", ("normal", "covid"), ("kermany",), epochs=3, lr=0.01, batch_size=10,
             head=spec)
 still = Augment(0, 0, 0, 0, 0, False, False, "constant")
-recipe = Recipe(task, Backbone("none", "float32"), Bank(0, True, 10), still, seed=0,
+recipe = Recipe(task, Backbone("none", "float32"), Features(0, True, 10), still, seed=0,
                 shard_size=1024)
 with distributed(setting) as where:
     training.seed_everything(0)

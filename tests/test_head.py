@@ -80,8 +80,8 @@ def test_a_bad_task_head_is_named_as_the_tasks(tmp_path, head, message):
     ({"backbone__trainable_blocks": 5}, "backbone.trainable_blocks must be 0 .frozen. to 3"),
     ({"backbone__trainable_blocks": 1, "backbone__fine_tune_lr": 0},
      "backbone.fine_tune_lr must be a number > 0"),
-    ({"bank__plain_view": "yes"}, "bank.plain_view must be true or false"),
-    ({"bank__views": 0, "bank__plain_view": False, "backbone__trainable_blocks": 1},
+    ({"features__plain_view": "yes"}, "features.plain_view must be true or false"),
+    ({"features__views": 0, "features__plain_view": False, "backbone__trainable_blocks": 1},
      "backbone.trainable_blocks > 0 needs the bank"),
 ])
 def test_bad_fine_tuning_and_bank_params_are_named(tmp_path, change, message):

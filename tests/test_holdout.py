@@ -173,7 +173,7 @@ def test_the_default_params_read_as_the_docs_say(tmp_path):
 
 def test_without_the_bank_the_stage_stops_before_reading_anything(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no manifest, no features: the params are checked first
-    write_params(bank={"views": 0, "plain_view": False})
+    write_params(features={"views": 0, "plain_view": False})
     with pytest.raises(PipelineError, match=re.escape("holdout needs the bank")):
         stage.main()
     assert not (tmp_path / "metrics").exists()

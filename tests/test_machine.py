@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from covidxray.config.params import load_params
-from covidxray.config.schema import Backbone, Bank
+from covidxray.config.schema import Backbone, Features
 from covidxray.errors import PipelineError
 from covidxray.model import features, machine
 from covidxray.model.augment import augmenter
@@ -76,22 +76,22 @@ def test_the_bank_batch_grows_while_it_pays_and_a_batch_stays_short(monkeypatch)
 def test_bank_batch_auto_measures_the_feature_pass_once(cache):
     extractor = build_extractor(build_backbone("none", SIZE))
     backbone = Backbone(weights="none", precision="float32")
-    auto = Bank(views=0, plain_view=True, batch_size="auto")
+    auto = Features(views=0, plain_view=True, batch_size="auto")
     size = features.bank_batch(auto, backbone, extractor)
     assert size in features.BATCH_SIZES
     (key, kept), = json.loads((cache / "bank_batch_size.json").read_text()).items()
     assert kept == size and f"{(SIZE, SIZE, 3)} to" in key and "float32" in key
-    assert features.bank_batch(Bank(views=0, plain_view=True, batch_size=8), backbone,
+    assert features.bank_batch(Features(views=0, plain_view=True, batch_size=8), backbone,
                            extractor) == 8
 
 
 @pytest.mark.parametrize("value", ["big", 0])
 def test_a_bad_bank_batch_size_is_one_params_line(tmp_path, value):
-    with pytest.raises(PipelineError, match=r"^params.yaml: bank.batch_size must be a whole number"
-                                            rf" >= 1, got {value!r}$"):
-        load_params(params_with(tmp_path, {"bank.batch_size": value}))
-    assert load_params(params_with(tmp_path, {"bank.batch_size": "auto"})).bank.batch_size == \
-        "auto"
+    with pytest.raises(PipelineError, match=r"^params.yaml: features.batch_size must be a whole"
+                                            rf" number >= 1, got {value!r}$"):
+        load_params(params_with(tmp_path, {"features.batch_size": value}))
+    loaded = load_params(params_with(tmp_path, {"features.batch_size": "auto"}))
+    assert loaded.features.batch_size == "auto"
 
 
 def test_the_pass_casts_stored_pixels_on_the_device_and_augments_inside():

@@ -96,8 +96,8 @@ def test_a_stage_reports_bad_params_in_one_line_without_a_traceback():
 
 @pytest.mark.parametrize("value", [-1, 1.5, True, "3", None])
 def test_whole_number_params_name_the_key(tmp_path, value):
-    refused(tmp_path, {"bank.views": value},
-            f"bank.views must be a whole number >= 0, got {value!r}")
+    refused(tmp_path, {"features.views": value},
+            f"features.views must be a whole number >= 0, got {value!r}")
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -106,7 +106,7 @@ def test_whole_number_params_name_the_key(tmp_path, value):
     ({"image_size": 16}, "image_size must be a whole number >= 32, got 16"),
     ({"image_size": 150.5}, "image_size must be a whole number >= 32, got 150.5"),
     ({"head": DELETE}, "head is missing"),
-    ({"bank": [0, True]}, "bank must be a mapping of keys to values, got [0, True]"),
+    ({"features": [0, True]}, "features must be a mapping of keys to values, got [0, True]"),
 ])
 def test_params_that_no_stage_could_use_are_refused_on_reading(tmp_path, changes, message):
     refused(tmp_path, changes, message)
@@ -128,8 +128,8 @@ def test_a_file_that_is_not_a_mapping_is_refused(tmp_path):
      " tasks.binary.head.variance_floor?"),
     ({"augment_presets.mild.zooom": 0.1},
      "augment_presets.mild.zooom is not a known key; did you mean augment_presets.mild.zoom?"),
-    ({"bank.colour": "red"},
-     "bank.colour is not a known key; known: batch_size, dtype, plain_view, views"),
+    ({"features.colour": "red"},
+     "features.colour is not a known key; known: batch_size, dtype, plain_view, views"),
 ])
 def test_a_misspelt_or_unknown_key_is_named_with_the_nearest_known_one(tmp_path, changes,
                                                                        message):
@@ -141,7 +141,8 @@ def test_a_misspelt_or_unknown_key_is_named_with_the_nearest_known_one(tmp_path,
     ({"head.poolng": "flatten", "head.pooling": DELETE},
      "head.pooling is missing (is head.poolng a misspelling of it?)"),
     ({"sead": 42, "seed": DELETE}, "seed is missing (is sead a misspelling of it?)"),
-    ({"bnak": {"views": 2}, "bank": DELETE}, "bank is missing (is bnak a misspelling of it?)"),
+    ({"featurse": {"views": 2}, "features": DELETE},
+     "features is missing (is featurse a misspelling of it?)"),
     ({"mrege": {}, "merge": DELETE}, "merge is missing (is mrege a misspelling of it?)"),
     ({"head.pooling": DELETE}, "head.pooling is missing"),
 ])
@@ -160,9 +161,9 @@ def test_a_misspelt_required_key_is_refused_as_missing_with_the_misspelling(tmp_
      "confound.other_source names 'kids', which is not a set under `external`"),
     ({"controls.children": "kids"},
      "controls.children names 'kids', which is not a set under `external`"),
-    ({"bank.views": 0, "bank.plain_view": False, "backbone.trainable_blocks": 1,
+    ({"features.views": 0, "features.plain_view": False, "backbone.trainable_blocks": 1,
       "backbone.fine_tune_lr": 1e-5, "backbone.fine_tune_epochs": 1},
-     "backbone.trainable_blocks > 0 needs the bank (bank.views > 0 or bank.plain_view)"),
+     "backbone.trainable_blocks > 0 needs the bank (features.views > 0 or features.plain_view)"),
 ])
 def test_keys_that_name_other_keys_must_name_existing_ones(tmp_path, changes, message):
     refused(tmp_path, changes, message)

@@ -177,7 +177,7 @@ def tiny_params(path):
     params["split"] = {"test_per_class": 1, "val_fraction": 0.25,
                        "separately": ["nih", "hannover", "covid-chestxray-june"]}
     params["backbone"]["weights"] = "hed"  # the default, found without importing TensorFlow
-    params["bank"]["views"] = 2
+    params["features"]["views"] = 2
     params["repeat"]["splits"] = 2
     params["ood"]["grid"] = 1  # at 32 px VGG16's last block is one position
     params["holdout"].update(splits=2, fractions=[0.5, 1])
@@ -738,7 +738,7 @@ def test_per_epoch_augmentation_and_predict_with_gradcam_run_without_tensorflow(
     host = tmp_path / "host"
     shutil.copytree(project["path"], host, ignore=shutil.ignore_patterns("raw", "cache"))
     params = yaml.safe_load((host / "params.yaml").read_text())
-    params["bank"].update(views=0, plain_view=False)
+    params["features"].update(views=0, plain_view=False)
     (host / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(host, sys.executable, "-m", "stages.train", "binary")
     trained = json.loads((host / "models" / "binary.json").read_text())
@@ -780,7 +780,7 @@ def test_a_bad_param_stops_dvc_repro_before_any_output_is_deleted(project):
     kept = [path / "data" / "features", path / "data" / "prepared", path / DETAIL / "repeat.json"]
     before = {p: sorted(f.stat().st_mtime_ns for f in [p, *p.rglob("*")]) for p in kept}
     params = yaml.safe_load(written)
-    params["bnak"] = params.pop("bank")
+    params["featurse"] = params.pop("features")
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=path, text=True,

@@ -25,9 +25,9 @@ def test_bad_repeat_params_are_named(tmp_path, monkeypatch):
 
 
 def test_without_a_bank_repeat_records_that_it_was_skipped(tmp_path, monkeypatch):
-    """bank.views = 0 is a valid config: the pipeline goes on, and the report says why."""
+    """features.views = 0 is a valid config: the pipeline goes on, and the report says why."""
     monkeypatch.chdir(tmp_path)
-    params = write_params(bank={"views": 0, "plain_view": False})
+    params = write_params(features={"views": 0, "plain_view": False})
     repeat.main()
     result = json.loads((DETAIL / "repeat.json").read_text())
     assert set(result) == set(params["tasks"])

@@ -144,7 +144,7 @@ def test_prepare_and_features_write_shards_that_train_reads_in_float16_too(sourc
     from stages import external, features, merge, prepare, split, train
 
     tiny = TINY
-    write_params(**tiny, bank={"views": 1, "dtype": "float32"})
+    write_params(**tiny, features={"views": 1, "dtype": "float32"})
     for stage in (merge, prepare, split, external, features):
         stage.main()
     images = Shards(PREPARED_IMAGES, "prepare")
@@ -153,7 +153,7 @@ def test_prepare_and_features_write_shards_that_train_reads_in_float16_too(sourc
     single = np.stack([decoded(p, 32) for p in pd.read_csv(MANIFEST)["path"]])
     np.testing.assert_array_equal(images[:], single)  # decoded in parallel, then sharded
     full = {name: Shards(FEATURES / name, "features")[:] for name in ("plain", "view-00")}
-    write_params(**tiny, bank={"views": 1, "dtype": "float16"})
+    write_params(**tiny, features={"views": 1, "dtype": "float16"})
     features.main()
     for name, array in full.items():
         half = Shards(FEATURES / name, "features")
@@ -161,8 +161,8 @@ def test_prepare_and_features_write_shards_that_train_reads_in_float16_too(sourc
         np.testing.assert_allclose(half[:], array, rtol=1e-3, atol=1e-3 * np.abs(array).max())
     train.main("binary")
     assert read_json(MODELS / "binary.json")["train_images"] > 0
-    write_params(**tiny, bank={"views": 1, "dtype": "float64"})
-    with pytest.raises(PipelineError, match=r"params.yaml: bank.dtype must be one of float32,"
+    write_params(**tiny, features={"views": 1, "dtype": "float64"})
+    with pytest.raises(PipelineError, match=r"params.yaml: features.dtype must be one of float32,"
                                             r" float16, got 'float64'"):
         features.main()
 
@@ -210,7 +210,7 @@ def test_train_finds_a_damaged_bank_before_it_touches_its_training_log(sources):
     """DVCLive empties metrics/train/<task>/ when it opens: the bank is read first."""
     from stages import external, features, merge, prepare, split, train
 
-    write_params(**TINY, bank={"views": 1, "dtype": "float32"})
+    write_params(**TINY, features={"views": 1, "dtype": "float32"})
     for stage in (merge, prepare, split, external, features):
         stage.main()
     train.main("binary")

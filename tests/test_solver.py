@@ -113,7 +113,7 @@ def test_auto_fits_the_linear_head_by_lbfgs_and_anything_else_by_epochs(tmp_path
 @pytest.mark.parametrize("change, why", [
     ({"head__units": 16}, r"head.units > 0"),
     ({"backbone__trainable_blocks": 1}, r"backbone.trainable_blocks > 0"),
-    ({"bank__plain_view": False}, r"no bank"),
+    ({"features__plain_view": False}, r"no bank"),
 ])
 def test_lbfgs_where_it_cannot_fit_is_refused_with_the_reason(tmp_path, change, why):
     with pytest.raises(PipelineError, match=r"^params.yaml: head.solver lbfgs \(task binary\)"

@@ -9,7 +9,7 @@ import yaml
 
 from covidxray.config.layouts import ExternalSet, Merge
 from covidxray.config.reader import Section
-from covidxray.config.schema import (MIN_SIZE, Augment, Backbone, Bank, Confound, Controls,
+from covidxray.config.schema import (MIN_SIZE, Augment, Backbone, Features, Confound, Controls,
                                      DISTRIBUTIONS, Head, Holdout, Ood, Preprocess, Split, Task)
 from covidxray.errors import PipelineError
 from covidxray.paths import PARAMS_FILE
@@ -19,7 +19,7 @@ class Recipe:
     """Every param that decides how one task's model trains."""
     task: Task
     backbone: Backbone
-    bank: Bank
+    features: Features
     augment: Augment
     seed: int
     shard_size: int
@@ -34,16 +34,16 @@ class Recipe:
         adam (Keras fit for the task's epochs); auto is lbfgs wherever it applies."""
         if self.head.solver != "auto":
             return self.head.solver
-        return "lbfgs" if lbfgs_fits(self.head, self.backbone, self.bank) is None else "adam"
+        return "lbfgs" if lbfgs_fits(self.head, self.backbone, self.features) is None else "adam"
 
 
-def lbfgs_fits(head, backbone, bank):
+def lbfgs_fits(head, backbone, features):
     """None where the lbfgs solver can fit the head, else why not."""
     if head.units:
         return "head.units > 0 (a hidden layer is not a convex problem)"
     if backbone.trainable_blocks:
         return "backbone.trainable_blocks > 0 (fine-tuning trains the blocks by epochs)"
-    if not bank.stored:
+    if not features.stored:
         return "no bank (per-epoch augmentation runs VGG16 every epoch)"
     return None
 
@@ -59,7 +59,7 @@ class Params:
     augment: Augment
     head: Head
     backbone: Backbone
-    bank: Bank
+    features: Features
     distribution: str
     repeat_splits: int
     external: dict  # name -> ExternalSet
@@ -78,7 +78,7 @@ class Params:
         return self.tasks[name]
 
     def recipe(self, name):
-        return Recipe(self.task(name), self.backbone, self.bank, self.augment, self.seed,
+        return Recipe(self.task(name), self.backbone, self.features, self.augment, self.seed,
                       self.shard_size)
 
     def external_set(self, name, key):
@@ -117,7 +117,8 @@ def params(s):
         shard_size=s.whole("shard_size", 1, default=1024),
         preprocess=s.read("preprocess", Preprocess.read, default={}) or Preprocess(),
         merge=merge, split=s.read("split", Split.read, sources), augment=augment(s),
-        head=head, backbone=s.read("backbone", Backbone.read), bank=s.read("bank", Bank.read),
+        head=head, backbone=s.read("backbone", Backbone.read),
+        features=s.read("features", Features.read),
         distribution=s.choice("distribution", DISTRIBUTIONS, default="auto"),
         repeat_splits=s.read("repeat", lambda r: r.whole("splits", 1)),
         external=s.read("external", lambda e: {name: e.read(name, ExternalSet.read, name)
@@ -161,11 +162,11 @@ def cross_checked(params):
         if name is not None:
             params.external_set(name, key)
     for name, task in params.tasks.items():
-        why = lbfgs_fits(task.head, params.backbone, params.bank)
+        why = lbfgs_fits(task.head, params.backbone, params.features)
         if task.head.solver == "lbfgs" and why:
             raise PipelineError(f"params.yaml: head.solver lbfgs (task {name}) fits a linear head"
                                 f" on the bank, not with {why}; use solver adam or auto")
-    if params.backbone.trainable_blocks and not params.bank.stored:
+    if params.backbone.trainable_blocks and not params.features.stored:
         raise PipelineError("params.yaml: backbone.trainable_blocks > 0 needs the bank"
-                            " (bank.views > 0 or bank.plain_view)")
+                            " (features.views > 0 or features.plain_view)")
     return params

@@ -14,7 +14,7 @@ CLASS_WEIGHTS = ("none", "balanced", "balanced_by_source")
 SOLVERS = ("auto", "lbfgs", "adam")  # head.solver: how the head is fitted (model/solver.py)
 FILL_MODES = ("constant", "nearest", "reflect", "wrap")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
-BANK_DTYPES = ("float32", "float16")  # bank.dtype: float16 halves the features' disk and memory
+FEATURE_DTYPES = ("float32", "float16")  # features.dtype: float16 halves their disk and memory
 DISTRIBUTIONS = ("auto", "none", "data_parallel")
 
 
@@ -141,7 +141,7 @@ class Backbone:
 
 
 @dataclass(frozen=True)
-class Bank:
+class Features:
     views: int
     plain_view: bool
     batch_size: object  # images per forward pass, or "auto": measured on this machine
@@ -151,7 +151,7 @@ class Bank:
     def read(cls, s):
         return cls(views=s.whole("views", 0), plain_view=s.flag("plain_view"),
                    batch_size="auto" if s.raw("batch_size") == "auto" else s.whole("batch_size", 1),
-                   dtype=s.choice("dtype", BANK_DTYPES, default="float32"))
+                   dtype=s.choice("dtype", FEATURE_DTYPES, default="float32"))
 
     @property
     def stored(self):

@@ -18,7 +18,7 @@ from covidxray.model.batching import batch_slices
 from covidxray.model.devices import predict_on_batch
 from covidxray.model.machine import here, remembered, resolved_precision
 
-BATCH_SIZES = (32, 64, 128, 256, 512, 1024)  # bank.batch_size auto tries these, in order
+BATCH_SIZES = (32, 64, 128, 256, 512, 1024)  # features.batch_size auto tries these, in order
 
 
 class Pixels(keras.layers.Layer):
@@ -76,11 +76,11 @@ def measured_batch_size(model, seconds=1.0):
     return best
 
 
-def bank_batch(bank, backbone, extractor):
-    """bank.batch_size, or for `auto` the measured_batch_size of extractor's feature_pass on
+def bank_batch(spec, backbone, extractor):
+    """features.batch_size, or for `auto` the measured_batch_size of extractor's feature_pass on
     this machine (measured once, then remembered)."""
-    if bank.batch_size != "auto":
-        return bank.batch_size
+    if spec.batch_size != "auto":
+        return spec.batch_size
     precision = resolved_precision(backbone.precision)
     key = (f"{here()}: VGG16 {tuple(extractor.input_shape[1:])} to"
            f" {tuple(extractor.output_shape[1:])} in {precision}")

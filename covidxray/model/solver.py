@@ -64,7 +64,7 @@ def solve_head(head, features, train, val, recipe, callbacks=()):
     one epoch's logs). Returns the iterations L-BFGS took, as {"lbfgs": n}."""
     task, hp = recipe.task, recipe.head
     n_classes, rows = len(task.classes), train["image"].to_numpy()
-    views = training_views(features, recipe.bank.plain_view)
+    views = training_views(features, recipe.features.plain_view)
     x = np.concatenate([dense_inputs(head, view, rows) for view in views])
     y = np.tile(targets(train, n_classes).astype(int), len(views))
     weights = sample_weights(train, n_classes, hp.class_weight)

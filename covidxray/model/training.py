@@ -98,7 +98,7 @@ def fit_on_bank(head, features, train, val, recipe, top=None, callbacks=(), verb
     the head) and the epochs kept: {"head": n} and, with fine-tuning, "fine_tune"; or the
     solver's iterations, {"lbfgs": n}.
     """
-    task, hp, plain_view = recipe.task, recipe.head, recipe.bank.plain_view
+    task, hp, plain_view = recipe.task, recipe.head, recipe.features.plain_view
     n_classes, batch, seed = len(task.classes), task.batch_size, recipe.seed
     settings = {"restore_best": hp.restore_best, "callbacks": callbacks, "verbose": verbose}
     batches = {"in_memory": recipe.shard_size, "plain_view": plain_view,
