@@ -1,5 +1,6 @@
-"""A stage's entry point: a PipelineError ends it with one line instead of a traceback, Ctrl-C
-and SIGTERM stop it cleanly, and under DVC it stops when dvc dies."""
+"""How a main() becomes a command, a DVC stage or `covidxray ...`: a PipelineError ends it with
+one line instead of a traceback, Ctrl-C and SIGTERM stop it cleanly, and under DVC it stops when
+dvc dies."""
 
 import functools
 import os
@@ -32,9 +33,10 @@ def cli(main):
         except PipelineError as err:
             sys.exit(f"error: {err}")
         except (KeyboardInterrupt, Stopped) as err:
-            print(f"interrupted: {stage_name(main, args)} stopped ({str(err) or 'Ctrl-C'}) and left"
-                  " every output it had not finished as it was; run `dvc repro` to resume"
-                  " (stages that finished are not run again)", file=sys.stderr)
+            print(f"interrupted: {stage_name(main, args)} stopped ({str(err) or 'Ctrl-C'})"
+                  + (" and left every output it had not finished as it was; run `dvc repro` to"
+                     " resume (stages that finished are not run again)" if is_stage(main) else ""),
+                  file=sys.stderr)
             sys.exit(130)
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -46,11 +48,19 @@ def _stop(signum, frame):
     raise Stopped(signal.Signals(signum).name)
 
 
+def is_stage(main):
+    """Whether main writes pipeline outputs, which `dvc repro` resumes: all but the app's."""
+    return not main.__module__.startswith("covidxray.app.") or "DVC_STAGE" in os.environ
+
+
 def stage_name(main, args):
-    """train@three under DVC, else the command that ran it."""
+    """train@three under DVC, `covidxray predict` for a command of the app, else the command
+    that ran it."""
     spec = sys.modules[main.__module__].__spec__
-    command = f"python -m {spec.name}" if spec else f"python {sys.argv[0]}"
-    return os.environ.get("DVC_STAGE") or " ".join([command, *map(str, args)])
+    app = spec and spec.name.startswith("covidxray.app.")
+    command = (f"covidxray {spec.name.rsplit('.', 1)[1]}" if app else
+               f"python -m {spec.name}" if spec else f"python {sys.argv[0]}")
+    return os.environ.get("DVC_STAGE") or (command if app else " ".join([command, *map(str, args)]))
 
 
 def parent_of(pid):

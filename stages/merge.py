@@ -12,6 +12,8 @@ Writes data/merged/manifest.csv (path, class, patient, source, age_group, sha256
 and metrics/detail/data.json (counts per class and every file that was left out, with the reason).
 """
 
+import sys
+
 import numpy as np
 import pandas as pd
 
@@ -103,6 +105,10 @@ def main():
         for cls, count in cls_counts.items():
             print(f"merge: {source:13s} {cls:15s} {count['selected']:4d} of {count['available']}"
                   " available")
+            if count["selected"] < count["requested"]:  # an empty class folder, say
+                print(f"warning: merge: {source} {cls}: {count['requested']} asked for,"
+                      f" {count['available']} available (an empty or missing class folder?);"
+                      " metrics/detail/data.json records it", file=sys.stderr)
     print(f"merge: {len(skipped)} file(s) skipped, {len(duplicates)} duplicate(s) dropped,"
           " see metrics/detail/data.json")
 

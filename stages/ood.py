@@ -42,12 +42,13 @@ def reference(params, extractor, vectors):
 
 
 def external_vectors(names, probes, grid):
-    """{set: pooled stored features} of the external sets; a name a probe set has is refused."""
+    """{set: its stored features' cell directions} of the external sets; a name that a probe
+    set has is refused."""
     taken = [name for name in names if name in probes or name in SPLITS]
     if taken:
         raise PipelineError(f"params.yaml: external.{taken[0]} has the name of an ood probe set"
                             f" ({', '.join([*SPLITS, *probes])}); rename it")
-    return {name: ood.pooled(external_features(name), grid) for name in names}
+    return {name: ood.cell_directions(external_features(name), grid) for name in names}
 
 
 

@@ -5,7 +5,9 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -29,7 +31,8 @@ METRICS = {
                    "covid_recall": 0.7778, "false_alarm": 0.9297},
     "detail/three.json": {"test": {"correct": 24, "n": 27}},
     "holdout.json": {"covid_recall": 0.5434, "false_alarm": 0.1056, "within_auc": 0.6903},
-    "detail/holdout.json": {"task": "three"},
+    "detail/holdout.json": {"task": "three", "targets": {"recall": 0.85, "false_alarm": 0.1},
+                            "verdict": {"met": {"recall": False, "false_alarm": False}}},
 }
 
 
@@ -56,8 +59,10 @@ def test_model_card_of_the_task_the_holdout_judges_has_every_number(metrics_only
     assert "| test accuracy (95% CI) | 0.89 (0.72-0.96), 24 of 27 test images" in card
     assert "COVID-19 found on the test split | 0.778 |" in card
     assert "called COVID-19 | 0.930 |" in card
-    assert "in turn, mean) | 0.543 (metrics/holdout.json) |" in card
-    assert "| adults without COVID-19 called COVID-19 then | 0.106 |" in card
+    assert ("in turn, mean) | 0.543, target at least 0.85: missed (metrics/holdout.json) |"
+            in card)
+    assert ("| adults without COVID-19 called COVID-19 then | 0.106, target at most 0.1: missed |"
+            in card)
     assert "Do not use it on adults." in card  # headline.task_verdict's sentence
 
 
@@ -231,6 +236,22 @@ def test_a_bad_file_shows_predicts_message_and_no_traceback(expected, uploaded):
         shown = uploaded.find_element(By.XPATH, f"//td[text()='{name}']/following-sibling::td")
         assert shown.text == message and "error" in shown.get_attribute("class")
     assert "Traceback" not in uploaded.page_source
+
+
+@pytest.mark.slow
+def test_the_page_answers_only_its_own_host_and_keeps_uploads_private(served):
+    """A request named for another host (DNS rebinding) gets 400; the uploads folder is this
+    process's own, mode 700."""
+    process, url = served
+    request = urllib.request.Request(url, headers={"Host": "evil.example"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400
+    with urllib.request.urlopen(url.replace("127.0.0.1", "localhost"), timeout=10) as page:
+        assert page.status == 200
+    folders = list(Path(tempfile.gettempdir()).glob("covidxray-demo-*"))
+    mine = [f for f in folders if f.stat().st_uid == os.getuid()]
+    assert mine and all(f.stat().st_mode & 0o077 == 0 for f in mine)
 
 
 @pytest.mark.slow

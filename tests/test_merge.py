@@ -12,7 +12,7 @@ import yaml
 
 from covidxray.config.layouts import DATA_REPORT_KEYS
 from covidxray.config.params import load_params
-from covidxray.data import sources
+from covidxray.data import folders, sources
 from covidxray.errors import PipelineError
 from covidxray.paths import DETAIL, MANIFEST, SPLIT_DIR
 from stages import merge, split
@@ -110,9 +110,11 @@ def test_byte_identical_copies_are_kept_once_and_reported(sources):
     assert manifest["sha256"].is_unique
 
 
-def test_sampling_is_seeded_and_records_shortfalls(sources):
+def test_sampling_is_seeded_and_records_shortfalls(sources, capsys):
     write_params(merge={"per_class": {"normal": 2, "bacterial": 3, "viral": 4, "covid": 9}})
     merge.main()
+    assert ("warning: merge: kermany/covid covid: 9 asked for, 4 available (an empty or missing"
+            " class folder?); metrics/detail/data.json records it") in capsys.readouterr().err
     first, report = read_outputs()
     assert report["classes"]["covid"] == {"available": 4, "requested": 9, "selected": 4}
     assert report["classes"]["normal"] == {"available": 4, "requested": 2, "selected": 2}
@@ -333,3 +335,50 @@ def test_hannover_through_the_table_layout_gives_the_same_manifest(sources):
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     merge.main()
     assert (MANIFEST.read_bytes(), (DETAIL / "data.json").read_bytes()) == built_in
+
+
+@pytest.mark.slow
+def test_dvc_rehashes_an_unreadable_source_and_the_documented_recovery_restores_it(tmp_path,
+                                                                                   locked):
+    """DVC 3 hashes a `dvc add`-ed source without the folder it cannot read and rewrites its
+    .dvc file before any stage runs (upstream behaviour the project cannot stop); merge then
+    stops naming the folder. docs/troubleshooting.md's recovery (give read permission back,
+    `git checkout` the .dvc file) leaves every file and `dvc status` as they were."""
+    def run(*command, user=()):
+        done = subprocess.run([*user, *command], cwd=tmp_path, capture_output=True, text=True)
+        return done.returncode, done.stdout + done.stderr
+
+    dvc, git = (sys.executable, "-m", "dvc"), ("git", "-c", "user.name=t", "-c", "user.email=t@t")
+    images = tmp_path / "data/raw/src/images"
+    images.mkdir(parents=True)
+    for name in "abc":
+        (images / f"{name}.png").write_text(name)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  merge:\n    cmd: ls -R data/raw/src > out\n"
+                                       "    deps: [data/raw/src]\n    outs: [out]\n")
+    for command in (("git", "init", "-q"), (*dvc, "init", "-q"),
+                    (*dvc, "add", "-q", "data/raw/src"), (*dvc, "repro", "-q"), (*git, "add", "-A"),
+                    (*git, "commit", "-qm", "run")):
+        assert run(*command)[0] == 0, command
+    tracked = (tmp_path / "data/raw/src.dvc").read_text()
+    locked(images)
+    assert run(*dvc, "repro", user=UNPRIVILEGED)[0] != 0
+    assert (tmp_path / "data/raw/src.dvc").read_text() != tracked  # DVC rewrote it: nfiles 0
+    images.chmod(0o755)  # the recovery, as the docs give it
+    assert run("git", "checkout", "data/raw/src.dvc")[0] == 0
+    assert run(*dvc, "checkout")[0] == 0
+    assert sorted(p.name for p in images.iterdir()) == ["a.png", "b.png", "c.png"]
+    assert "up to date" in run(*dvc, "status")[1]
+
+
+def test_an_unreadable_folder_of_a_dvc_tracked_source_says_how_to_undo_dvcs_rehash(tmp_path,
+                                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    images = Path("data/raw/covid-chestxray-dataset/images")
+    images.mkdir(parents=True)
+    err = PermissionError(13, "Permission denied")
+    plain = str(folders.unreadable(images, err))
+    assert plain.endswith(f"(e.g. `chmod -R a+rX {images}`)")  # no .dvc file: nothing more
+    Path("data/raw/covid-chestxray-dataset.dvc").write_text("outs: []\n")
+    assert str(folders.unreadable(images, err)) == (
+        plain + "; then `git checkout data/raw/covid-chestxray-dataset.dvc` if git shows it"
+        " changed (DVC re-hashed the source without that folder), before any `dvc checkout`")

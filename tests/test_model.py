@@ -1,4 +1,8 @@
 import dataclasses
+import importlib
+import json
+import re
+import zipfile
 
 import h5py
 import keras
@@ -29,6 +33,21 @@ def test_input_scaling_is_vgg16s_bgr_minus_imagenet_mean():
     scaled = keras.ops.convert_to_numpy(m.VGGPreprocess()(x))
     expected = x[..., ::-1] - np.array([103.939, 116.779, 123.68], dtype="float32")
     np.testing.assert_allclose(scaled, expected, rtol=1e-6)
+
+
+def test_a_saved_classifier_names_its_layer_where_every_saved_model_found_it(tmp_path):
+    """Saved models record a custom layer's module: covidxray.model since the first, whichever
+    file defines it now, so a model is the same bytes after the library moved, and one saved
+    before loads by that name without the registry."""
+    classifier = m.build_classifier(b.build_extractor(b.build_backbone("none", 32)),
+                                    build_head(2, (1, 1, 512)))
+    m.save_model(classifier, tmp_path / "c.keras")
+    with zipfile.ZipFile(tmp_path / "c.keras") as saved:
+        config = json.loads(saved.read("config.json"))
+    found = re.search(r'"module": "([\w.]+)", "class_name": "VGGPreprocess", "config":'
+                      r' .*?"registered_name": "([^"]+)"', json.dumps(config))
+    assert found.groups() == ("covidxray.model", "covidxray>VGGPreprocess")
+    assert importlib.import_module("covidxray.model").VGGPreprocess is m.VGGPreprocess
 
 
 def test_augmentation_has_the_tutorials_layers_and_acts_only_in_training():

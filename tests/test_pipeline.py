@@ -24,7 +24,7 @@ from PIL import Image
 
 from bench.workspace import copy_repository, python_first_env
 from covidxray.evaluation.headline import task_verdict
-from tests.conftest import COVIDXRAY, free_port, mirror
+from tests.conftest import COVIDXRAY, ROOT, free_port, mirror
 
 pytestmark = pytest.mark.slow  # dvc repro in a copy of the repository, servers: minutes
 PER_CLASS = 5
@@ -826,28 +826,42 @@ def test_a_truncated_external_set_is_named_and_evaluate_keeps_its_old_outputs(pr
     assert "metrics/detail/external/${key}" in str(stages["evaluate"]["do"]["outs"])
 
 
-def test_a_colleague_gets_a_model_by_name_with_its_record_and_metrics(project, tmp_path):
-    """The model registry the DVC way: each task's model is an artifact of dvc.yaml, a version is
-    a git tag (`gto register`), and `dvc artifacts get` fetches it from the DVC remote into a
-    folder that never ran a stage, through a clone whose cache is empty."""
-    path, storage, clone = project["path"], tmp_path / "storage", tmp_path / "clone"
+def registry_blocks():
+    """docs/team-workflow.md's two command blocks of the registry: the publisher's, the
+    colleague's; one command a line, comments dropped."""
+    text = (ROOT / "docs/team-workflow.md").read_text().split("## A model by name")[1]
+    blocks = re.findall(r"```bash\n(.*?)```", text.split("\n## ")[0], re.S)
+    return [[line.split("  #")[0].strip() for line in block.splitlines()] for block in blocks]
+
+
+def test_a_colleague_gets_a_model_by_name_as_the_docs_say(project, tmp_path):
+    """The model registry the DVC way, run exactly as docs/team-workflow.md shows it: the team
+    commits its remote, pushes and registers a version (a git tag), and a colleague in a folder
+    that never ran a stage fetches the model by name, the latest and by version, with its
+    record and metrics. The URL, the remote's folder and the task are the only changes."""
+    path, storage, team = project["path"], tmp_path / "storage", tmp_path / "team"
     run(path, "git", "branch", "-f", "registered", commit_of_the_run(path))
-    dvc(path, "remote", "add", "--local", "registry", str(storage))
-    try:
-        dvc(path, "push", "-r", "registry", "train@binary")
-    finally:
-        dvc(path, "remote", "remove", "--local", "registry")
-    run(tmp_path, "git", "clone", "-q", "--branch", "registered", str(path), str(clone))
-    dvc(clone, "remote", "add", "--default", "--force", "storage", str(storage))
-    commit_all(clone, "the team's remote")
-    tagger = {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    run(clone, sys.executable, "-m", "gto.cli", "register", "binary", "--version", "v1.0.0",
-        env={**without_tensorflow(), **tagger})
+    run(tmp_path, "git", "clone", "-q", "--branch", "registered", str(path), str(team))
+    dvc(team, "cache", "dir", "--local", str(path / ".dvc" / "cache"))  # the workspace that built
+    env = {**without_tensorflow(), "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t"}
+    publish, fetch = registry_blocks()
     colleague = tmp_path / "colleague"
     colleague.mkdir()
-    assert "Downloaded 1 file(s)" in dvc(colleague, "artifacts", "get", str(clone), "binary")
-    for source, target in (("models/binary.json", "record.json"),
-                           ("metrics/binary.json", "metrics.json")):
-        dvc(colleague, "get", str(clone), source, "-o", target)
-        assert (colleague / target).read_bytes() == (path / source).read_bytes()
-    assert (colleague / "binary.keras").read_bytes() == (path / "models/binary.keras").read_bytes()
+    for folder, block in ((team, publish), (colleague, fetch)):
+        for line in block:
+            command = (line.replace("/mnt/team/covidxray-dvc", str(storage))
+                       .replace("https://example.org/you/covidxray.git", str(team))
+                       .replace("adult_covid", "binary"))
+            done = subprocess.run(command, shell=True, cwd=folder, env=env, capture_output=True,
+                                  text=True)
+            assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
+    assert "binary@v1.0.0" in run(path, "git", "tag")  # pushed to the team's origin
+    for fetched, built in (("binary.keras", "models/binary.keras"),
+                           ("binary.json", "models/binary.json"),
+                           ("binary-metrics.json", "metrics/binary.json")):
+        assert (colleague / fetched).read_bytes() == (path / built).read_bytes(), fetched
+    wrong = subprocess.run([sys.executable, "-m", "dvc", "artifacts", "get", str(team), "binary",
+                            "--rev", "binary@v1.0.0", "--force"], cwd=colleague, env=env,
+                           capture_output=True, text=True)
+    assert wrong.returncode != 0  # as the docs warn: the version, not the tag's whole name

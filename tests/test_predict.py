@@ -4,8 +4,9 @@ import functools
 import json
 import os
 import shutil
-import subprocess
 import re
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -207,7 +208,8 @@ def test_noise_gets_no_class_but_unreliable_with_why_and_the_summary_counts_it(c
     assert re.fullmatch(r"does not look like a frontal chest X-ray: distance \d\.\d{3} above the"
                         r" threshold \d\.\d{3} set on validation", noise["unreliable"])
     assert xray["prediction"] in ("normal", "covid") and "unreliable" not in xray
-    assert "predict: 2 image(s) read, 2 predicted, 0 failed, 1 flagged unreliable" in run.stderr
+    assert ("predict: 2 image(s) tried, 1 predicted, 0 failed, 1 flagged unreliable (no class)"
+            in run.stderr)
     assert "warning" not in run.stderr
     table = pd.read_csv(checked / "out.csv")
     assert table["unreliable"].tolist()[0] == noise["unreliable"]
@@ -241,10 +243,14 @@ def test_gradcam_writes_an_overlay_of_each_predicted_image_at_its_size(project, 
     (["--task", "binary", "--model", "params.yaml"], "error: params.yaml: cannot load the model"),
     (["--task", "three", "--model", "models/binary.keras"],
      "error: models/binary.keras: 1 output(s) do not fit the 3 classes of params.yaml"
-     " tasks.three.classes (normal, bacterial, covid); use --task binary or --task binary_mixed"),
+     " tasks.three.classes (normal, bacterial, covid); without its record models/binary.json"
+     " (train writes it beside the model) its classes are unknown; tasks of params.yaml with as"
+     " many outputs: binary, binary_mixed"),
     (["--task", "binary", "--model", "models/five.keras"],
      "error: models/five.keras: 5 output(s) do not fit the 2 classes of params.yaml"
-     " tasks.binary.classes (normal, covid); no task of params.yaml fits it"),
+     " tasks.binary.classes (normal, covid); without its record models/five.json (train"
+     " writes it beside the model) its classes are unknown; no task of params.yaml has as many"
+     " outputs"),
     # three's record names its task, the one to use
     (["--task", "binary", "--model", "models/three.keras"],
      "error: models/three.json: the model was trained on classes ['normal', 'bacterial', 'covid'],"
@@ -253,7 +259,9 @@ def test_gradcam_writes_an_overlay_of_each_predicted_image_at_its_size(project, 
      "error: models/swapped.json: the model was trained on classes ['covid', 'normal'],"
      " params.yaml tasks.binary.classes are ['normal', 'covid']; no task of params.yaml has those"
      " classes now; retrain it with `dvc repro train@binary`"),
-    (["--task", "binary", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["--task", "binary", "--batch-size", "0"], "--batch-size: must be 1 to 1024, got 0"),
+    (["--task", "binary", "--batch-size", "1000000000"],
+     "--batch-size: must be 1 to 1024, got 1000000000"),
 ])
 def test_bad_usage_exits_2_with_a_one_line_error(project, args, message):
     run = predict(project, *args, "images/good")
@@ -394,12 +402,12 @@ def test_a_folder_is_searched_recursively_only_when_asked_and_a_summary_ends_it(
         write_image(project / "nested" / name, 300 + seed, "RGB")
     flat = predict(project, "--task", "binary", "nested")
     assert [r["path"] for r in records(flat)] == ["nested/top.png"]
-    assert "predict: 1 image(s) read, 1 predicted, 0 failed" in flat.stderr
+    assert "predict: 1 image(s) tried, 1 predicted, 0 failed" in flat.stderr
     deep = predict(project, "--task", "binary", "--recursive", "nested", "images/bad")
     assert [r["path"] for r in records(deep)] == [
         "nested/inner/deep.png", "nested/top.png", "images/bad/corrupt.jpeg",
         "images/bad/text.png"]
-    assert "predict: 4 image(s) read, 2 predicted, 2 failed" in deep.stderr
+    assert "predict: 4 image(s) tried, 2 predicted, 2 failed" in deep.stderr
 
 
 def test_help_shows_an_example_on_an_image_of_the_shared_datasets(project):
@@ -438,6 +446,52 @@ def test_a_closed_stdout_ends_quietly_and_the_csv_still_holds_every_image(projec
         if csv:
             table = pd.read_csv(project / csv)
             assert len(table) == 4 and table["prediction"].notna().all()  # 4 top-level images
+
+
+def test_outputs_that_cannot_take_the_predictions_stop_it_before_any_model_loads(project):
+    """stdout closed from the start (`>&-`) without --csv, or --csv naming a folder: exit 2 at
+    once, where the lines were lost (exit 0) or the table failed after every prediction."""
+    closed = subprocess.run(f"{COVIDXRAY} predict --task binary images/good >&-", shell=True,
+                            cwd=project, capture_output=True, text=True, timeout=300)
+    assert closed.returncode == 2 and closed.stderr == (
+        "error: stdout is closed, so every prediction would be lost; give --csv FILE, or run it"
+        " with stdout open\n")
+    folder = predict(project, "--task", "binary", "--csv", "images", "images/good")
+    assert folder.returncode == 2 and folder.stdout == ""
+    assert folder.stderr == "error: --csv images: a folder; name a file for the table\n"
+    kept = subprocess.run(f"{COVIDXRAY} predict --task binary --csv out/closed.csv images/good"
+                          " >&-", shell=True, cwd=project, capture_output=True, text=True,
+                          timeout=300)
+    assert kept.returncode == 0, kept.stderr
+    assert len(pd.read_csv(project / "out/closed.csv")) == 4
+
+
+def test_ctrl_c_writes_the_csv_of_the_images_predicted_so_far(project, tmp_path):
+    folder = tmp_path / "many"
+    for i in range(300):
+        write_image(folder / f"{i:03d}.png", i % 7, "RGB")
+    run = subprocess.Popen([COVIDXRAY, "predict", "--task", "binary", "--batch-size", "1",
+                            "--csv", tmp_path / "so-far.csv", folder], cwd=project,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    json.loads(run.stdout.readline())  # one image is done
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err
+    printed, table = 1 + len(out.splitlines()), pd.read_csv(tmp_path / "so-far.csv")
+    n = len(table)  # every printed image, and the one being printed when Ctrl-C came, if any
+    assert printed <= n <= printed + 1 < 300 and table["prediction"].notna().all()
+    assert f"predict: interrupted: {n} image(s) tried, {n} predicted, 0 failed of 300;" \
+           f" --csv {tmp_path / 'so-far.csv'} holds those" in err
+    assert "dvc repro" not in err and "Traceback" not in err
+
+
+def test_a_large_scan_gets_an_overlay_of_at_most_1024_pixels_a_side(project, tmp_path):
+    """Blending at a 9000-px scan's own size took 7 GB; the overlay keeps the aspect ratio."""
+    scan = write_image(tmp_path / "scan.png", 5, "L", size=(2400, 1600))
+    run = predict(project, "--task", "binary", "--gradcam", tmp_path / "cams", scan)
+    assert run.returncode == 0, run.stderr
+    with Image.open(tmp_path / "cams" / "0001_scan.png") as overlay:
+        assert overlay.size == (1024, 683)
 
 
 def test_a_fifo_among_the_images_is_named_and_does_not_hang(project, tmp_path):

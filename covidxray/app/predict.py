@@ -34,15 +34,16 @@ from covidxray.runner import cli
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
 QUIET_UP_TO = 8  # images; more get a progress bar
+MAX_BATCH = 1024  # images decoded at once: a 150-px batch of 1024 is about 70 MB of pixels
 EXAMPLE = """example, on an NIH adult without a finding from the shared datasets:
   covidxray predict --task adult_covid \\
       ../shared/datasets/nih-chestxray14-sample/images/00001299_000.png"""
 
 
-def positive(text):
+def batch_size(text):
     value = int(text)  # a ValueError becomes argparse's own usage error
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if not 1 <= value <= MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_BATCH}, got {value}")
     return value
 
 
@@ -57,8 +58,8 @@ def arguments(argv):
     parser.add_argument("--csv", type=Path, metavar="FILE", help="also write a results table")
     parser.add_argument("--gradcam", type=Path, metavar="DIR",
                         help="write each image's Grad-CAM overlay of its predicted class here")
-    parser.add_argument("--batch-size", type=positive, default=32, metavar="N",
-                        help="images decoded and run together (default 32)")
+    parser.add_argument("--batch-size", type=batch_size, default=32, metavar="N",
+                        help=f"images decoded and run together, 1 to {MAX_BATCH} (default 32)")
     parser.add_argument("--recursive", action="store_true",
                         help="search the folders inside each folder PATH too")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
@@ -165,16 +166,17 @@ def emit(records):
         return False
 
 
-def run(args, classifier, paths, first_line, open_=True):
-    """Predict batch by batch, printing each batch's records as soon as it is done; the first
-    one is output line `first_line`. The next batch is decoded while this one runs. Once stdout
-    is closed the rest are predicted only for --csv; without it they are left. Returns the
-    records and whether stdout was open to the end."""
+def run(args, classifier, paths, first_line, open_, records):
+    """Predict batch by batch, printing each batch's records as soon as it is done and adding
+    them to `records` (so that an interrupted run keeps those); the first one is output line
+    `first_line`. The next batch is decoded while this one runs. Once stdout is closed the rest
+    are predicted only for --csv; without it they are left. Returns whether stdout was open to
+    the end."""
     from tqdm import tqdm
 
     from covidxray.app import prediction
 
-    records, batches = [], list(batch_slices(len(paths), args.batch_size))
+    batches = list(batch_slices(len(paths), args.batch_size))
     with (tqdm(total=len(paths), unit="image", disable=len(paths) <= QUIET_UP_TO,
                file=sys.stderr) as progress,
           ThreadPoolExecutor(1, thread_name_prefix="decode-ahead") as reader):
@@ -186,17 +188,36 @@ def run(args, classifier, paths, first_line, open_=True):
             batch_records, predicted = prediction.classify(classifier, batch, decoded)
             if args.gradcam and predicted:
                 write_overlays(classifier, args.gradcam, batch, predicted, first_line + rows.start)
+            records += batch_records  # first: an interrupted print still counts it
             open_ = emit(batch_records) and open_
-            records += batch_records
             progress.update(len(batch))
             if not open_ and not args.csv:
                 break
-    return records, open_
+    return open_
+
+
+def usable_outputs(args):
+    """Refuse, before any model is loaded, outputs that could not take the predictions."""
+    if sys.stdout is None and not args.csv:  # started with stdout closed (`>&-`)
+        raise PipelineError("stdout is closed, so every prediction would be lost; give --csv"
+                            " FILE, or run it with stdout open")
+    if args.csv and args.csv.is_dir():
+        raise PipelineError(f"--csv {args.csv}: a folder; name a file for the table")
+
+
+def counts(records, checked):
+    """stderr's summary: of the images tried, those given a class, flagged (no class) and not
+    read."""
+    failed = sum("error" in r for r in records)
+    flagged = sum("unreliable" in r for r in records)
+    return (f"{len(records)} image(s) tried, {len(records) - failed - flagged} predicted, {failed}"
+            f" failed" + (f", {flagged} flagged unreliable (no class)" if checked else ""))
 
 
 def main(argv=None):
     args = arguments(argv)
     try:
+        usable_outputs(args)
         classifier = load(args)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -205,7 +226,16 @@ def main(argv=None):
     if not paths and not unread:
         raise PipelineError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in"
                             f" {', '.join(map(str, args.paths))}")
-    records, open_ = run(args, classifier, paths, len(unread) + 1, emit(unread))
+    records = []
+    try:
+        open_ = run(args, classifier, paths, len(unread) + 1, emit(unread), records)
+    except KeyboardInterrupt:  # keep what was predicted: the CSV of those, then stop
+        if args.csv:
+            write_csv(args.csv, unread + records, classifier.classes)
+        print(f"predict: interrupted: {counts(records, classifier.xray_check)} of"
+              f" {len(paths)}" + (f"; --csv {args.csv} holds those" if args.csv else ""),
+              file=sys.stderr)
+        raise
     if args.csv:
         write_csv(args.csv, unread + records, classifier.classes)
     if not open_:
@@ -213,9 +243,7 @@ def main(argv=None):
               + (f"every image was still predicted for --csv {args.csv}" if args.csv else
                  f"stopped after {len(records)} of {len(paths)} image(s)"), file=sys.stderr)
     failed = sum("error" in r for r in records)
-    flagged = sum("unreliable" in r for r in records)
-    print(f"predict: {len(records)} image(s) read, {len(records) - failed} predicted, {failed}"
-          f" failed" + (f", {flagged} flagged unreliable" if classifier.xray_check else "")
+    print(f"predict: {counts(records, classifier.xray_check)}"
           + (f", {len(unread)} folder(s) unreadable" if unread else ""), file=sys.stderr)
     if failed:
         print(f"error: {failed} of {len(records)} images could not be read", file=sys.stderr)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from covidxray.config.schema import Preprocess
 from covidxray.data.images import cropped, load_images, open_rgb
@@ -18,6 +19,8 @@ from covidxray.model.classifier import (head_probabilities, load_classifier, mod
                                         probabilities)
 from covidxray.model.head import output_count
 from covidxray.paths import MODELS
+
+OVERLAY_SIDE = 1024  # pixels: the longest side of a Grad-CAM overlay
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,14 @@ def use_instead(tasks, otherwise):
     return "use --task " + " or --task ".join(tasks) if tasks else otherwise
 
 
+def unknown_classes(record, fitting):
+    """What to say of a model whose outputs do not fit and whose record is missing: which
+    classes it was trained on, in which order, is unknown, so no task is a sure answer."""
+    return (f"without its record {record} (train writes it beside the model) its classes are"
+            " unknown; " + (f"tasks of params.yaml with as many outputs: {', '.join(fitting)}"
+                            if fitting else "no task of params.yaml has as many outputs"))
+
+
 def made_for(params, made):
     """The tasks of params.yaml with the classes of train's record of a model, the one it
     names alone when it is one of them (binary and binary_mixed share their classes)."""
@@ -91,9 +102,11 @@ def load(params, task, path=None, xray_check=None):
     outputs = model.output_shape[-1]
     if outputs != output_count(len(classes)):
         fitting = tasks_where(params, lambda other: output_count(len(other)) == outputs)
+        hint = (use_instead(fitting, "no task of params.yaml fits it") if made
+                else unknown_classes(record, fitting))
         raise PipelineError(f"{path}: {outputs} output(s) do not fit the {len(classes)} classes"
                             f" of params.yaml tasks.{task}.classes ({', '.join(classes)});"
-                            f" {use_instead(fitting, 'no task of params.yaml fits it')}")
+                            f" {hint}")
     preprocess = Preprocess(**made["preprocess"]) if "preprocess" in made else params.preprocess
     return Classifier(model, classes, image_size(model, path), preprocess, made,
                       xray_check or ood.load_xray_check(extractor=frozen_extractor(model, made)))
@@ -161,10 +174,18 @@ def judged(classifier, paths, images):
 
 
 def overlays(classifier, paths, predicted):
-    """The Grad-CAM of each predicted image's class over the image at full resolution (less the
-    crop its training images had), as RGB arrays, by position in paths."""
+    """The Grad-CAM of each predicted image's class over the image (less the crop its training
+    images had), at most OVERLAY_SIDE pixels a side, as RGB arrays, by position in paths."""
     images, classes = zip(*predicted.values())
     maps = gradcam.gradcam(classifier.model, np.stack(images), list(classes))
-    crop = classifier.preprocess.crop
-    return {i: gradcam.overlay(np.asarray(cropped(open_rgb(paths[i]), crop)), heatmap)
+    return {i: gradcam.overlay(np.asarray(overlay_base(paths[i], classifier.preprocess.crop)),
+                               heatmap)
             for i, heatmap in zip(predicted, maps)}
+
+
+def overlay_base(path, crop):
+    """The image an overlay is drawn on, shrunk to OVERLAY_SIDE: a 9000-px scan blended at full
+    size took gigabytes for a heatmap of a few cells."""
+    image = cropped(open_rgb(path), crop)
+    image.thumbnail((OVERLAY_SIDE, OVERLAY_SIDE), Image.Resampling.BILINEAR)
+    return image

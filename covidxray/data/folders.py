@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from covidxray.errors import PipelineError
+from covidxray.paths import RAW
 
 NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what decoding with surrogateescape makes of bad bytes
 
@@ -35,7 +36,18 @@ def unreadable(folder, err):
                              f" ({err.strerror}); check the folder and the disk it is on")
     return PipelineError(f"{shown(folder)}: permission denied, cannot read this folder of the"
                          " source; let the user who runs the pipeline read it (e.g."
-                         f" `chmod -R a+rX {shown(folder)}`)")
+                         f" `chmod -R a+rX {shown(folder)}`){rehashed(folder)}")
+
+
+def rehashed(folder):
+    """DVC hashes a `dvc add`-ed source before any stage runs, without what it cannot read, and
+    rewrites its .dvc file: what to do before a `dvc checkout` deletes what it did not see."""
+    source = next((p for p in [Path(folder), *Path(folder).parents] if p.parent == RAW), None)
+    tracked = source and source.with_name(f"{source.name}.dvc")
+    if not (tracked and tracked.is_file()):
+        return ""
+    return (f"; then `git checkout {tracked}` if git shows it changed (DVC re-hashed the source"
+            " without that folder), before any `dvc checkout`")
 
 
 def listing(folder):

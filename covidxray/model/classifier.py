@@ -19,10 +19,14 @@ from covidxray.model.head import probability_layer
 from covidxray.paths import MODELS
 
 
-# here, not in backbone.py: a saved classifier records the module of its custom layers
 @keras.saving.register_keras_serializable(package="covidxray")
 class VGGPreprocess(keras.layers.Layer):
     """RGB in 0-255 to what VGG16 was trained on: BGR minus the ImageNet mean (not 1/255)."""
+
+    # A saved classifier records the module of its custom layers: every model saved since the
+    # first names covidxray.model, which serves it (covidxray/model/__init__.py), so a model is
+    # the same bytes, and loads, whichever module of the library defines the layer.
+    __module__ = "covidxray.model"
 
     def call(self, images):
         return keras.applications.vgg16.preprocess_input(images)
