@@ -5,6 +5,7 @@ import dataclasses
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -223,6 +224,20 @@ def test_check_refuses_a_source_or_external_path_that_is_not_there(tmp_path, mon
         with pytest.raises(PipelineError, match=re.escape(
                 f"params.yaml: {key}: data/raw/nowhere does not exist")):
             preflight(load_params(params_with(tmp_path, {key: "data/raw/nowhere"})))
+
+
+def test_check_refuses_a_table_that_lacks_a_column_its_set_names(tmp_path, monkeypatch):
+    """Found by check from the table's header, before DVC deletes merge's or external's outputs."""
+    monkeypatch.chdir(tmp_path)
+    params_with_their_paths(tmp_path)
+    Path("ward.csv").write_text("file,finding\na.png,normal\n")
+    ward = {"layout": "table", "path": "ward.csv", "findings": {"normal": "normal"},
+            "columns": {"path": "file", "label": "finding", "patient": "pid"}}
+    with pytest.raises(PipelineError, match=re.escape(
+            "params.yaml: external.ward.columns: ward.csv: missing column(s) pid") + "$"):
+        preflight(load_params(params_with(tmp_path, {"external.ward": ward})))
+    ward["columns"]["patient"] = "file"  # one column may serve two roles
+    preflight(load_params(params_with(tmp_path, {"external.ward": ward})))
 
 
 def test_check_refuses_a_process_count_below_one(tmp_path, monkeypatch):

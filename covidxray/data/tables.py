@@ -19,14 +19,9 @@ def read_rows(path, columns, skipped):
         reader = csv.reader(io.StringIO(
             # utf-8-sig: Excel's "CSV UTF-8" starts the file with a byte-order mark
             Path(path).read_bytes().decode("utf-8-sig", errors="surrogateescape"), newline=""))
-        header = next(reader, None)
-        found = {names[0] if isinstance(names, tuple) else names: named(names, header or [])
+        header = checked_header(path, next(reader, None), columns)
+        found = {names[0] if isinstance(names, tuple) else names: named(names, header)
                  for names in columns}
-        missing = [" or ".join(names) if isinstance(names, tuple) else names
-                   for names in columns if named(names, header or []) is None]
-        if not header or missing:
-            raise PipelineError(f"{path}: cannot read (no header)" if not header
-                                else f"{path}: missing column(s) {', '.join(missing)}")
         rows, end = [], reader.line_num
         for fields in reader:
             start, end = end + 1, reader.line_num
@@ -46,6 +41,25 @@ def read_rows(path, columns, skipped):
     except (OSError, csv.Error) as err:
         raise PipelineError(f"{path}: cannot read ({err})") from err
     return rows
+
+
+def checked_header(path, header, columns):
+    """A table's header, refused when there is none or it lacks one of `columns`."""
+    missing = [" or ".join(names) if isinstance(names, tuple) else names
+               for names in columns if named(names, header or []) is None]
+    if not header or missing:
+        raise PipelineError(f"{path}: cannot read (no header)" if not header
+                            else f"{path}: missing column(s) {', '.join(missing)}")
+    return header
+
+
+def require_columns(path, columns):
+    """Only the header of a CSV file, checked as read_rows checks it (for the check stage)."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as table:
+            checked_header(path, next(csv.reader(table), None), columns)
+    except (OSError, csv.Error) as err:
+        raise PipelineError(f"{path}: cannot read ({err})") from err
 
 
 def named(names, header):

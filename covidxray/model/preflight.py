@@ -9,6 +9,7 @@ DVC deletes a stage's outputs just before it runs it, so a missing file that `fe
 import difflib
 from pathlib import Path
 
+from covidxray.data.tables import require_columns
 from covidxray.errors import PipelineError
 from covidxray.model.backbone import weights_file
 from covidxray.model.devices import process_count
@@ -28,13 +29,19 @@ def check_weights(weights):
 
 
 def check_paths(params):
-    """Each path of merge.sources and external (and a table's images folder) exists."""
+    """Each path of merge.sources and external (and a table's images folder) exists, and a
+    table names the columns its set's `columns` give."""
     named = {**{f"merge.sources.{name}": spec for name, spec in params.merge.sources.items()},
              **{f"external.{name}": spec for name, spec in params.external.items()}}
     for key, spec in named.items():
         for field, path in (("path", spec.path), ("images", spec.filter.images)):
             if path is not None and not Path(path).exists():
                 raise PipelineError(f"params.yaml: {key}.{field}: {path} does not exist")
+        if spec.layout == "table":
+            try:
+                require_columns(spec.path, list(spec.filter.columns.values()))
+            except PipelineError as err:
+                raise PipelineError(f"params.yaml: {key}.columns: {err}") from err
 
 
 def preflight(params):
