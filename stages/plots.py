@@ -68,9 +68,9 @@ def plot_task(spec):
     low, high = metrics["accuracy_ci95"]
     for name, draw, data in (("confusion", confusion, metrics["confusion_matrix"]),
                              ("roc", roc, predictions)):
-        fig, ax = plt.subplots(figsize=(5, 4.5))
+        fig, ax = plt.subplots(figsize=(5.5, 5))
         draw(ax, data, classes,
-             f"{task}: test accuracy {metrics['accuracy']:.2f} (95% CI {low:.2f}-{high:.2f})")
+             f"{task}\ntest accuracy {metrics['accuracy']:.2f} (95% CI {low:.2f}-{high:.2f})")
         save(fig, out / f"{name}.png")
     test = read_split("test", spec)  # the rows of the predictions, in their order
     images = prepared_images(test)

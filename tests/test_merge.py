@@ -110,6 +110,28 @@ def test_byte_identical_copies_are_kept_once_and_reported(sources):
     assert manifest["sha256"].is_unique
 
 
+def test_a_copy_labelled_another_class_says_which_label_the_image_keeps(sources):
+    """The same bytes as a bacterial X-ray, filed as viral: dropped as a copy, the conflict
+    recorded (it was dropped as a plain duplicate)."""
+    kermany = sources["kermany"] / "PNEUMONIA"
+    shutil.copy(kermany / "person1_bacteria_1.jpeg", kermany / "person7_virus_9.jpeg")
+    merge.main()
+    manifest, report = read_outputs()
+    assert report["duplicates"] == [{
+        "path": str(kermany / "person7_virus_9.jpeg"),
+        "duplicate_of": str(kermany / "person1_bacteria_1.jpeg"),
+        "conflict": "labelled viral here, bacterial there: the image keeps that label"}]
+
+
+def test_a_fifo_named_like_an_image_is_a_recorded_skip_and_does_not_hang(sources):
+    fifo = sources["kermany"] / "PNEUMONIA" / "person9_bacteria_9.jpeg"
+    os.mkfifo(fifo)
+    merge.main()
+    skipped = read_outputs()[1]["skipped"]
+    assert {"path": str(fifo), "reason": "not a regular file (a FIFO, device or socket); only"
+            " files are read as images"} in skipped
+
+
 def test_sampling_is_seeded_and_records_shortfalls(sources, capsys):
     write_params(merge={"per_class": {"normal": 2, "bacterial": 3, "viral": 4, "covid": 9}})
     merge.main()

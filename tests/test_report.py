@@ -54,7 +54,7 @@ def test_the_holdout_headline_names_its_numbers_as_the_tasks_do():
 
 
 @pytest.mark.parametrize("recall, alarm, words", [
-    (0.9, 0.97, "calls 97% of adults without COVID-19 COVID-19: it tells the hospital"),
+    (0.9, 0.97, "calls COVID-19 in 97% of adults who do not have it: it tells the hospital"),
     (0.9, 0.3, "too many false alarms to screen with"),
     (0.8, 0.05, "finds 80% of the test COVID-19 X-rays at 5% false alarms"),
     (None, None, "No COVID-19 class"),

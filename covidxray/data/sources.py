@@ -270,7 +270,8 @@ def candidates(layout, root, spec, skipped, where):
 
 def describe(rows, skipped):
     """Decode every candidate once: drop paths that are not UTF-8, unreadable files and
-    byte-identical copies, with reasons."""
+    byte-identical copies, with reasons; a copy labelled another class than the first says so
+    (the first's label is kept)."""
     kept, duplicates, seen = [], [], {}
     for row in rows:
         if misnamed(row["path"], skipped):
@@ -282,9 +283,13 @@ def describe(rows, skipped):
             continue
         digest = sha256(row["path"])
         if digest in seen:
-            duplicates.append({"path": row["path"], "duplicate_of": seen[digest]})
+            first = seen[digest]
+            duplicates.append({"path": row["path"], "duplicate_of": first["path"]} | ({} if (
+                first["class"] == row["class"]) else {"conflict": f"labelled {row['class']}"
+                                                      f" here, {first['class']} there: the"
+                                                      " image keeps that label"}))
             continue
-        seen[digest] = row["path"]
+        seen[digest] = row
         kept.append({**row, "site": row.get("site", ""), "sha256": digest,
                      "width": image.width, "height": image.height})
     return pd.DataFrame(kept), duplicates

@@ -22,6 +22,7 @@ def confusion(ax, matrix, classes, title):
                 color="white" if count > max(map(max, matrix)) / 2 else "black")
     ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes,
            yticklabels=classes, xlabel="predicted", ylabel="true", title=title)
+    ax.tick_params(axis="x", labelrotation=30)  # pneumonia_other beside its neighbours
 
 
 def roc(ax, predictions, classes, title):

@@ -57,10 +57,10 @@ def task_verdict(headline):
         return "No adults without COVID-19 were scored: its COVID-19 calls are untested."
     found = f"It finds {recall:.0%} of the test COVID-19 X-rays"
     if alarm >= 0.5:
-        return (f"{found}, but calls {alarm:.0%} of adults without COVID-19 COVID-19: it tells"
-                " the hospital or the age, not the disease. Do not use it on adults.")
+        return (f"{found}, but calls COVID-19 in {alarm:.0%} of adults who do not have it: it"
+                " tells the hospital or the age, not the disease. Do not use it on adults.")
     if alarm > 0.1:
-        return (f"{found} and calls {alarm:.0%} of adults without COVID-19 COVID-19: too many"
-                " false alarms to screen with.")
+        return (f"{found} and calls COVID-19 in {alarm:.0%} of adults who do not have it: too"
+                " many false alarms to screen with.")
     return (f"{found} at {alarm:.0%} false alarms on adults without COVID-19; the holdout"
             " verdict says how such a model fares on a hospital it never saw.")

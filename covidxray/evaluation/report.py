@@ -15,7 +15,8 @@ from covidxray.paths import DETAIL, EXTERNAL_METRICS, METRICS, MODELS, PLOTS, TA
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:right}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}
+text-align:right;white-space:nowrap}.verdicts td:last-child{text-align:left;white-space:normal}
+th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}
 .note{color:#555}"""
 
 
@@ -259,6 +260,6 @@ def summary_section(tasks):
     return "\n".join([
         "<h2 id='summary'>Summary</h2>",
         pd.DataFrame(summary_rows(tasks)).to_html(index=False, border=0, na_rep="n/a",
-                                                  escape=False),
+                                                  escape=False, classes="verdicts"),
         f"<p><b>On a hospital the model never saw ({html.escape(holdout['task'])}):</b>"
         f" {html.escape(holdout['summary'][0])}</p>"])
