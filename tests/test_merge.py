@@ -375,8 +375,10 @@ def test_dvc_rehashes_an_unreadable_source_and_the_documented_recovery_restores_
     images.mkdir(parents=True)
     for name in "abc":
         (images / f"{name}.png").write_text(name)
-    (tmp_path / "dvc.yaml").write_text("stages:\n  merge:\n    cmd: ls -R data/raw/src > out\n"
-                                       "    deps: [data/raw/src]\n    outs: [out]\n")
+    # a stage that, like merge, writes its output whole or not at all
+    (tmp_path / "dvc.yaml").write_text("stages:\n  merge:\n    cmd: ls -R data/raw/src > part &&"
+                                       " mv part out\n    deps: [data/raw/src]\n"
+                                       "    outs: [out]\n")
     for command in (("git", "init", "-q"), (*dvc, "init", "-q"),
                     (*dvc, "add", "-q", "data/raw/src"), (*dvc, "repro", "-q"), (*git, "add", "-A"),
                     (*git, "commit", "-qm", "run")):

@@ -771,9 +771,10 @@ def test_fine_tuning_block5_runs_on_the_tiny_config(project):
 
 def test_a_bad_param_stops_dvc_repro_before_any_output_is_deleted(project):
     """DVC deletes a stage's outputs just before it runs it; the stage's own check came too late (a
-    misspelt bank deleted data/features, repeat.splits 0 the uncached repeat.json). One case here:
-    the check stage runs load_params, which test_params.py tries on every kind of value, and
-    covidxray/model/preflight.py, whose cases (a misspelt backbone.weights) test_params.py has."""
+    misspelt features section deleted data/features, repeat.splits 0 the uncached repeat.json).
+    One case here: the check stage runs load_params, which test_params.py tries on every kind of
+    value, and covidxray/model/preflight.py, whose cases (a misspelt backbone.weights)
+    test_params.py has."""
     path = project["path"]
     params_file = path / "params.yaml"
     written = params_file.read_text()
@@ -788,7 +789,8 @@ def test_a_bad_param_stops_dvc_repro_before_any_output_is_deleted(project):
     finally:
         params_file.write_text(written)
     assert done.returncode != 0
-    assert "error: params.yaml: bank is missing (is bnak a misspelling of it?)" in done.stderr
+    assert ("error: params.yaml: features is missing (is featurse a misspelling of it?)"
+            in done.stderr)
     assert "failed to reproduce 'check'" in done.stderr
     assert {p: sorted(f.stat().st_mtime_ns for f in [p, *p.rglob("*")]) for p in kept} == before
     # DVC deleted only check's own mark: run again (or restored from DVC's run cache), it is

@@ -189,7 +189,7 @@ def checked(project, tmp_path_factory):
     paths = xray_like(root / "reference", 16)
     backbone = Backbone("hed", "float32")
     extractor = build_features_model(backbone, SIZE)
-    vectors = ood.pooled(plain_features(extractor, load_images(paths, SIZE), 8))
+    vectors = ood.cell_directions(plain_features(extractor, load_images(paths, SIZE), 8))
     (root / "models").mkdir()
     ood.write_reference(ood.fit(vectors[:12], vectors[12:], Ood(3, 1.0, 1), backbone=backbone,
                                 size=SIZE, preprocess=Preprocess(),
@@ -482,7 +482,7 @@ def test_ctrl_c_writes_the_csv_of_the_images_predicted_so_far(project, tmp_path)
     assert printed <= n <= printed + 1 < 300 and table["prediction"].notna().all()
     assert f"predict: interrupted: {n} image(s) tried, {n} predicted, 0 failed of 300;" \
            f" --csv {tmp_path / 'so-far.csv'} holds those" in err
-    assert "dvc repro" not in err and "Traceback" not in err
+    assert "to resume" not in err and "Traceback" not in err  # a command, not a stage
 
 
 def test_a_large_scan_gets_an_overlay_of_at_most_1024_pixels_a_side(project, tmp_path):
@@ -492,6 +492,25 @@ def test_a_large_scan_gets_an_overlay_of_at_most_1024_pixels_a_side(project, tmp
     assert run.returncode == 0, run.stderr
     with Image.open(tmp_path / "cams" / "0001_scan.png") as overlay:
         assert overlay.size == (1024, 683)
+
+
+def test_the_readmes_noise_image_is_made_by_its_command_as_written(checked, tmp_path):
+    """README.md's two console lines: its `python -c` makes the 300 x 300 grey noise, which
+    `covidxray predict` flags as not an X-ray (here with a tiny model and reference)."""
+    lines = re.findall(r"^\$ (.+)$", (ROOT / "README.md").read_text(), re.M)
+    make = next(line for line in lines if "noise.png" in line and line.startswith("python -c"))
+    for name in ("params.yaml", "elsewhere.keras"):
+        shutil.copy(checked / name, tmp_path)
+    shutil.copytree(checked / "models", tmp_path / "models")
+    subprocess.run(make.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=tmp_path,
+                   check=True)
+    with Image.open(tmp_path / "noise.png") as noise:
+        assert (noise.size, noise.mode) == ((300, 300), "L")
+    command = next(line for line in lines if line.startswith("covidxray predict --task binary"))
+    run = predict(tmp_path, *command.split()[2:], "--model", "elsewhere.keras")
+    assert records(run)[0]["prediction"] is None and "unreliable" in records(run)[0]
+    assert run.stderr.endswith("predict: 1 image(s) tried, 0 predicted, 0 failed, 1 flagged"
+                               " unreliable (no class)\n")
 
 
 def test_a_fifo_among_the_images_is_named_and_does_not_hang(project, tmp_path):
