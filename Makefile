@@ -27,8 +27,9 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 test: $(BIN)/.installed
-	# -n 2: two workers, a test file each at a time; -rs: why a test was skipped; the 15 slowest
-	$(BIN)/python -m pytest -n 2 --dist loadfile -v -rs --durations=15 tests
+	# -n 2: two workers, a test file each at a time, in collection order: the end-to-end file,
+	# the longest, first (tests/conftest.py), so it starts at once; -rs: why a test was skipped
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -v -rs --durations=15 tests
 
 test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q -rs --durations=5 -m "not slow" tests

@@ -286,3 +286,9 @@ def oversized(tmp_path_factory):
     path = tmp_path_factory.mktemp("oversized") / "big.png"
     Image.fromarray(np.full((14000, 14000), 128, np.uint8)).save(path)
     return path
+
+
+def pytest_collection_modifyitems(items):
+    """The end-to-end file first: it is the longest, so `make test`'s worker that takes it (in
+    collection order, --no-loadscope-reorder) starts it at once."""
+    items.sort(key=lambda item: item.path.name != "test_pipeline.py")  # stable: the rest in order

@@ -3,6 +3,7 @@ library code it runs (scripts/dvc_yaml.py writes those deps, and the per-task pl
 artifacts, and says when dvc.yaml is out of step), every stage waits for the params check,
 every task is a model artifact."""
 
+import os
 import re
 import subprocess
 import sys
@@ -96,3 +97,18 @@ def test_every_task_is_a_model_artifact_labelled_with_its_classes_and_sources():
         assert artifact["path"] == f"models/{name}.keras" and artifact["type"] == "model"
         assert artifact["labels"] == [f"task-{name}", *(f"class-{c}" for c in task.classes),
                                       *(f"data-{s}" for s in task.sources)]
+
+
+def test_the_docs_dvc_exp_show_commands_run_as_written(tmp_path):
+    """docs/team-workflow.md's readable `dvc exp show` lines, run in this repository (they read
+    git and the committed metrics): each runs, and keeps what it names."""
+    text = (ROOT / "docs/team-workflow.md").read_text()
+    block = re.search(r"```bash\n(dvc exp show --only-changed --drop.*?)```", text, re.S)[1]
+    lines = [line.split("  #")[0].replace("experiments.csv", str(tmp_path / "experiments.csv"))
+             for line in block.splitlines()]
+    shown = [subprocess.run(line, shell=True, cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "250"}) for line in lines]
+    assert all(done.returncode == 0 for done in shown), [done.stderr for done in shown]
+    assert "metrics/binary.json:accuracy" in shown[1].stdout and "Created" not in shown[1].stdout
+    header = (tmp_path / "experiments.csv").read_text().splitlines()[0].split(",")
+    assert "metrics/binary.json:accuracy" in header and "head.l2" in header
