@@ -3,13 +3,13 @@ library code it runs (scripts/dvc_yaml.py writes those deps, and the per-task pl
 artifacts, and says when dvc.yaml is out of step), every stage waits for the params check,
 every task is a model artifact."""
 
-import os
 import re
 import subprocess
 import sys
 
 import yaml
 
+from bench.workspace import python_first_env
 from covidxray.config.params import load_params
 from scripts.dvc_yaml import imported_modules, library_deps, library_files, written
 from tests.conftest import ROOT
@@ -107,7 +107,7 @@ def test_the_docs_dvc_exp_show_commands_run_as_written(tmp_path):
     lines = [line.split("  #")[0].replace("experiments.csv", str(tmp_path / "experiments.csv"))
              for line in block.splitlines()]
     shown = [subprocess.run(line, shell=True, cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "COLUMNS": "250"}) for line in lines]
+                            env={**python_first_env(), "COLUMNS": "250"}) for line in lines]
     assert all(done.returncode == 0 for done in shown), [done.stderr for done in shown]
     assert "metrics/binary.json:accuracy" in shown[1].stdout and "Created" not in shown[1].stdout
     header = (tmp_path / "experiments.csv").read_text().splitlines()[0].split(",")
