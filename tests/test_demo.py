@@ -240,8 +240,8 @@ def test_a_bad_file_shows_predicts_message_and_no_traceback(expected, uploaded):
 
 @pytest.mark.slow
 def test_the_page_answers_only_its_own_host_and_keeps_uploads_private(served):
-    """A request named for another host (DNS rebinding) gets 400; the uploads folder is this
-    process's own, mode 700."""
+    """A request named for another host (DNS rebinding) gets 400, one sent by another site's page
+    403; the uploads folder is this process's own, mode 700."""
     process, url = served
     request = urllib.request.Request(url, headers={"Host": "evil.example"})
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -249,6 +249,15 @@ def test_the_page_answers_only_its_own_host_and_keeps_uploads_private(served):
     assert refused.value.code == 400
     with urllib.request.urlopen(url.replace("127.0.0.1", "localhost"), timeout=10) as page:
         assert page.status == 200
+    upload = url + "gradio_api/upload"
+    elsewhere = urllib.request.Request(upload, data=b"x", headers={"Origin": "http://evil.example"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(elsewhere, timeout=10)
+    assert refused.value.code == 403  # a page of another site may not upload here
+    own = urllib.request.Request(upload, data=b"x", headers={"Origin": url.rstrip("/")})
+    with pytest.raises(urllib.error.HTTPError) as answered:
+        urllib.request.urlopen(own, timeout=10)
+    assert answered.value.code != 403  # the page's own requests reach gradio (a bad body here)
     folders = list(Path(tempfile.gettempdir()).glob("covidxray-demo-*"))
     mine = [f for f in folders if f.stat().st_uid == os.getuid()]
     assert mine and all(f.stat().st_mode & 0o077 == 0 for f in mine)

@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 # before gradio is imported, which reads it then: uploads and overlays go to a private folder
 # (mode 700) that goes when the process ends, not to a shared one that keeps them
@@ -30,6 +31,7 @@ os.environ.setdefault("GRADIO_TEMP_DIR", UPLOADS)
 import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 from starlette.middleware.trustedhost import TrustedHostMiddleware  # noqa: E402
+from starlette.responses import PlainTextResponse  # noqa: E402
 
 from covidxray.app import prediction  # noqa: E402
 from covidxray.config.params import load_params  # noqa: E402
@@ -233,13 +235,31 @@ def allowed_hosts(host):
     return ["127.0.0.1", "localhost"] if host in ("127.0.0.1", "localhost") else [host]
 
 
+class SameOrigin:
+    """Refuses what another site's page sends (its Origin header names that site): a page
+    elsewhere must not upload files to this one or run its models."""
+
+    def __init__(self, app, hosts):
+        self.app, self.hosts = app, hosts
+
+    async def __call__(self, scope, receive, send):
+        origin = dict(scope.get("headers", [])).get(b"origin")
+        if (scope["type"] in ("http", "websocket") and origin and "*" not in self.hosts
+                and urlsplit(origin.decode("latin-1")).hostname not in self.hosts):
+            refused = PlainTextResponse("cross-origin request refused", status_code=403)
+            return await refused(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def serve(demo, host, port):
     """Start the page on host:port, never shared, without analytics; its local URL."""
-    only_here = Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))
+    hosts = allowed_hosts(host)
+    only_here = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts),
+                 Middleware(SameOrigin, hosts=hosts)]
     try:
         _, url, _ = demo.launch(server_name=host, server_port=port, share=False, quiet=True,
                                 prevent_thread_lock=True, ssr_mode=False, mcp_server=False,
-                                theme=THEME, css=STYLE, app_kwargs={"middleware": [only_here]})
+                                theme=THEME, css=STYLE, app_kwargs={"middleware": only_here})
     except OSError as err:
         # gradio's one OSError for any bind failure; its text advises its own variables
         raise PipelineError(f"cannot serve the page on {host}:{port}: the port is in use or"
