@@ -98,29 +98,22 @@ def test_grayscale_rgba_and_16_bit_images_are_kept(sources):
     assert (manifest.query("source == 'kermany'")["class"] == "normal").sum() == 7
 
 
-def test_byte_identical_copies_are_kept_once_and_reported(sources):
+@pytest.mark.parametrize("copy, conflict", [
+    ("person1_bacteria_9.jpeg", {}),
+    # the same bytes filed as viral: dropped as a copy, the conflict recorded (it was dropped
+    # as a plain duplicate)
+    ("person7_virus_9.jpeg",
+     {"conflict": "labelled viral here, bacterial there: the image keeps that label"}),
+])
+def test_byte_identical_copies_are_kept_once_and_reported(sources, copy, conflict):
     bacteria = sources["kermany"] / "PNEUMONIA"
-    shutil.copy(bacteria / "person1_bacteria_1.jpeg", bacteria / "person1_bacteria_9.jpeg")
+    shutil.copy(bacteria / "person1_bacteria_1.jpeg", bacteria / copy)
     merge.main()
     manifest, report = read_outputs()
-    assert report["duplicates"] == [{
-        "path": str(bacteria / "person1_bacteria_9.jpeg"),
-        "duplicate_of": str(bacteria / "person1_bacteria_1.jpeg"),
-    }]
+    assert report["duplicates"] == [{"path": str(bacteria / copy),
+                                     "duplicate_of": str(bacteria / "person1_bacteria_1.jpeg"),
+                                     **conflict}]
     assert manifest["sha256"].is_unique
-
-
-def test_a_copy_labelled_another_class_says_which_label_the_image_keeps(sources):
-    """The same bytes as a bacterial X-ray, filed as viral: dropped as a copy, the conflict
-    recorded (it was dropped as a plain duplicate)."""
-    kermany = sources["kermany"] / "PNEUMONIA"
-    shutil.copy(kermany / "person1_bacteria_1.jpeg", kermany / "person7_virus_9.jpeg")
-    merge.main()
-    manifest, report = read_outputs()
-    assert report["duplicates"] == [{
-        "path": str(kermany / "person7_virus_9.jpeg"),
-        "duplicate_of": str(kermany / "person1_bacteria_1.jpeg"),
-        "conflict": "labelled viral here, bacterial there: the image keeps that label"}]
 
 
 def test_a_fifo_named_like_an_image_is_a_recorded_skip_and_does_not_hang(sources):
