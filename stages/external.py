@@ -24,6 +24,7 @@ class and every file left out.
 """
 
 import shutil
+import sys
 
 import pandas as pd
 
@@ -82,6 +83,10 @@ def main():
                         "n_skipped": len(skipped), "skipped": skipped}
         print(f"external: {name}: {len(rows)} images {report[name]['classes']},"
               f" {len(skipped)} left out (see metrics/detail/data_external.json)")
+        if not len(rows):  # a valid set that scores nothing: empty folders, say
+            print(f"warning: external: {name}: no image to score ({len(skipped)} left out):"
+                  f" every task's scores on it will be empty; check external.{name}'s path and"
+                  " filters", file=sys.stderr)
     write_json(DETAIL / "data_external.json", report)
 
 

@@ -115,6 +115,18 @@ def test_the_stage_writes_each_sets_images_and_report(sources):
     assert report["views"]["classes"] == {"covid": 1} and report["views"]["n_skipped"] == 1
 
 
+def test_a_set_with_no_image_to_score_is_written_and_warned_of(sources, capsys):
+    """Empty class folders: a valid set, written empty, not silent ("0 images")."""
+    for folder in FOLDERS_SET["findings"]:
+        (OWN / folder).mkdir(parents=True)
+    write_params(image_size=32, external={"own": FOLDERS_SET})
+    merge.main()
+    external.main()
+    assert len(pd.read_csv("data/external/own.csv")) == 0
+    assert ("warning: external: own: no image to score (0 left out): every task's scores on it"
+            " will be empty; check external.own's path and filters") in capsys.readouterr().err
+
+
 def test_a_set_image_under_a_folder_name_that_is_not_utf8_is_left_out_with_the_reason(sources,
                                                                                      tmp_path):
     folder, bad = tmp_path / "nih-more", os.fsdecode(b"\xff")
