@@ -48,19 +48,32 @@ def _stop(signum, frame):
     raise Stopped(signal.Signals(signum).name)
 
 
+def module_name(main):
+    """The import name of main's module (`covidxray.app.predict`, also when it runs as
+    `python -m` and is called __main__), or None for a script."""
+    spec = sys.modules[main.__module__].__spec__
+    return spec.name if spec else None
+
+
+def of_the_app(main):
+    return (module_name(main) or "").startswith("covidxray.app.")
+
+
 def is_stage(main):
     """Whether main writes pipeline outputs, which `dvc repro` resumes: all but the app's."""
-    return not main.__module__.startswith("covidxray.app.") or "DVC_STAGE" in os.environ
+    return not of_the_app(main) or "DVC_STAGE" in os.environ
 
 
 def stage_name(main, args):
     """train@three under DVC, `covidxray predict` for a command of the app, else the command
     that ran it."""
-    spec = sys.modules[main.__module__].__spec__
-    app = spec and spec.name.startswith("covidxray.app.")
-    command = (f"covidxray {spec.name.rsplit('.', 1)[1]}" if app else
-               f"python -m {spec.name}" if spec else f"python {sys.argv[0]}")
-    return os.environ.get("DVC_STAGE") or (command if app else " ".join([command, *map(str, args)]))
+    name = module_name(main)
+    if of_the_app(main):
+        command = f"covidxray {name.rsplit('.', 1)[1]}"
+    else:
+        command = " ".join([f"python -m {name}" if name else f"python {sys.argv[0]}",
+                            *map(str, args)])
+    return os.environ.get("DVC_STAGE") or command
 
 
 def parent_of(pid):

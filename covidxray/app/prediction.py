@@ -2,8 +2,6 @@
 decoding images exactly as its training images were, class probabilities and Grad-CAM overlays.
 covidxray/app/predict.py (the command line) and covidxray/app/demo.py (the web page) both use it."""
 
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,15 +32,7 @@ class Classifier:
     xray_check: ood.XrayCheck = None  # models/ood.npz's: does an input look like a training X-ray?
 
     def decode(self, path):
-        """The image as the model's training images were decoded; a path that is no regular
-        file (a FIFO, a device) is refused before it is opened, which could wait forever."""
-        try:
-            regular = stat.S_ISREG(os.stat(path).st_mode)
-        except OSError:
-            regular = True  # missing or unreadable: load_images names why
-        if not regular:
-            raise PipelineError(f"{path}: not a regular file (a FIFO, device or socket); only"
-                                " files are read as images")
+        """The image as the model's training images were decoded."""
         return load_images([path], self.size, self.preprocess)[0]
 
 

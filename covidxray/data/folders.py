@@ -89,16 +89,13 @@ def named_folder(directory, key, name):
 
 
 def folder_files(directory, skipped):
-    """The entries of a class folder that may be images, by name; a name that is not UTF-8, a
-    folder inside it and a FIFO, device or socket (reading one would wait forever) go to
-    `skipped`. A broken link is kept: the decoder says why it cannot be read."""
+    """The entries of a class folder that may be images, by name; a name that is not UTF-8 and
+    a folder inside it go to `skipped`. A broken link or a FIFO is kept: the decoder says why it
+    cannot be read."""
     for path in listing(directory):
         if misnamed(path, skipped):
             continue
         if path.is_dir():
             skipped.append({"path": str(path), "reason": "a folder, not an image"})
-        elif path.exists() and not path.is_file():
-            skipped.append({"path": str(path), "reason": "not a regular file (a FIFO, device or"
-                            " socket); only files are read as images"})
         else:
             yield path

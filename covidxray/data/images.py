@@ -4,6 +4,7 @@ pool of processes, the same bytes whatever the number of workers."""
 import functools
 import os
 import signal
+import stat
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -22,8 +23,12 @@ NONE = Preprocess()  # no crop, no CLAHE
 def open_rgb(path):
     """Decode any image to 8-bit RGB; raises PipelineError naming the file if it can't.
 
-    Images over PIL's decompression-bomb limit (MAX_PIXELS) are refused before decoding.
+    Images over PIL's decompression-bomb limit (MAX_PIXELS) are refused before decoding, and a
+    path that is no regular file (a FIFO, a device) before it is opened: that could wait forever.
     """
+    if not regular(path):
+        raise PipelineError(f"{path}: not a regular file (a FIFO, device or socket); only files"
+                            " are read as images")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -35,6 +40,15 @@ def open_rgb(path):
     except Exception as err:  # PIL's format plugins raise many types on malformed files
         raise PipelineError(f"{path}: not a readable image ({type(err).__name__}: {err})") \
             from err
+
+
+def regular(path):
+    """Whether `path` is a regular file, or cannot be looked at (missing, unreadable: the
+    decoder then says why)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True
 
 
 def _to_rgb(img):

@@ -284,10 +284,11 @@ def describe(rows, skipped):
         digest = sha256(row["path"])
         if digest in seen:
             first = seen[digest]
-            duplicates.append({"path": row["path"], "duplicate_of": first["path"]} | ({} if (
-                first["class"] == row["class"]) else {"conflict": f"labelled {row['class']}"
-                                                      f" here, {first['class']} there: the"
-                                                      " image keeps that label"}))
+            copy = {"path": row["path"], "duplicate_of": first["path"]}
+            if first["class"] != row["class"]:
+                copy["conflict"] = (f"labelled {row['class']} here, {first['class']} there: the"
+                                    " image keeps that label")
+            duplicates.append(copy)
             continue
         seen[digest] = row
         kept.append({**row, "site": row.get("site", ""), "sha256": digest,
