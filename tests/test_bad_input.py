@@ -2,12 +2,14 @@
 outputs made from another manifest, stopped stages and byte-identical model files."""
 
 import hashlib
+import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import keras
@@ -339,3 +341,26 @@ def test_a_disk_that_fills_up_while_writing_is_named_and_keeps_the_old_output(sm
     assert old.read_bytes() == b"old" and list(small_disk.iterdir()) == [old]
     with pytest.raises(PipelineError, match=r"the disk filled up"):
         write_table(pd.DataFrame({"path": ["x" * 1000] * 100}), small_disk / "table.csv")
+
+
+def test_a_command_of_the_app_is_named_as_people_run_it_and_not_told_to_dvc_repro(monkeypatch):
+    """Ctrl-C's line names `covidxray predict` and says nothing of `dvc repro`, also when it
+    runs as `python -m covidxray.app.predict` (its main then lives in __main__)."""
+    from covidxray import runner
+    from covidxray.app import predict
+
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    as_main = types.ModuleType("__main__")
+    as_main.__spec__ = importlib.util.find_spec("covidxray.app.predict")
+    monkeypatch.setitem(sys.modules, "__main__", as_main)
+
+    def main():
+        """predict's main() as python -m runs it."""
+    main.__module__ = "__main__"
+    for command in (predict.main, main):
+        assert runner.stage_name(command, ["--task", "binary"]) == "covidxray predict"
+        assert not runner.is_stage(command)
+    from stages import split  # a stage: resumed by dvc repro
+
+    assert runner.is_stage(split.main)
+    assert runner.stage_name(split.main, []) == "python -m stages.split"
