@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import zipfile
 from pathlib import Path
 
@@ -54,9 +55,24 @@ def replacing_folder(path, needs=0):
 
 def resolved(path):
     """`path`, or where it points when it is a symbolic link (an output moved to another disk
-    by a link stays there, and the link stays a link)."""
+    by a link stays there, and the link stays a link). A linked output folder on the way to it
+    gets back the mode DVC took (unshared)."""
     path = Path(path)
+    if not path.is_absolute():  # outputs are named in the workspace, where DVC's links are
+        for folder in path.parents:
+            if folder.is_symlink():
+                unshared(folder.resolve())
     return path.resolve() if path.is_symlink() else path
+
+
+def unshared(folder):
+    """Before a stage runs, DVC 3.67 removes its outputs; for a linked folder shutil.rmtree
+    refuses, and DVC's error handler chmods the link's own mode (rwxrwxrwx) onto its target.
+    A target left world-writable so gets the mode a new folder has (the umask's)."""
+    if folder.is_dir() and stat.S_IMODE(folder.stat().st_mode) == 0o777:
+        umask = os.umask(0)
+        os.umask(umask)
+        folder.chmod(0o777 & ~umask)
 
 
 def size_text(size):

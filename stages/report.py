@@ -20,6 +20,10 @@ from covidxray.files import replacing
 from covidxray.runner import cli
 
 REPORT = Path("report/index.html")
+# No date in the page: the same run gives the same bytes (DVC then sees it unchanged)
+WHEN = ("<p class='note'>No date is written here, so that the same run gives the same page:"
+        " <code>git log -1 --format=%cd -- dvc.lock</code> dates the commit that recorded this"
+        " run, and each task's section names the device and precision it trained on.</p>")
 
 
 def main():
@@ -35,7 +39,8 @@ def main():
         partial.write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
                            f"<title>COVID-19 chest X-ray pipeline: run report</title>"
                            f"<style>{STYLE}</style></head><body>\n<h1>Run report</h1>\n"
-                           f"<p>{contents}</p>\n" + "\n".join(sections) + "\n</body></html>\n")
+                           f"{WHEN}\n<p>{contents}</p>\n" + "\n".join(sections)
+                           + "\n</body></html>\n")
     print(f"report: {REPORT} ({REPORT.stat().st_size // 1024} KiB), open it in a browser")
 
 

@@ -120,7 +120,9 @@ def predict(project, *args, user=()):
     """`covidxray predict` run in `project`, as `user` (a command prefix) when given;
     one that hangs (say on a FIFO) fails after 5 minutes instead of holding CI."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    # as from a shell: without the TF_CPP_MIN_LOG_LEVEL that importing Keras set in this process
     env = {**os.environ, "PYTHONPATH": path}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     return subprocess.run([*user, COVIDXRAY, "predict", *map(str, args)],
                           cwd=project, env=env, capture_output=True, text=True, timeout=300)
 

@@ -31,6 +31,7 @@ from tests.conftest import (HANNOVER_HEADER, METADATA_HEADER, ROOT, TINY, extern
                             hannover_row, write_awkward_files, write_image, write_params)
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+PATH = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])  # dvc's python
 
 
 def check_kept_or_reasoned(made, kept, skipped):
@@ -236,6 +237,34 @@ def test_a_stage_stops_when_dvc_dies_and_leaves_no_half_output(tmp_path):
     wait_for(lambda: not running(pid), seconds=10)
     assert "interrupted: slow stopped (SIGTERM)" in (tmp_path / "log.txt").read_text()
     assert not half_written(tmp_path) and not (tmp_path / "out.txt").exists()
+
+
+LINKED_STAGE = """stages:
+  plain:
+    cmd: python -c "open('plain/a.txt', 'w').write('a')"
+    outs: [plain]
+  ours:
+    cmd: python -c "from covidxray.files import write_json; write_json('ours/a/b.json', {})"
+    outs: [ours]
+"""
+
+
+def test_a_linked_output_folder_dvc_made_world_writable_gets_its_mode_back(tmp_path):
+    """DVC's removal of a linked output chmods the link's rwxrwxrwx onto its target (`plain`
+    shows it); a stage writing through covidxray.files sets it back to the umask's mode."""
+    (tmp_path / "dvc.yaml").write_text(LINKED_STAGE)
+    for name in ("plain", "ours"):
+        (tmp_path / "disk" / name).mkdir(parents=True, mode=0o755)
+        (tmp_path / name).symlink_to(tmp_path / "disk" / name)
+    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
+                    [sys.executable, "-m", "dvc", "repro", "-q"]):
+        subprocess.run(command, cwd=tmp_path, env={**ENV, "PATH": PATH}, check=True)
+    mode = {name: oct((tmp_path / "disk" / name).stat().st_mode & 0o7777)
+            for name in ("plain", "ours")}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == {"plain": "0o777", "ours": oct(0o777 & ~umask)}
+    assert json.loads((tmp_path / "ours" / "a" / "b.json").read_text()) == {}
 
 
 def orphans_parent(folder):

@@ -293,6 +293,20 @@ def test_a_training_source_of_your_own_comes_last_and_leaves_the_rows_before_it_
     assert set(report) == {*DATA_REPORT_KEYS, "nih", "hannover", *with_june(), "clinic"}
 
 
+def test_a_missing_source_folder_is_named_itself_not_as_its_first_class_folder(sources):
+    """merge run alone (check, which refuses the missing path first, left out): the root is what
+    is missing; a class folder missing inside a root that is there is named as before."""
+    write_params(merge={"sources": with_june(clinic=CLINIC_SOURCE)})
+    with pytest.raises(PipelineError, match=f"^{re.escape(str(CLINIC))}: missing \\(the folder"
+                                            " that merge.sources.clinic.findings names 'covid'"
+                                            " in\\)$"):
+        merge.main()
+    write_image(CLINIC / "healthy" / "p1_a.png", 850)
+    with pytest.raises(PipelineError, match=f"^{re.escape(str(CLINIC / 'covid'))}: missing"
+                                            " \\(merge.sources.clinic.findings names 'covid'\\)$"):
+        merge.main()
+
+
 def test_a_source_of_your_own_is_split_by_whole_patients(sources):
     write_clinic()
     write_params(merge={"sources": with_june(clinic=CLINIC_SOURCE)},

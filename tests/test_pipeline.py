@@ -443,6 +443,10 @@ def test_the_report_is_one_offline_page_with_every_table_and_plot(project):
     controls = json.loads((project["path"] / DETAIL / "controls.json").read_text())
     assert confound["summary"][0] in text and "95% CI (Wilson)" in text
     assert controls["summary"][0] in text and "normal/nih/adult" in text
+    # when and where it was built: no date (byte-identical reruns), the command that dates it,
+    # and each task's device
+    assert "git log -1 --format=%cd -- dvc.lock" in text
+    assert text.count(", trained on ") == len(tasks)
     assert "Not a frontal chest X-ray?" in text and "grey_noise" in text
 
 

@@ -208,9 +208,10 @@ def test_noise_gets_no_class_but_unreliable_with_why_and_the_summary_counts_it(c
     assert re.fullmatch(r"does not look like a frontal chest X-ray: distance \d\.\d{3} above the"
                         r" threshold \d\.\d{3} set on validation", noise["unreliable"])
     assert xray["prediction"] in ("normal", "covid") and "unreliable" not in xray
-    assert ("predict: 2 image(s) tried, 1 predicted, 0 failed, 1 flagged unreliable (no class)"
-            in run.stderr)
-    assert "warning" not in run.stderr
+    # the summary alone: TensorFlow's native info lines (written before it reads
+    # TF_CPP_MIN_LOG_LEVEL) are left out, and no warning is given
+    assert run.stderr.splitlines() == [
+        "predict: 2 image(s) tried, 1 predicted, 0 failed, 1 flagged unreliable (no class)"]
     table = pd.read_csv(checked / "out.csv")
     assert table["unreliable"].tolist()[0] == noise["unreliable"]
     assert pd.isna(table["prediction"][0]) and pd.isna(table["unreliable"][1])
@@ -427,6 +428,25 @@ def test_help_answers_without_importing_keras():
     shown = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                            text=True)
     assert shown.stdout.strip().splitlines()[-1] == "[]", shown.stderr
+
+
+NATIVE_LOG = (
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    """I0000 00:00:1796492289.745832   16540 port.cc:153] oneDNN custom operations are on.
+W0000 00:00:1796492289.745900   16540 cuda_executor.cc:1] a warning
+E0000 00:00:1796492291.728222   16540 cuda_platform.cc:52] failed call to cuInit
+some_module.py:3: UserWarning: written by Python while Keras was imported
+""")
+
+
+@pytest.mark.parametrize("level, kept", [(3, [4]), (2, [3, 4]), (1, [2, 3, 4]),
+                                         (0, [0, 1, 2, 3, 4])])
+def test_tensorflows_native_lines_below_its_log_level_go_and_every_other_line_stays(level,
+                                                                                     kept):
+    from covidxray.app import native_log_kept
+
+    lines = NATIVE_LOG.splitlines(keepends=True)
+    assert native_log_kept(NATIVE_LOG, level) == "".join(lines[i] for i in kept)
 
 
 def test_a_closed_stdout_ends_quietly_and_the_csv_still_holds_every_image(project):

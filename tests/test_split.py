@@ -181,8 +181,22 @@ def test_a_task_class_missing_from_the_split_is_a_clear_error(tmp_path, monkeypa
                        "a.png,normal,p1,kermany\nb.png,covid,p2,covid-chestxray\n"
                        "c.png,normal,p3,nih\n")
     assert read_split("val", make_task(["covid", "normal"], TUTORIAL))["label"].tolist() == [1, 0]
-    with pytest.raises(PipelineError, match=r"val\.csv: no images of class\(es\) viral"):
+    with pytest.raises(PipelineError, match=r"val\.csv: no images of class viral for task t; no"
+                                            r" source gives any: check the per_class counts"):
         read_split("val", make_task(["normal", "viral"], TUTORIAL))
+
+
+def test_a_task_class_only_other_sources_give_names_them_not_merges_counts(tmp_path,
+                                                                            monkeypatch):
+    write_split_tables(tmp_path, monkeypatch, val="path,class,patient,source\n"
+                       "a.png,normal,p1,kermany\nb.png,covid,p2,covid-chestxray\n"
+                       "c.png,pneumonia_other,p3,nih\nd.png,pneumonia_other,p4,june\n")
+    task = make_task(["normal", "pneumonia_other", "covid"], TUTORIAL, name="adults")
+    with pytest.raises(PipelineError, match=(
+            r"^data/split/val\.csv: no images of class pneumonia_other for task adults;"
+            r" tasks\.adults\.sources \(kermany, covid-chestxray\) give none, where june, nih do:"
+            r" add one to the task's sources or leave pneumonia_other out$")):
+        read_split("val", task)
 
 
 def test_a_tasks_rows_keep_their_manifest_row(tmp_path, monkeypatch):

@@ -2,12 +2,14 @@
 tolerances."""
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from covidxray.app import command, verify
+from tests.conftest import ROOT
 
 SD = 0.05  # binary's test accuracy over 5 splits: one split's value may move by 2 * SD
 LOCK = """schema: '2.0'
@@ -67,6 +69,12 @@ def test_an_unchanged_workspace_is_the_same(repo, capsys):
                                     " 0 moved within tolerance")
     assert "binary: accuracy 0.0447 / 0.1, covid recall 0.0894 / 0.2" in out
     assert "outputs byte-identical with HEAD: 2 (data/features, data/split)" in out
+    # what the tolerance can catch, and the section that says more (heading there as linked)
+    said = re.search(r"^so it catches .* cannot tell one split's value .*"
+                     r"\(docs/([\w.]+)#([\w-]+)\)$", out, re.M)
+    assert said, out
+    headings = re.findall(r"^#+ (.+)$", (ROOT / "docs" / said[1]).read_text(), re.M)
+    assert said[2] in {h.lower().replace(" ", "-") for h in headings}
 
 
 def test_a_move_within_the_tolerance_is_the_same(repo, capsys):

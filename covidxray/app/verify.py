@@ -184,6 +184,10 @@ def print_tolerances(rev, spreads_, step):
                 one = "" if name == HOLDOUT else f" / {of[1]:.3g}"  # means only
                 shown.append(f"{label} {of[0]:.3g}{one}")
         print(f"  {name}: {', '.join(shown) or 'none: exact'}")
+    print("so it catches any data count that changed and a mean over splits moved past its"
+          " tolerance (a broken stage, a lost class or source); it cannot tell one split's value"
+          " moved by fewer test images than its tolerance from a CPU's rounding: judge a change"
+          " by the means (docs/reproducibility.md#what-it-can-and-cannot-catch)")
 
 
 def compare_files(rev, committed, spreads_, step):

@@ -81,8 +81,12 @@ def present(path, kind=Path.is_file):
         raise unreadable(blocked(path), err) from err
 
 
-def named_folder(directory, key, name):
-    """`directory`, which params key `key` names as `name`; a missing one stops the stage."""
+def named_folder(root, folder, key, name):
+    """`root`/`folder`, which params key `key` names as `name`; a missing one stops the stage,
+    naming the root itself where that is what is missing."""
+    if not present(Path(root), Path.is_dir):
+        raise PipelineError(f"{root}: missing (the folder that {key} names {name!r} in)")
+    directory = Path(root) / folder
     if not present(directory, Path.is_dir):
         raise PipelineError(f"{directory}: missing ({key} names {name!r})")
     return directory

@@ -56,7 +56,7 @@ def kermany_candidates(root, splits, skipped, key="merge.kermany_splits"):
     rows = []
     for split in splits:
         for folder in ("NORMAL", "PNEUMONIA"):
-            for path in folder_files(named_folder(Path(root) / split / folder, key, split),
+            for path in folder_files(named_folder(root, Path(split) / folder, key, split),
                                      skipped):
                 label = kermany_label(folder, path.name)
                 if label is None:
@@ -74,7 +74,7 @@ def folders_candidates(root, spec, skipped, key):
     patient is spec.patient's group in the file name; without one, each image is its own."""
     rows, source = [], spec.sources[0]
     for folder, cls in spec.findings.items():
-        for path in folder_files(named_folder(Path(root) / folder, f"{key}.findings", folder),
+        for path in folder_files(named_folder(root, folder, f"{key}.findings", folder),
                                  skipped):
             match = spec.patient.search(path.name) if spec.patient else None
             if spec.patient and not (match and match.group(1)):

@@ -117,13 +117,23 @@ def task_rows(rows, task, where):
     """A table's rows of a task's classes and sources, with the label index of each. `where`
     names the table in the error raised when a class has no rows."""
     classes = task.classes
-    rows = rows[rows["class"].isin(classes) & rows["source"].isin(task.sources)].copy()
-    missing = sorted(set(classes) - set(rows["class"]))
-    if missing:
-        raise PipelineError(f"{where}: no images of class(es) {', '.join(missing)};"
-                            " check merge.per_class and the split params")
-    rows["label"] = rows["class"].map({c: i for i, c in enumerate(classes)})
-    return rows
+    kept = rows[rows["class"].isin(classes) & rows["source"].isin(task.sources)].copy()
+    for cls in classes:
+        if cls not in set(kept["class"]):
+            raise PipelineError(f"{where}: no images of class {cls} for task {task.name}; "
+                                + missing_class_hint(rows, task, cls))
+    kept["label"] = kept["class"].map({c: i for i, c in enumerate(classes)})
+    return kept
+
+
+def missing_class_hint(rows, task, cls):
+    """Where images of `cls` could come from, for a task whose sources give none."""
+    others = sorted(set(rows.loc[rows["class"] == cls, "source"]))
+    if others:
+        return (f"tasks.{task.name}.sources ({', '.join(task.sources)}) give none, where"
+                f" {', '.join(others)} do: add one to the task's sources or leave {cls} out")
+    return ("no source gives any: check the per_class counts of merge (merge.per_class and each"
+            " source's) and the split params")
 
 
 def write_split(parts):
