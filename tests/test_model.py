@@ -182,3 +182,23 @@ def test_the_head_ends_in_logits_that_the_classifier_turns_into_probabilities(n_
                 if n_classes == 2 else np.exp(logits - logits.max(1, keepdims=True)))
     expected /= expected.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_a_heads_probabilities_are_predicts_from_an_array_or_row_batches_without_predict(
+        n_classes, monkeypatch):
+    """holdout and repeat score hundreds of heads: each is called on its batches, where
+    predict compiled a step for every new head (0.3 s each)."""
+    from covidxray.model.inputs import RowBatches
+
+    head = build_head(n_classes, (6,))
+    features = np.random.default_rng(0).normal(size=(7, 6)).astype("float32")
+    expected = m.probabilities(m.scoring_head(head), features, 3)
+    monkeypatch.setattr(keras.Model, "predict", None)  # called, it would raise
+    rows = np.arange(7)
+    for batch in (1, 3, 7):
+        for given in (features, RowBatches(features, rows, batch)):
+            probs = m.head_probabilities(head, given, batch)
+            assert probs.shape == (7, n_classes)
+            np.testing.assert_allclose(probs, expected, rtol=1e-6, atol=1e-7)
+    assert m.head_probabilities(head, features[:0], 3).shape == (0, n_classes)
