@@ -2,9 +2,9 @@
 
 import os
 
-# Stages run on CPU-only machines too: TensorFlow's C++ log would report its failed CUDA probe
-# there as an error. Python exceptions still say what went wrong. Set the variable to override.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from covidxray.native_log import quiet_keras
+
+quiet_keras()  # TensorFlow's native info lines left out of the stages' logs
 
 if "DVC_STAGE" in os.environ:  # watched from the start: dvc may die while Keras loads
     from covidxray.runner import stop_with_parents

@@ -430,25 +430,6 @@ def test_help_answers_without_importing_keras():
     assert shown.stdout.strip().splitlines()[-1] == "[]", shown.stderr
 
 
-NATIVE_LOG = (
-    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
-    """I0000 00:00:1796492289.745832   16540 port.cc:153] oneDNN custom operations are on.
-W0000 00:00:1796492289.745900   16540 cuda_executor.cc:1] a warning
-E0000 00:00:1796492291.728222   16540 cuda_platform.cc:52] failed call to cuInit
-some_module.py:3: UserWarning: written by Python while Keras was imported
-""")
-
-
-@pytest.mark.parametrize("level, kept", [(3, [4]), (2, [3, 4]), (1, [2, 3, 4]),
-                                         (0, [0, 1, 2, 3, 4])])
-def test_tensorflows_native_lines_below_its_log_level_go_and_every_other_line_stays(level,
-                                                                                     kept):
-    from covidxray.app import native_log_kept
-
-    lines = NATIVE_LOG.splitlines(keepends=True)
-    assert native_log_kept(NATIVE_LOG, level) == "".join(lines[i] for i in kept)
-
-
 def test_a_closed_stdout_ends_quietly_and_the_csv_still_holds_every_image(project):
     """`predict ... | head -1`: no BrokenPipeError traceback; --csv gets every image."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))

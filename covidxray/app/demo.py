@@ -22,14 +22,11 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from covidxray.app import import_keras
-
 # before gradio is imported, which reads it then: uploads and overlays go to a private folder
 # (mode 700) that goes when the process ends, not to a shared one that keeps them
 UPLOADS = tempfile.mkdtemp(prefix="covidxray-demo-")
 atexit.register(shutil.rmtree, UPLOADS, True)
 os.environ.setdefault("GRADIO_TEMP_DIR", UPLOADS)
-import_keras()
 
 import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402

@@ -23,7 +23,6 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from covidxray.app import import_keras
 from covidxray.config.params import load_params
 from covidxray.errors import PipelineError
 from covidxray.files import replacing, write_table
@@ -70,7 +69,6 @@ def arguments(argv):
 
 def load(args):
     """The task's classifier (prediction.load), and the --gradcam folder made."""
-    import_keras()
     from covidxray.app import prediction
     from covidxray.evaluation import gradcam, ood
 
