@@ -85,6 +85,37 @@ def test_a_tasks_classes_and_sources_must_be_known_ones(tmp_path, spec, message)
             message)
 
 
+@pytest.mark.parametrize("changes, message", [
+    ({"tasks.odd": {"classes": ["normal", "pneumonia_other"], "sources": TUTORIAL}},
+     "tasks.odd.classes: merge draws no image of pneumonia_other from tasks.odd.sources"
+     " (kermany, covid-chestxray) by its per_class counts; add a source that has them, or their"
+     " counts"),
+    ({"tasks.odd": {"classes": ["normal", "viral", "bacterial", "covid"],
+                    "sources": ["nih", "hannover"]}},
+     "tasks.odd.classes: merge draws no image of viral, bacterial from tasks.odd.sources (nih,"
+     " hannover) by its per_class counts; add a source that has them, or their counts"),
+    ({"tasks.odd": {"classes": ["normal", "bacterial"], "sources": TUTORIAL},
+      "merge.per_class.covid": 0},  # the first task that asks for it
+     "tasks.binary.classes: merge draws no image of covid from tasks.binary.sources (kermany,"
+     " covid-chestxray) by its per_class counts; add a source that has them, or their counts"),
+])
+def test_a_task_class_that_merge_draws_from_none_of_its_sources_is_refused(tmp_path, changes,
+                                                                            message):
+    """At check, before DVC deletes train's outputs: train found it, naming the split."""
+    task = {"epochs": 1, "lr": 0.001, "batch_size": 4}
+    refused(tmp_path, {**changes, "tasks.odd": {**changes["tasks.odd"], **task}}, message)
+
+
+def test_a_task_class_only_a_source_of_your_own_gives_passes(tmp_path):
+    spec = {"layout": "folders", "path": "data/raw/clinic", "findings": {"v": "viral"},
+            "per_class": {"viral": 5}}
+    params = load_params(params_with(tmp_path, {
+        "merge.sources.clinic": spec, "tasks.odd": {
+            "classes": ["normal", "viral"], "sources": ["nih", "clinic"], "epochs": 1,
+            "lr": 0.001, "batch_size": 4}}))
+    assert params.merge.drawn_classes("clinic") == {"viral"}
+
+
 @pytest.mark.slow
 def test_a_stage_reports_bad_params_in_one_line_without_a_traceback():
     run = subprocess.run([sys.executable, "-m", "stages.evaluate", "nosuchtask"], cwd=ROOT,

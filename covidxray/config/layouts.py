@@ -108,6 +108,16 @@ class Merge:
                 **{name: f"merge.{name}" for name in ("nih", "hannover") if getattr(merge, name)}}
         return replace(merge, sources=s.read("sources", training_sets, read, default=None) or {})
 
+    def drawn_classes(self, source):
+        """The classes merge's per_class counts ask of `source` (the tutorial's two sources are
+        drawn from together, so each may give any of merge.per_class's)."""
+        counts = {"kermany": self.per_class, COLLECTION: self.per_class,
+                  **{name: getattr(self, name).per_class for name in ("nih", "hannover")
+                     if getattr(self, name)},
+                  **{value: spec.filter.per_class for spec in self.sources.values()
+                     for value in spec.filter.sources}}
+        return {cls for cls, count in counts.get(source, {}).items() if count}
+
     @property
     def manifest_sources(self):
         """The source values the manifest may hold: SOURCES, then those merge.sources adds."""

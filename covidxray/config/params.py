@@ -162,6 +162,12 @@ def cross_checked(params):
         if name is not None:
             params.external_set(name, key)
     for name, task in params.tasks.items():
+        drawn = set().union(*(params.merge.drawn_classes(source) for source in task.sources))
+        if absent := [cls for cls in task.classes if cls not in drawn]:
+            raise PipelineError(f"params.yaml: tasks.{name}.classes: merge draws no image of"
+                                f" {', '.join(absent)} from tasks.{name}.sources"
+                                f" ({', '.join(task.sources)}) by its per_class counts; add a"
+                                " source that has them, or their counts")
         why = lbfgs_fits(task.head, params.backbone, params.features)
         if task.head.solver == "lbfgs" and why:
             raise PipelineError(f"params.yaml: head.solver lbfgs (task {name}) fits a linear head"
