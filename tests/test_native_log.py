@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from covidxray.native_log import native_log_kept
+from covidxray import native_log
+from covidxray.native_log import filtered, native_log_kept
 from tests.conftest import ROOT
 
 NATIVE_LOG = (
@@ -25,6 +26,23 @@ def test_tensorflows_native_lines_below_its_log_level_go_and_every_other_line_st
                                                                                      kept):
     lines = NATIVE_LOG.splitlines(keepends=True)
     assert native_log_kept(NATIVE_LOG, level) == "".join(lines[i] for i in kept)
+
+
+@pytest.mark.parametrize("temporary", [True, False])
+def test_what_native_code_writes_in_the_block_is_kept_at_its_level(capfd, monkeypatch,
+                                                                   temporary):
+    """Caught through fd 2 and written on after the block; with no temporary file to catch it
+    in, every line passes as it is."""
+    def read_only():
+        raise OSError("Read-only file system")
+
+    if not temporary:
+        monkeypatch.setattr(native_log.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    with filtered():
+        os.write(2, b"I0000 00:00:1.0  1 port.cc:153] oneDNN\nplain\n")
+    assert capfd.readouterr().err == ("plain\n" if temporary else
+                                      "I0000 00:00:1.0  1 port.cc:153] oneDNN\nplain\n")
 
 
 def python(code, **env):
