@@ -8,6 +8,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from scipy.special import expit
 
 from covidxray.config.params import load_params
 from covidxray.config.schema import Augment
@@ -178,7 +179,7 @@ def test_the_head_ends_in_logits_that_the_classifier_turns_into_probabilities(n_
                                rtol=1e-4)
     assert np.abs(logits).max() > 0
     probs = m.head_probabilities(head, features, 2)
-    expected = (np.hstack([1 - 1 / (1 + np.exp(-logits)), 1 / (1 + np.exp(-logits))])
+    expected = (np.hstack([expit(-logits), expit(logits)])  # expit: no overflow when saturated
                 if n_classes == 2 else np.exp(logits - logits.max(1, keepdims=True)))
     expected /= expected.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
