@@ -27,9 +27,6 @@ KERMANY = RAW / "chest-xray-pneumonia" / "chest_xray"
 COVID = RAW / "covid-chestxray-dataset"
 NIH = RAW / "nih-chestxray14"
 HANNOVER = RAW / "hannover-covid-19"
-# sampled after the tutorial's sources, each by merge.<source>.per_class, in this order: a source
-# added here comes last, so the rows before it and the draws that made them stay as they were
-SEPARATE = ("nih", "hannover")
 
 
 def sample(images, per_class, rng):
@@ -55,21 +52,11 @@ def merged_candidates(merge, skipped):
     return rows
 
 
-def sampled_apart(merge):
-    """name -> (its source values, per_class) of each source sampled after the tutorial's, in
-    order: SEPARATE's, then merge.sources' (one named as one of SEPARATE in its place)."""
-    order = {name: ((name,), getattr(merge, name).per_class if getattr(merge, name) else {})
-             for name in SEPARATE}
-    order.update({name: (spec.filter.sources, spec.filter.per_class)
-                  for name, spec in merge.sources.items()})
-    return order
-
-
 def sample_all(images, merge, rng):
-    """The tutorial's sources sampled by merge.per_class, then each source of sampled_apart by
-    its own counts, its rows after the others'; the counts of the former and of each of the
-    latter."""
-    apart = sampled_apart(merge)
+    """The tutorial's sources sampled by merge.per_class, then each source of
+    merge.sampled_apart() by its own counts, its rows after the others'; the counts of the
+    former and of each of the latter."""
+    apart = merge.sampled_apart()
     separate = images["source"].isin([s for sources, _ in apart.values() for s in sources])
     manifest, counts = sample(images[~separate], merge.per_class, rng)
     parts, separate_counts = [manifest], {}

@@ -19,6 +19,9 @@ LAYOUT_KEYS = {"covid": ("modality", "views", "findings", "sources"), "kaggle": 
 # the layouts of merge.sources' sets: your own data, or another ieee8023 snapshot
 TRAINING = ("folders", "table", "covid")
 COLLECTION = "covid-chestxray"  # the covid layout's source unless a set names its own
+# sampled after the tutorial's sources, each by merge.<source>.per_class, in this order: a source
+# added here comes last, so the rows before it and the draws that made them stay as they were
+SEPARATE = ("nih", "hannover")
 # metrics/detail/data.json's own keys, beside one per source sampled apart (stages/merge.py)
 DATA_REPORT_KEYS = ("classes", "sources", "total", "patients", "n_skipped", "n_duplicates",
                     "skipped", "duplicates")
@@ -105,17 +108,24 @@ class Merge:
                     nih=s.read("nih", Filter.read, LAYOUT_KEYS["nih"], True, default=None),
                     hannover=s.read("hannover", Filter.read, ("views",), True, default=None))
         read = {"kermany": "merge.kermany_splits", "covid-chestxray": "merge.covid",
-                **{name: f"merge.{name}" for name in ("nih", "hannover") if getattr(merge, name)}}
+                **{name: f"merge.{name}" for name in SEPARATE if getattr(merge, name)}}
         return replace(merge, sources=s.read("sources", training_sets, read, default=None) or {})
+
+    def sampled_apart(self):
+        """name -> (its source values, per_class) of each source sampled after the tutorial's,
+        in order: SEPARATE's, then merge.sources' (one named as one of SEPARATE in its place)."""
+        order = {name: ((name,), getattr(self, name).per_class if getattr(self, name) else {})
+                 for name in SEPARATE}
+        order.update({name: (spec.filter.sources, spec.filter.per_class)
+                      for name, spec in self.sources.items()})
+        return order
 
     def drawn_classes(self, source):
         """The classes merge's per_class counts ask of `source` (the tutorial's two sources are
         drawn from together, so each may give any of merge.per_class's)."""
-        counts = {"kermany": self.per_class, COLLECTION: self.per_class,
-                  **{name: getattr(self, name).per_class for name in ("nih", "hannover")
-                     if getattr(self, name)},
-                  **{value: spec.filter.per_class for spec in self.sources.values()
-                     for value in spec.filter.sources}}
+        counts = {"kermany": self.per_class, COLLECTION: self.per_class}
+        for sources, per_class in self.sampled_apart().values():
+            counts.update(dict.fromkeys(sources, per_class))
         return {cls for cls, count in counts.get(source, {}).items() if count}
 
     @property

@@ -118,8 +118,9 @@ def task_rows(rows, task, where):
     names the table in the error raised when a class has no rows."""
     classes = task.classes
     kept = rows[rows["class"].isin(classes) & rows["source"].isin(task.sources)].copy()
+    present = set(kept["class"])
     for cls in classes:
-        if cls not in set(kept["class"]):
+        if cls not in present:
             raise PipelineError(f"{where}: no images of class {cls} for task {task.name}; "
                                 + missing_class_hint(rows, task, cls))
     kept["label"] = kept["class"].map({c: i for i, c in enumerate(classes)})
